@@ -1,0 +1,51 @@
+// kdseg evaluate --pred DIR --ref DIR --out DIR: BraTS metrics per case and their summary.
+#include <filesystem>
+#include <iostream>
+
+#include "kdseg/cli.h"
+#include "kdseg/util/error.h"
+
+namespace kdseg::cli {
+
+CLI::App* add_evaluate_flags(CLI::App& app, EvaluateOptions& opt, RuntimeOptions& runtime) {
+  CLI::App* cmd = app.add_subcommand(
+      "evaluate", "Score predicted label maps against references as the BraTS challenge does "
+                  "(Dice, HD95, sensitivity, specificity, volumes for ET, WT, TC); writes "
+                  "metrics.csv, summary.json and config.json");
+  cmd->add_option("--pred", opt.pred, "Predictions: <ID>.nii.gz files or case folders")->required();
+  cmd->add_option("--ref", opt.ref, "References: BraTS 2018-2021/2023 case folders, an MSD "
+                                    "folder, or <ID>.nii.gz label maps")
+      ->required();
+  cmd->add_option("--out", opt.out, "Folder for metrics.csv, summary.json, config.json")->required();
+  cmd->add_option("--pred-labels", opt.pred_labels,
+                  "Label convention of the predictions: auto (= the references'), brats2021, "
+                  "brats2023, msd")
+      ->capture_default_str();
+  cmd->add_option("--ref-labels", opt.ref_labels,
+                  "Label convention of the references: auto (from the layout), brats2021, "
+                  "brats2023, msd")
+      ->capture_default_str();
+  cmd->add_flag("--quiet", opt.quiet, "No per-case progress");
+  add_common_flags(cmd, runtime);
+  return cmd;
+}
+
+void add_evaluate_command(CLI::App& app) {
+  auto opt = std::make_shared<EvaluateOptions>();
+  auto runtime = std::make_shared<RuntimeOptions>();
+  CLI::App* cmd = add_evaluate_flags(app, *opt, *runtime);
+  cmd->callback([opt, runtime, cmd] {
+    opt->threads = runtime->threads;
+    EvaluateReport report = evaluate(*opt);
+    write_resolved_config(cmd, (std::filesystem::path(opt->out) / "config.json").string());
+    std::cout << format_summary_table(report);
+    if (!report.failures.empty()) {
+      for (const auto& f : report.failures) std::cerr << "  - " << f << "\n";
+      throw Error("evaluate", std::to_string(report.failures.size()) +
+                                  " case(s) could not be scored (listed above); the others are in " +
+                                  opt->out + "/metrics.csv");
+    }
+  });
+}
+
+}  // namespace kdseg::cli

@@ -1,0 +1,32 @@
+# Every third-party dependency, found once. All come from Debian packages (scripts/setup.sh).
+find_package(Threads REQUIRED)
+find_package(ZLIB REQUIRED)
+find_package(nlohmann_json 3.9 REQUIRED)
+find_package(CLI11 2.1 REQUIRED)
+
+# libdeflate: a fast one-shot inflate (Debian's libdeflate-dev has no CMake package).
+find_path(KDSEG_DEFLATE_INCLUDE libdeflate.h REQUIRED)
+find_library(KDSEG_DEFLATE_LIBRARY NAMES deflate REQUIRED)
+add_library(kdseg::deflate UNKNOWN IMPORTED)
+set_target_properties(kdseg::deflate PROPERTIES IMPORTED_LOCATION "${KDSEG_DEFLATE_LIBRARY}"
+                      INTERFACE_INCLUDE_DIRECTORIES "${KDSEG_DEFLATE_INCLUDE}")
+
+if(KDSEG_WITH_TORCH)
+  # Debian's libtorch-dev 1.13.1, or a pip PyTorch 2.x through
+  # CMAKE_PREFIX_PATH=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)').
+  find_package(Torch REQUIRED)
+  separate_arguments(KDSEG_TORCH_CXX_FLAGS UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+  set(KDSEG_TORCH_DEFINITIONS "")
+  # c10d's Gloo backend, when this LibTorch ships its headers and Gloo's are installed (Debian:
+  # libgloo-dev). Without them kdseg still builds and reports distributed training as unavailable.
+  find_path(KDSEG_C10D_GLOO_HEADER torch/csrc/distributed/c10d/ProcessGroupGloo.hpp
+            HINTS ${TORCH_INCLUDE_DIRS} NO_DEFAULT_PATH)
+  find_path(KDSEG_GLOO_INCLUDE gloo/config.h)
+  if(KDSEG_C10D_GLOO_HEADER AND KDSEG_GLOO_INCLUDE)
+    set(KDSEG_HAVE_GLOO ON)
+    list(APPEND KDSEG_TORCH_DEFINITIONS USE_C10D_GLOO KDSEG_HAVE_GLOO=1)
+  else()
+    set(KDSEG_HAVE_GLOO OFF)
+  endif()
+  message(STATUS "kdseg: LibTorch ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX}; Gloo: ${KDSEG_HAVE_GLOO}")
+endif()

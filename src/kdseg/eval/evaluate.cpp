@@ -1,0 +1,197 @@
+#include "kdseg/eval/evaluate.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+#include "kdseg/eval/metrics.h"
+#include "kdseg/eval/summary.h"
+#include "kdseg/io/dataset.h"
+#include "kdseg/io/gzip.h"
+#include "kdseg/io/nifti.h"
+#include "kdseg/util/error.h"
+#include "kdseg/util/parallel.h"
+#include "kdseg/util/progress.h"
+
+namespace kdseg {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct References {
+  std::vector<std::pair<std::string, std::string>> maps;  // (id, path)
+  LabelConvention convention = Layout::brats2021;
+  std::vector<std::string> unlabelled;                    // reference cases without a label map
+};
+
+References find_references(const std::string& ref, const std::string& labels_flag) {
+  References r;
+  std::error_code ec;
+  if (!fs::is_directory(ref, ec)) throw Error(ref, "no such folder", "--ref takes a folder");
+  if (fs::is_directory(fs::path(ref) / "labelsTr", ec)) {
+    r.convention = Layout::msd;
+    r.maps = discover_label_maps((fs::path(ref) / "labelsTr").string());
+  } else {
+    r.maps = discover_label_maps(ref);
+    bool dashed = false;
+    for (auto& [id, path] : r.maps) dashed |= path.find(id + "-seg.nii") != std::string::npos;
+    r.convention = dashed ? Layout::brats2023 : Layout::brats2021;
+    // Case folders with images but no label map are reported, not dropped silently.
+    try {
+      Dataset ds = discover_dataset(ref);
+      for (const auto& c : ds.cases)
+        if (c.seg.empty()) r.unlabelled.push_back(c.id);
+    } catch (const Error&) {
+      // A folder of label maps only (e.g. a cohort's hidden/): nothing more to learn.
+    }
+  }
+  if (labels_flag != "auto") r.convention = parse_layout(labels_flag, "--ref-labels");
+  if (r.maps.empty())
+    throw Error(ref, "holds no reference label maps",
+                "expected <ID>/<ID>_seg.nii.gz, <ID>/<ID>-seg.nii.gz, labelsTr/<ID>.nii.gz or "
+                "<ID>.nii.gz files");
+  return r;
+}
+
+std::string csv_number(double v) {
+  if (std::isnan(v)) return "nan";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  write_file_atomic(path.string(), reinterpret_cast<const uint8_t*>(text.data()), text.size());
+}
+
+}  // namespace
+
+EvaluateReport evaluate(const EvaluateOptions& opt) {
+  EvaluateReport report;
+  report.columns = metric_columns();
+  References refs = find_references(opt.ref, opt.ref_labels);
+  const LabelConvention pred_conv =
+      opt.pred_labels == "auto" ? refs.convention : parse_layout(opt.pred_labels, "--pred-labels");
+  auto preds = discover_label_maps(opt.pred);
+  if (preds.empty())
+    throw Error(opt.pred, "holds no predictions",
+                "expected <ID>.nii.gz files (the BraTS submission format) or case folders");
+
+  std::map<std::string, std::string> pred_of(preds.begin(), preds.end());
+  std::map<std::string, std::string> ref_of(refs.maps.begin(), refs.maps.end());
+  for (const auto& id : refs.unlabelled)
+    report.failures.push_back(id + ": reference case has no label map");
+  for (const auto& [id, path] : preds)
+    if (!ref_of.count(id)) report.failures.push_back(path + ": no reference case " + id);
+  std::vector<std::pair<std::string, std::string>> todo;  // (id, ref path)
+  for (const auto& [id, path] : refs.maps) {
+    if (!pred_of.count(id)) report.failures.push_back(id + ": no prediction in " + opt.pred);
+    else todo.emplace_back(id, path);
+  }
+
+  std::vector<std::vector<double>> rows(todo.size());
+  std::vector<std::string> errors(todo.size());
+  Progress progress("evaluate", static_cast<int64_t>(todo.size()), opt.quiet);
+  parallel_for(static_cast<int64_t>(todo.size()), opt.threads, [&](int64_t i) {
+    const auto& [id, ref_path] = todo[i];
+    try {
+      LabelMap ref = load_label_map(ref_path, refs.convention);
+      LabelMap pred = load_label_map(pred_of[id], pred_conv);
+      if (pred.dim != ref.dim || !same_grid(pred, ref, 1e-2)) {
+        auto d = [](const std::array<int64_t, 3>& x) {
+          return std::to_string(x[0]) + "x" + std::to_string(x[1]) + "x" + std::to_string(x[2]);
+        };
+        throw Error(pred_of[id], "grid " + d(pred.dim) + " differs from the reference's " +
+                                     d(ref.dim) + " (" + ref_path + ")",
+                    "predictions must be written on the reference's grid; kdseg does not "
+                    "resample when scoring");
+      }
+      rows[i] = score_case(pred.data.data(), ref.data.data(), ref.dim, ref.spacing).values();
+      progress.done(id, "ok");
+    } catch (const std::exception& e) {
+      errors[i] = e.what();
+      progress.done(id, "FAILED");
+    }
+  });
+  for (size_t i = 0; i < todo.size(); ++i) {
+    if (!errors[i].empty()) {
+      report.failures.push_back(errors[i]);
+    } else {
+      report.ids.push_back(todo[i].first);
+      report.rows.push_back(std::move(rows[i]));
+    }
+  }
+
+  // metrics.csv: id, then one column per metric and region.
+  std::ostringstream csv;
+  csv << "id";
+  for (const auto& c : report.columns) csv << "," << c;
+  csv << "\n";
+  for (size_t i = 0; i < report.ids.size(); ++i) {
+    csv << report.ids[i];
+    for (double v : report.rows[i]) csv << "," << csv_number(v);
+    csv << "\n";
+  }
+  // summary.json: statistics per column (NaN left out and counted).
+  nlohmann::json cols = nlohmann::json::object();
+  for (size_t c = 0; c < report.columns.size(); ++c) {
+    std::vector<double> v;
+    for (const auto& row : report.rows) v.push_back(row[c]);
+    Stats s = summarize(v);
+    auto num = [](double x) { return std::isnan(x) ? nlohmann::json(nullptr) : nlohmann::json(x); };
+    cols[report.columns[c]] = {{"mean", num(s.mean)},     {"std", num(s.std)},
+                               {"median", num(s.median)}, {"p25", num(s.p25)},
+                               {"p75", num(s.p75)},       {"n", s.n},
+                               {"n_nan", s.n_nan}};
+  }
+  report.summary = {{"n_cases", report.ids.size()},
+                    {"failures", report.failures},
+                    {"pred", opt.pred},
+                    {"ref", opt.ref},
+                    {"pred_labels", layout_name(pred_conv)},
+                    {"ref_labels", layout_name(refs.convention)},
+                    {"hd95_empty_mm", kHd95Empty},
+                    {"columns", cols}};
+  std::error_code ec;
+  fs::create_directories(opt.out, ec);
+  if (ec) throw Error(opt.out, "cannot create the output folder: " + ec.message());
+  write_text(fs::path(opt.out) / "metrics.csv", csv.str());
+  write_text(fs::path(opt.out) / "summary.json", report.summary.dump(2) + "\n");
+  return report;
+}
+
+std::string format_summary_table(const EvaluateReport& report) {
+  std::ostringstream s;
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "%-6s %-22s %-22s %-22s\n", "", "Dice", "HD95 (mm)",
+                "Sensitivity");
+  s << buf;
+  for (const char* region : {"et", "wt", "tc"}) {
+    auto cell = [&](const std::string& col, const char* fmt) {
+      const auto& c = report.summary["columns"][col + "_" + region];
+      if (c["mean"].is_null()) return std::string("n/a");
+      char b[64];
+      std::snprintf(b, sizeof b, fmt, c["mean"].get<double>(),
+                    c["std"].is_null() ? 0.0 : c["std"].get<double>(),
+                    c["median"].get<double>());
+      return std::string(b);
+    };
+    std::string name = region;
+    for (auto& ch : name) ch = static_cast<char>(toupper(ch));
+    std::snprintf(buf, sizeof buf, "%-6s %-22s %-22s %-22s\n", name.c_str(),
+                  cell("dice", "%.3f±%.3f (med %.3f)").c_str(),
+                  cell("hd95", "%.1f±%.1f (med %.1f)").c_str(),
+                  cell("sens", "%.3f±%.3f (med %.3f)").c_str());
+    s << buf;
+  }
+  s << report.ids.size() << " case(s) scored";
+  if (!report.failures.empty()) s << ", " << report.failures.size() << " failed";
+  s << "\n";
+  return s.str();
+}
+
+}  // namespace kdseg

@@ -1,0 +1,28 @@
+#pragma once
+// gzip inflate/deflate. libdeflate is the default (one-shot, several times faster than zlib);
+// zlib is kept as the baseline the benchmark compares against.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kdseg {
+
+enum class Inflater { libdeflate, zlib };
+
+bool is_gzip(const uint8_t* bytes, size_t size);
+// Inflates every member of a gzip stream. `max_bytes` bounds the output (a guard against
+// decompression bombs); `where` names the source in errors (truncated or corrupt streams).
+std::vector<uint8_t> gunzip(const uint8_t* bytes, size_t size, const std::string& where,
+                            Inflater inflater = Inflater::libdeflate,
+                            uint64_t max_bytes = uint64_t{1} << 36);
+// Inflates at least the first `n` bytes (fewer only if the stream is shorter).
+std::vector<uint8_t> gunzip_prefix(const uint8_t* bytes, size_t size, size_t n,
+                                   const std::string& where);
+std::vector<uint8_t> gzip(const uint8_t* bytes, size_t size, int level = 4);
+
+// The whole file; throws kdseg::Error naming the path when it cannot be read.
+std::vector<uint8_t> read_file(const std::string& path);
+// Writes to `path`.tmp.<pid> then renames over `path`: readers never see a half-written file.
+void write_file_atomic(const std::string& path, const uint8_t* bytes, size_t size);
+
+}  // namespace kdseg

@@ -1,0 +1,71 @@
+#include "kdseg/runtime/runtime.h"
+
+#include <torch/torch.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "kdseg/util/error.h"
+
+namespace kdseg {
+
+namespace {
+
+// The BLAS shared object this process actually mapped (Debian picks it through alternatives).
+std::string blas_in_use() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    auto pos = line.find('/');
+    if (pos == std::string::npos) continue;
+    std::string path = line.substr(pos);
+    if (path.find("blas") != std::string::npos) return path;
+  }
+  return "none mapped";
+}
+
+}  // namespace
+
+std::string apply_runtime(const RuntimeOptions& opt) {
+  if (opt.threads < 0) throw Error("--threads", "must be >= 0, got " + std::to_string(opt.threads));
+  at::set_num_threads(resolve_threads(opt.threads));
+  std::string dev = opt.device;
+  if (dev == "auto") dev = torch::cuda::is_available() ? "cuda" : "cpu";
+  try {
+    torch::Device d(dev);
+    if (d.is_cuda() && !torch::cuda::is_available())
+      throw Error("--device " + dev, "CUDA is not available in this build or on this machine",
+                  "use --device cpu");
+    if (d.is_cuda() && d.has_index() &&
+        d.index() >= static_cast<int>(torch::cuda::device_count()))
+      throw Error("--device " + dev, "no such CUDA device (" +
+                                         std::to_string(torch::cuda::device_count()) + " present)");
+  } catch (const c10::Error& e) {
+    throw Error("--device " + dev, "not a device name", "use cpu, cuda or cuda:N");
+  }
+  return dev;
+}
+
+std::string build_info() {
+  std::ostringstream s;
+  s << "kdseg " << KDSEG_VERSION << "\n";
+  s << "libtorch " << TORCH_VERSION_MAJOR << "." << TORCH_VERSION_MINOR << "."
+    << TORCH_VERSION_PATCH << "\n";
+  s << "threads " << at::get_num_threads() << " (of " << std::thread::hardware_concurrency()
+    << " cores)\n";
+  s << "blas " << blas_in_use() << "\n";
+  s << "mkldnn " << (at::hasMKLDNN() ? "yes" : "no") << "\n";
+  s << "cuda " << (torch::cuda::is_available() ? std::to_string(torch::cuda::device_count()) +
+                                                     " device(s)"
+                                               : std::string("no"))
+    << "\n";
+#ifdef KDSEG_HAVE_GLOO
+  s << "distributed gloo\n";
+#else
+  s << "distributed unavailable (built without c10d Gloo headers)\n";
+#endif
+  return s.str();
+}
+
+}  // namespace kdseg

@@ -1,0 +1,178 @@
+// Dataset layouts: discovery, modality order, label conventions, and the bad cases.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "kdseg/io/dataset.h"
+#include "kdseg/io/nifti.h"
+#include "kdseg/util/error.h"
+#include "support/test_support.h"
+
+namespace kdseg {
+namespace {
+
+using test::phantom_labels;
+using test::ScratchDir;
+using test::write_case;
+namespace fs = std::filesystem;
+
+const std::array<int64_t, 3> kDim{16, 16, 12};
+
+LabelMap tumour() { return phantom_labels(kDim, {8, 8, 6}, 5); }
+
+// Every internal label of the phantom comes back as it went in, whatever the layout.
+void expect_internal_labels(const CaseData& c) {
+  ASSERT_TRUE(c.labels.has_value());
+  EXPECT_EQ(c.labels->data, tumour().data);
+  // Modalities in internal order: intensity 100*(m+1) + ...
+  for (int m = 0; m < 4; ++m) EXPECT_NEAR(c.image.channel(m)[0], 100.f * (m + 1), 7) << m;
+}
+
+TEST(Dataset, Brats2021Layout) {
+  ScratchDir dir("ds2021");
+  write_case(dir.str(), "BraTS2021_00001", Layout::brats2021, tumour());
+  write_case(dir.str(), "BraTS2021_00000", Layout::brats2021, tumour(), /*with_seg=*/false);
+  Dataset ds = discover_dataset(dir.str());
+  EXPECT_EQ(ds.layout, Layout::brats2021);
+  ASSERT_EQ(ds.cases.size(), 2u);
+  EXPECT_EQ(ds.cases[0].id, "BraTS2021_00000");
+  EXPECT_TRUE(ds.cases[0].seg.empty());  // unlabelled cases are first-class
+  EXPECT_TRUE(ds.problems.empty());
+  CaseData c = load_case(ds.cases[1], ds.layout);
+  EXPECT_EQ(c.image.n_channels, 4);
+  expect_internal_labels(c);
+  CaseData u = load_case(ds.cases[0], ds.layout);
+  EXPECT_FALSE(u.labels.has_value());
+}
+
+TEST(Dataset, Brats2023LayoutMapsEtFrom3) {
+  ScratchDir dir("ds2023");
+  write_case(dir.str(), "BraTS-GLI-00000-000", Layout::brats2023, tumour());
+  Dataset ds = discover_dataset(dir.str());
+  EXPECT_EQ(ds.layout, Layout::brats2023);
+  LabelMap raw = read_labels(ds.cases[0].seg);
+  EXPECT_GT(std::count(raw.data.begin(), raw.data.end(), 3), 0);
+  EXPECT_EQ(std::count(raw.data.begin(), raw.data.end(), 4), 0);
+  expect_internal_labels(load_case(ds.cases[0], ds.layout));
+}
+
+TEST(Dataset, MsdLayout4dAndLabels) {
+  ScratchDir dir("dsmsd");
+  write_case(dir.str(), "BRATS_001", Layout::msd, tumour());
+  Dataset ds = discover_dataset(dir.str());
+  EXPECT_EQ(ds.layout, Layout::msd);
+  ASSERT_EQ(ds.cases.size(), 1u);
+  EXPECT_EQ(ds.cases[0].frame[3], 0);  // FLAIR is frame 0 in Task01
+  expect_internal_labels(load_case(ds.cases[0], ds.layout));
+}
+
+TEST(Dataset, SingleCaseFolder) {
+  ScratchDir dir("dssingle");
+  write_case(dir.str(), "CASE_7", Layout::brats2021, tumour());
+  Dataset ds = discover_dataset(dir.str("CASE_7"));
+  ASSERT_EQ(ds.cases.size(), 1u);
+  EXPECT_EQ(ds.cases[0].id, "CASE_7");
+}
+
+TEST(Dataset, LabelConventionsRoundTrip) {
+  for (Layout l : {Layout::brats2021, Layout::brats2023, Layout::msd}) {
+    auto to = label_lut_to_internal(l), from = label_lut_from_internal(l);
+    for (int internal : {0, 1, 2, 4}) EXPECT_EQ(to[from[internal]], internal) << layout_name(l);
+    EXPECT_EQ(from[3], kInvalidLabel);
+  }
+  EXPECT_EQ(label_lut_to_internal(Layout::msd)[1], 2);  // MSD 1 = oedema
+  EXPECT_EQ(label_lut_to_internal(Layout::msd)[2], 1);  // MSD 2 = non-enhancing core
+}
+
+TEST(Dataset, EmptyFolderIsAnError) {
+  ScratchDir dir("dsempty");
+  EXPECT_THROW(discover_dataset(dir.str()), Error);
+  EXPECT_THROW(discover_dataset(dir.str("missing")), Error);
+}
+
+TEST(Dataset, MixedLayoutsAreAnError) {
+  ScratchDir dir("dsmixed");
+  write_case(dir.str(), "A", Layout::brats2021, tumour());
+  write_case(dir.str(), "B", Layout::brats2023, tumour());
+  try {
+    discover_dataset(dir.str());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mixes"), std::string::npos);
+  }
+}
+
+TEST(Dataset, MissingModalityIsReportedAndRefused) {
+  ScratchDir dir("dsmissing");
+  write_case(dir.str(), "A", Layout::brats2021, tumour());
+  fs::remove(dir.path() / "A" / "A_t1ce.nii.gz");
+  Dataset ds = discover_dataset(dir.str());
+  ASSERT_EQ(ds.problems.size(), 1u);
+  EXPECT_NE(ds.problems[0].find("missing modality t1ce"), std::string::npos);
+  EXPECT_THROW(load_case(ds.cases[0], ds.layout), Error);
+}
+
+TEST(Dataset, ModalitiesOfDifferentShapeAreRefused) {
+  ScratchDir dir("dsshape");
+  write_case(dir.str(), "A", Layout::brats2021, tumour());
+  Volume small = test::make_image<float>({8, 8, 8}, {1, 1, 1}, 1.f);
+  write_volume((dir.path() / "A" / "A_t2.nii.gz").string(), small);
+  Dataset ds = discover_dataset(dir.str());
+  try {
+    load_case(ds.cases[0], ds.layout);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("A_t2.nii.gz"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("shape 8x8x8"), std::string::npos);
+  }
+}
+
+TEST(Dataset, ModalitiesOfDifferentGeometryAreRefused) {
+  ScratchDir dir("dsgeom");
+  write_case(dir.str(), "A", Layout::brats2021, tumour());
+  Volume shifted = read_volume((dir.path() / "A" / "A_flair.nii.gz").string());
+  shifted.source.srow[0][3] += 5.0;  // moved 5 mm
+  shifted.source.qoffset_x += 5.0;
+  write_volume((dir.path() / "A" / "A_flair.nii.gz").string(), shifted);
+  Dataset ds = discover_dataset(dir.str());
+  try {
+    load_case(ds.cases[0], ds.layout);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("A_flair.nii.gz"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("geometry"), std::string::npos);
+  }
+}
+
+TEST(Dataset, LabelsOutsideTheConventionAreRefused) {
+  ScratchDir dir("dslabels");
+  LabelMap bad = tumour();
+  bad.data[0] = 3;  // no label 3 in BraTS 2018-2021
+  write_case(dir.str(), "A", Layout::brats2021, tumour());
+  write_labels((dir.path() / "A" / "A_seg.nii.gz").string(), bad);
+  Dataset ds = discover_dataset(dir.str());
+  try {
+    load_case(ds.cases[0], ds.layout);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("A_seg.nii.gz"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("3 (1 voxels)"), std::string::npos);
+  }
+}
+
+TEST(Dataset, PredictionFolders) {
+  ScratchDir dir("dspred");
+  LabelMap l = tumour();
+  write_labels(dir.str("flat/A.nii.gz"), l);
+  write_labels(dir.str("flat/A_prob.nii.gz"), l);  // probability maps beside are skipped
+  write_labels(dir.str("folders/B/B_seg.nii.gz"), l);
+  auto flat = discover_label_maps(dir.str("flat"));
+  ASSERT_EQ(flat.size(), 1u);
+  EXPECT_EQ(flat[0].first, "A");
+  auto folders = discover_label_maps(dir.str("folders"));
+  ASSERT_EQ(folders.size(), 1u);
+  EXPECT_EQ(folders[0].first, "B");
+}
+
+}  // namespace
+}  // namespace kdseg

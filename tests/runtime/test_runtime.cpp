@@ -1,0 +1,49 @@
+// The LibTorch runtime settings every command applies: threads, device, build facts.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "kdseg/runtime/runtime.h"
+#include "kdseg/util/error.h"
+
+namespace kdseg {
+namespace {
+
+TEST(Runtime, ThreadCountIsSetExplicitly) {
+  RuntimeOptions opt;
+  opt.threads = 2;
+  EXPECT_EQ(apply_runtime(opt), "cpu");
+  EXPECT_EQ(at::get_num_threads(), 2);
+  opt.threads = 1;
+  apply_runtime(opt);
+  EXPECT_EQ(at::get_num_threads(), 1);
+  opt.threads = 0;  // all cores
+  apply_runtime(opt);
+  EXPECT_EQ(at::get_num_threads(), resolve_threads(0));
+}
+
+TEST(Runtime, BadDevicesAreRefusedWithTheFlagNamed) {
+  RuntimeOptions opt;
+  opt.device = "gpu7";
+  try {
+    apply_runtime(opt);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--device gpu7"), std::string::npos);
+  }
+  if (!torch::cuda::is_available()) {
+    opt.device = "cuda";
+    EXPECT_THROW(apply_runtime(opt), Error);
+  }
+  opt.device = "auto";
+  EXPECT_NO_THROW(apply_runtime(opt));
+}
+
+TEST(Runtime, BuildInfoNamesTheBlasAndOneDnn) {
+  std::string info = build_info();
+  EXPECT_NE(info.find("libtorch"), std::string::npos);
+  EXPECT_NE(info.find("blas"), std::string::npos);
+  EXPECT_NE(info.find("mkldnn yes"), std::string::npos) << info;
+}
+
+}  // namespace
+}  // namespace kdseg
