@@ -8,6 +8,7 @@
 
 #include "kdseg/eval/evaluate.h"
 #include "kdseg/io/check.h"
+#include "kdseg/synth/cohort.h"
 #include "kdseg/util/runtime_options.h"
 
 namespace kdseg::cli {
@@ -46,5 +47,8 @@ CLI::App* add_check_flags(CLI::App& app, CheckOptions& opt, RuntimeOptions& runt
 void add_check_command(CLI::App& app);
 CLI::App* add_evaluate_flags(CLI::App& app, EvaluateOptions& opt, RuntimeOptions& runtime);
 void add_evaluate_command(CLI::App& app);
+CLI::App* add_synth_flags(CLI::App& app, synth::SynthOptions& opt, RuntimeOptions& runtime);
+void add_synth_command(CLI::App& app);
+void add_montage_command(CLI::App& app);
 
 }  // namespace kdseg::cli

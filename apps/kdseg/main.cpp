@@ -1,12 +1,14 @@
 // kdseg: brain tumour segmentation by knowledge distillation. main only dispatches to the
 // subcommands; each lives in apps/kdseg/cmd_<name>.cpp and its work in src/kdseg/.
 #include "kdseg/cli.h"
+#include "kdseg/util/memory.h"
 
 #ifdef KDSEG_WITH_TORCH
 #include "kdseg/runtime/runtime.h"
 #endif
 
 int main(int argc, char** argv) {
+  kdseg::keep_freed_memory();
   CLI::App app{"kdseg: segment brain tumours in multimodal MRI and distil an ensemble of 3D "
                "networks into one (BraTS 2019, \"Knowledge Distillation for Brain Tumor "
                "Segmentation\")",
@@ -18,6 +20,8 @@ int main(int argc, char** argv) {
 #else
   app.set_version_flag("--version", std::string("kdseg ") + KDSEG_VERSION + " (without LibTorch)");
 #endif
+  kdseg::cli::add_synth_command(app);
+  kdseg::cli::add_montage_command(app);
   kdseg::cli::add_check_command(app);
   kdseg::cli::add_evaluate_command(app);
   return kdseg::cli::run(app, argc, argv);

@@ -104,6 +104,27 @@ TEST(CliParser, ConfigFileSitsBetweenDefaultsAndFlags) {
   EXPECT_EQ(rt2.threads, 1);
 }
 
+TEST(CliParser, SynthFlagsFillTheOptionsStruct) {
+  CLI::App app;
+  cli::configure_root(app);
+  synth::SynthOptions opt;
+  RuntimeOptions rt;
+  cli::add_synth_flags(app, opt, rt);
+  parse(app, {"synth", "--out", "c", "--labeled", "3", "--unlabeled", "5", "--test", "2",
+              "--spacing", "3", "--seed", "9"});
+  EXPECT_EQ(opt.out, "c");
+  EXPECT_EQ(opt.n_labeled, 3);
+  EXPECT_EQ(opt.n_unlabeled, 5);
+  EXPECT_EQ(opt.n_test, 2);
+  EXPECT_EQ(opt.spacing_mm, 3);
+  EXPECT_EQ(opt.seed, 9u);
+  EXPECT_EQ(opt.compression, synth::SynthOptions{}.compression);
+  CLI::App bad;
+  cli::configure_root(bad);
+  cli::add_synth_flags(bad, opt, rt);
+  EXPECT_THROW(parse(bad, {"synth", "--out", "c", "--spacing", "7"}), CLI::ValidationError);
+}
+
 TEST(CliParser, BadConfigFileIsReported) {
   ScratchDir dir("badcfg");
   {
@@ -132,7 +153,7 @@ class CliCommands : public ::testing::Test {
 };
 
 TEST_F(CliCommands, EveryCommandHasHelp) {
-  for (const char* cmd : {"", "check", "evaluate"}) {
+  for (const char* cmd : {"", "check", "evaluate", "synth", "montage"}) {
     auto r = run_kdseg(std::string(cmd) + " --help");
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_NE(r.output.find("Usage"), std::string::npos) << cmd;

@@ -32,9 +32,13 @@ Mask box(const Dim& dim, const Dim& lo, const Dim& hi, uint8_t value = 1, Mask m
   return m;
 }
 
-Mask empty_mask(const Dim& dim) { return Mask(static_cast<size_t>(dim[0] * dim[1] * dim[2]), 0); }
+Mask empty_mask(const Dim& dim) {
+  return Mask(static_cast<size_t>(dim[0] * dim[1] * dim[2]), 0);
+}
 
-int64_t count(const Mask& m) { return std::count_if(m.begin(), m.end(), [](uint8_t v) { return v; }); }
+int64_t count(const Mask& m) {
+  return std::count_if(m.begin(), m.end(), [](uint8_t v) { return v; });
+}
 
 // ---------------------------------------------------------------- regions
 
@@ -76,8 +80,8 @@ TEST(MetricOverlap, HandComputedBoxes) {
   EXPECT_EQ(c.fp, 16);
   EXPECT_EQ(c.fn, 16);
   EXPECT_EQ(c.tn, 464);
-  EXPECT_DOUBLE_EQ(dice(pred.data(), ref.data(), 512), 0.5);          // 2·16 / 64
-  EXPECT_DOUBLE_EQ(sensitivity(pred.data(), ref.data(), 512), 0.5);   // 16 / 32
+  EXPECT_DOUBLE_EQ(dice(pred.data(), ref.data(), 512), 0.5);         // 2·16 / 64
+  EXPECT_DOUBLE_EQ(sensitivity(pred.data(), ref.data(), 512), 0.5);  // 16 / 32
   EXPECT_DOUBLE_EQ(specificity(pred.data(), ref.data(), 512), 464.0 / 480.0);
   // 32 voxels of 1·2·3 mm³ = 192 mm³.
   EXPECT_DOUBLE_EQ(volume_ml(pred.data(), 512, {1, 2, 3}), 0.192);
@@ -221,9 +225,9 @@ double brute_force_hd95(const Mask& a, const Mask& b, const Dim& dim, const Spac
     for (const auto& p : from) {
       double best = std::numeric_limits<double>::infinity();
       for (const auto& q : to)
-        best = std::min(best, std::sqrt((p[0] - q[0]) * (p[0] - q[0]) +
-                                        (p[1] - q[1]) * (p[1] - q[1]) +
-                                        (p[2] - q[2]) * (p[2] - q[2])));
+        best =
+            std::min(best, std::sqrt((p[0] - q[0]) * (p[0] - q[0]) + (p[1] - q[1]) * (p[1] - q[1]) +
+                                     (p[2] - q[2]) * (p[2] - q[2])));
       d.push_back(best);
     }
     std::sort(d.begin(), d.end());
@@ -269,8 +273,8 @@ TEST(Hd95, MatchesBruteForceOnRandomBlobs) {
 TEST(MetricColumns, NamesMatchValues) {
   const std::vector<std::string> cols = metric_columns();
   const std::vector<std::string> want{
-      "dice_et",       "dice_wt",       "dice_tc",       "hd95_et",      "hd95_wt",
-      "hd95_tc",       "sens_et",       "sens_wt",       "sens_tc",      "spec_et",
+      "dice_et",       "dice_wt",       "dice_tc",        "hd95_et",        "hd95_wt",
+      "hd95_tc",       "sens_et",       "sens_wt",        "sens_tc",        "spec_et",
       "spec_wt",       "spec_tc",       "vol_pred_et_ml", "vol_pred_wt_ml", "vol_pred_tc_ml",
       "vol_ref_et_ml", "vol_ref_wt_ml", "vol_ref_tc_ml"};
   EXPECT_EQ(cols, want);
@@ -294,8 +298,8 @@ TEST(MetricColumns, NamesMatchValues) {
 // A layered tumour on 16³: oedema (2) shell, core (1), enhancing (4) centre.
 Mask layered_tumour(const Dim& dim) {
   Mask m = box(dim, {3, 3, 3}, {11, 11, 11}, 2);  // 512 voxels
-  m = box(dim, {5, 5, 5}, {9, 9, 9}, 1, m);        // 64
-  m = box(dim, {6, 6, 6}, {8, 8, 8}, 4, m);        // 8
+  m = box(dim, {5, 5, 5}, {9, 9, 9}, 1, m);       // 64
+  m = box(dim, {6, 6, 6}, {8, 8, 8}, 4, m);       // 8
   return m;
 }
 
@@ -332,7 +336,8 @@ TEST(MetricCase, ShiftedPrediction) {
   Mask pred = empty_mask(dim);
   for (int64_t z = 0; z < 16; ++z)
     for (int64_t y = 0; y < 16; ++y)
-      for (int64_t x = 1; x < 16; ++x) pred[index_of(dim, x, y, z)] = ref[index_of(dim, x - 1, y, z)];
+      for (int64_t x = 1; x < 16; ++x)
+        pred[index_of(dim, x, y, z)] = ref[index_of(dim, x - 1, y, z)];
   const CaseMetrics cm = score_case(pred.data(), ref.data(), dim, {1, 1, 1});
   EXPECT_DOUBLE_EQ(cm[Region::WT].dice, 7.0 / 8.0);
   EXPECT_DOUBLE_EQ(cm[Region::TC].dice, 3.0 / 4.0);

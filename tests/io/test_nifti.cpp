@@ -97,7 +97,7 @@ TEST(NiftiIo, ScaleSlopeAndInterceptApplied) {
   NiftiFile raw = read_nifti_file(dir.str("s.nii"));
   EXPECT_DOUBLE_EQ(raw.header.scl_slope, 0.5);
   // Stored values are (value - 10) / 0.5 = i, in file order.
-  const int16_t* stored = reinterpret_cast<const int16_t*>(raw.voxels.data());
+  const int16_t* stored = reinterpret_cast<const int16_t*>(raw.voxels());
   int16_t mx = 0;
   for (size_t i = 0; i < v.data.size(); ++i) mx = std::max(mx, stored[i]);
   EXPECT_EQ(mx, 63);
@@ -140,7 +140,7 @@ TEST(Orientation, LpsFileIsFlippedToRasAndBack) {
   // Written back, the file has its original voxel order and header.
   write_labels(dir.str("back.nii"), m);
   NiftiFile back = read_nifti_file(dir.str("back.nii"));
-  EXPECT_EQ(back.voxels, file_voxels);
+  EXPECT_EQ(std::vector<uint8_t>(back.voxels(), back.voxels() + back.voxel_bytes()), file_voxels);
   expect_same_geometry(back.header, h);
 }
 

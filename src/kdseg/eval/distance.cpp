@@ -17,11 +17,13 @@ void check_grid(const char* where, const std::array<int64_t, 3>& dim,
                 const std::array<double, 3>& spacing) {
   for (int a = 0; a < 3; ++a) {
     if (dim[a] <= 0)
-      throw Error(where, "dim[" + std::to_string(a) + "] = " + std::to_string(dim[a]) +
-                             " is not positive", "pass the grid size {nx, ny, nz} in voxels");
+      throw Error(where,
+                  "dim[" + std::to_string(a) + "] = " + std::to_string(dim[a]) + " is not positive",
+                  "pass the grid size {nx, ny, nz} in voxels");
     if (!(spacing[a] > 0) || !std::isfinite(spacing[a]))
-      throw Error(where, "spacing[" + std::to_string(a) + "] = " + std::to_string(spacing[a]) +
-                             " is not a positive finite number",
+      throw Error(where,
+                  "spacing[" + std::to_string(a) + "] = " + std::to_string(spacing[a]) +
+                      " is not a positive finite number",
                   "pass the voxel size in mm, e.g. {1, 1, 1}");
   }
 }
@@ -32,13 +34,15 @@ struct LineScratch {
   std::vector<double> f, d, z;
   std::vector<int64_t> v;
   explicit LineScratch(int64_t n)
-      : f(static_cast<size_t>(n)), d(static_cast<size_t>(n)), z(static_cast<size_t>(n) + 1),
+      : f(static_cast<size_t>(n)),
+        d(static_cast<size_t>(n)),
+        z(static_cast<size_t>(n) + 1),
         v(static_cast<size_t>(n)) {}
 };
 
 // d[p] = min_q w2 (p - q)² + f[q] by the lower envelope of the parabolas rooted at the finite f[q].
-// Infinite samples are no parabola at all (rather than a huge finite one, which would overflow
-// the intersection arithmetic); with none finite, d is +inf.
+// Infinite samples are no parabola at all (inf - inf in the intersection formula would be NaN);
+// with none finite, d is +inf.
 void envelope_1d(const double* f, int64_t n, double w2, double* d, int64_t* v, double* z) {
   int64_t k = -1;
   for (int64_t q = 0; q < n; ++q) {
@@ -135,10 +139,13 @@ class PlaneTransform {
  public:
   PlaneTransform(const FeatureLines& lines, const std::array<int64_t, 3>& dim,
                  const std::array<double, 3>& spacing)
-      : lines_(lines), nx_(dim[0]), ny_(dim[1]),
+      : lines_(lines),
+        nx_(dim[0]),
+        ny_(dim[1]),
         w2_{spacing[0] * spacing[0], spacing[1] * spacing[1], spacing[2] * spacing[2]},
         cursor_(lines.start.begin(), lines.start.end() - 1),
-        plane_(static_cast<size_t>(nx_ * ny_)), out_(plane_.size()),
+        plane_(static_cast<size_t>(nx_ * ny_)),
+        out_(plane_.size()),
         scratch_(std::max(nx_, ny_)) {}
 
   // Squared distances (mm²) of plane z, nx * ny values, x fastest. z must increase from call to
@@ -171,8 +178,7 @@ class PlaneTransform {
     // Pass x: rows are contiguous, no gather needed.
     for (int64_t y = 0; y < ny; ++y) {
       if (rows_needed && !rows_needed[y]) continue;
-      envelope_1d(plane_.data() + y * nx, nx, w2_[0], out_.data() + y * nx, s.v.data(),
-                  s.z.data());
+      envelope_1d(plane_.data() + y * nx, nx, w2_[0], out_.data() + y * nx, s.v.data(), s.z.data());
     }
     return out_.data();
   }
@@ -180,8 +186,8 @@ class PlaneTransform {
  private:
   const FeatureLines& lines_;
   int64_t nx_, ny_;
-  std::array<double, 3> w2_;       // squared spacing per axis
-  std::vector<int64_t> cursor_;    // per z-line: first feature at or above the last plane run
+  std::array<double, 3> w2_;     // squared spacing per axis
+  std::vector<int64_t> cursor_;  // per z-line: first feature at or above the last plane run
   std::vector<double> plane_, out_;
   LineScratch scratch_;
 };
@@ -210,9 +216,9 @@ std::vector<double> transform_at(const FeatureLines& lines, const std::vector<in
 void check_voxels(const char* what, const std::vector<int64_t>& voxels, int64_t n) {
   for (size_t i = 0; i < voxels.size(); ++i)
     if (voxels[i] < 0 || voxels[i] >= n || (i > 0 && voxels[i] <= voxels[i - 1]))
-      throw Error("squared_edt_at", std::string(what) + "[" + std::to_string(i) + "] = " +
-                                        std::to_string(voxels[i]) +
-                                        " is out of the grid or out of order",
+      throw Error("squared_edt_at",
+                  std::string(what) + "[" + std::to_string(i) + "] = " + std::to_string(voxels[i]) +
+                      " is out of the grid or out of order",
                   "pass voxel indices (z * ny + y) * nx + x, strictly increasing");
 }
 

@@ -2,9 +2,9 @@
 // Exact Euclidean distance transform on an anisotropic voxel grid.
 //
 // Felzenszwalb & Huttenlocher, "Distance Transforms of Sampled Functions" (Theory of Computing,
-// 2012): the squared EDT is separable, so it is one 1D pass per axis, each taking the lower envelope
-// of parabolas in O(n). Exact (no chamfer or vector-propagation approximation), linear in the
-// number of voxels, and the spacing enters as a per-axis weight. Used for HD95 (metrics.h).
+// 2012): the squared EDT is separable, so it is one 1D pass per axis, each taking the lower
+// envelope of parabolas in O(n). Exact (no chamfer or vector-propagation approximation), linear in
+// the number of voxels, and the spacing enters as a per-axis weight. Used for HD95 (metrics.h).
 //
 // Grids are raw buffers, x fastest: index = (z * ny + y) * nx + x, dim = {nx, ny, nz}, spacing in
 // mm per axis (as kdseg::Image). A voxel is a feature / a query where its byte is nonzero.

@@ -19,7 +19,9 @@ using Spacing = std::array<double, 3>;
 // ---------------------------------------------------------------- labels
 
 // Region membership of every byte value: bit r set if the label is in region r.
-constexpr uint8_t bit(Region r) { return static_cast<uint8_t>(1u << static_cast<unsigned>(r)); }
+constexpr uint8_t bit(Region r) {
+  return static_cast<uint8_t>(1u << static_cast<unsigned>(r));
+}
 struct LabelTable {
   std::array<uint8_t, 256> bits{};
   constexpr LabelTable() {
@@ -31,7 +33,9 @@ struct LabelTable {
 constexpr LabelTable kLabelTable;
 
 // Outside {0, 1, 2, 4}; written without branches so that a scan over a row vectorizes.
-inline bool bad_label(uint8_t v) { return (v > 4) | (v == 3); }
+inline bool bad_label(uint8_t v) {
+  return (v > 4) | (v == 3);
+}
 
 [[noreturn]] void throw_bad_label(const char* where, const uint8_t* labels, int64_t n,
                                   const Dim* dim) {
@@ -52,16 +56,18 @@ inline bool bad_label(uint8_t v) { return (v > 4) | (v == 3); }
 void check_dim(const char* where, const Dim& dim) {
   for (int a = 0; a < 3; ++a)
     if (dim[a] <= 0)
-      throw Error(where, "dim[" + std::to_string(a) + "] = " + std::to_string(dim[a]) +
-                             " is not positive", "pass the grid size {nx, ny, nz} in voxels");
+      throw Error(where,
+                  "dim[" + std::to_string(a) + "] = " + std::to_string(dim[a]) + " is not positive",
+                  "pass the grid size {nx, ny, nz} in voxels");
 }
 
 void check_grid(const char* where, const Dim& dim, const Spacing& spacing) {
   check_dim(where, dim);
   for (int a = 0; a < 3; ++a)
     if (!(spacing[a] > 0) || !std::isfinite(spacing[a]))
-      throw Error(where, "spacing[" + std::to_string(a) + "] = " + std::to_string(spacing[a]) +
-                             " is not a positive finite number",
+      throw Error(where,
+                  "spacing[" + std::to_string(a) + "] = " + std::to_string(spacing[a]) +
+                      " is not a positive finite number",
                   "pass the voxel size in mm, e.g. {1, 1, 1}");
 }
 
@@ -70,7 +76,9 @@ struct Box {
   Dim lo{0, 0, 0}, hi{0, 0, 0};
   bool empty() const { return hi[0] <= lo[0]; }
   Dim size() const { return {hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]}; }
-  int64_t n_voxels() const { return empty() ? 0 : (hi[0] - lo[0]) * (hi[1] - lo[1]) * (hi[2] - lo[2]); }
+  int64_t n_voxels() const {
+    return empty() ? 0 : (hi[0] - lo[0]) * (hi[1] - lo[1]) * (hi[2] - lo[2]);
+  }
   // Grows the box to hold row (y, z) from x0 to x1 - 1.
   void add_row(int64_t x0, int64_t x1, int64_t y, int64_t z) {
     if (empty()) {
@@ -95,8 +103,8 @@ Box box_union(const Box& a, const Box& b) {
 }
 
 // Grows `box` by the nonzero voxels of one row. The OR over the row vectorizes; only rows that
-// hold something are searched for their ends. Returns the OR.
-inline uint8_t add_row_extent(const uint8_t* row, int64_t nx, int64_t y, int64_t z, Box& box) {
+// hold something are searched for their ends.
+inline void add_row_extent(const uint8_t* row, int64_t nx, int64_t y, int64_t z, Box& box) {
   uint8_t any = 0;
   for (int64_t x = 0; x < nx; ++x) any |= row[x];
   if (any) {
@@ -105,7 +113,6 @@ inline uint8_t add_row_extent(const uint8_t* row, int64_t nx, int64_t y, int64_t
     while (!row[x1 - 1]) --x1;
     box.add_row(x0, x1, y, z);
   }
-  return any;
 }
 
 Box bounding_box(const uint8_t* mask, const Dim& dim) {
@@ -130,8 +137,8 @@ void for_each_boundary_voxel(const uint8_t* mask, const Dim& dim, const Box& box
         if (!mask[i]) continue;
         // Grid faces first: short-circuiting keeps the neighbour reads inside the buffer.
         if (x == 0 || x == nx - 1 || y == 0 || y == ny - 1 || z == 0 || z == nz - 1 ||
-            !mask[i - 1] || !mask[i + 1] || !mask[i - nx] || !mask[i + nx] ||
-            !mask[i - n_plane] || !mask[i + n_plane])
+            !mask[i - 1] || !mask[i + 1] || !mask[i - nx] || !mask[i + nx] || !mask[i - n_plane] ||
+            !mask[i + n_plane])
           f(j);
       }
 }
@@ -177,18 +184,24 @@ RegionMetrics score_region_in(const uint8_t* pred, const uint8_t* ref, const Dim
 
 const char* region_name(Region r) {
   switch (r) {
-    case Region::ET: return "ET";
-    case Region::WT: return "WT";
-    case Region::TC: return "TC";
+    case Region::ET:
+      return "ET";
+    case Region::WT:
+      return "WT";
+    case Region::TC:
+      return "TC";
   }
   return "?";
 }
 
 const char* region_key(Region r) {
   switch (r) {
-    case Region::ET: return "et";
-    case Region::WT: return "wt";
-    case Region::TC: return "tc";
+    case Region::ET:
+      return "et";
+    case Region::WT:
+      return "wt";
+    case Region::TC:
+      return "tc";
   }
   return "?";
 }
@@ -307,9 +320,9 @@ std::vector<double> CaseMetrics::values() const {
   // Same loops as metric_columns(), with the field in place of the name.
   using Field = double RegionMetrics::*;
   std::vector<double> v;
-  for (Field f : {&RegionMetrics::dice, &RegionMetrics::hd95, &RegionMetrics::sensitivity,
-                  &RegionMetrics::specificity, &RegionMetrics::volume_pred_ml,
-                  &RegionMetrics::volume_ref_ml})
+  for (Field f :
+       {&RegionMetrics::dice, &RegionMetrics::hd95, &RegionMetrics::sensitivity,
+        &RegionMetrics::specificity, &RegionMetrics::volume_pred_ml, &RegionMetrics::volume_ref_ml})
     for (Region r : kRegions) v.push_back((*this)[r].*f);
   return v;
 }
@@ -340,7 +353,7 @@ CaseMetrics score_case(const uint8_t* pred_labels, const uint8_t* ref_labels, co
   if (bad_ref) throw_bad_label("reference labels", ref_labels, n, &dim);
 
   CaseMetrics cm;
-  if (box.empty()) {  // no tumour in either: every region is "both empty"
+  if (box.empty()) {  // no tumour in either: every region is "both empty", on one voxel + the rest
     for (Region r : kRegions) {
       const uint8_t none = 0;
       cm[r] = score_region_in(&none, &none, {1, 1, 1}, spacing, n - 1);
@@ -370,19 +383,21 @@ CaseMetrics score_case(const LabelMap& pred, const LabelMap& ref) {
     return std::to_string(d[0]) + "x" + std::to_string(d[1]) + "x" + std::to_string(d[2]);
   };
   if (pred.dim != ref.dim)
-    throw Error("score_case", "prediction is " + grid(pred.dim) + " voxels, reference " +
-                                  grid(ref.dim),
+    throw Error("score_case",
+                "prediction is " + grid(pred.dim) + " voxels, reference " + grid(ref.dim),
                 "score a prediction written on the reference's grid (resample it first)");
   for (const LabelMap* img : {&pred, &ref})
     if (img->n_channels != 1 || img->data.size() != static_cast<size_t>(img->n_voxels()))
-      throw Error("score_case", std::string(img == &pred ? "prediction" : "reference") +
-                                    " is not a single-channel label map of " + grid(img->dim),
+      throw Error("score_case",
+                  std::string(img == &pred ? "prediction" : "reference") +
+                      " is not a single-channel label map of " + grid(img->dim),
                   "pass one 3D label map per case");
   for (int a = 0; a < 3; ++a)
     if (std::abs(pred.spacing[a] - ref.spacing[a]) > 1e-3)
-      throw Error("score_case", "spacing differs on axis " + std::to_string(a) + ": prediction " +
-                                    std::to_string(pred.spacing[a]) + " mm, reference " +
-                                    std::to_string(ref.spacing[a]) + " mm",
+      throw Error("score_case",
+                  "spacing differs on axis " + std::to_string(a) + ": prediction " +
+                      std::to_string(pred.spacing[a]) + " mm, reference " +
+                      std::to_string(ref.spacing[a]) + " mm",
                   "score a prediction written on the reference's grid");
   return score_case(pred.data.data(), ref.data.data(), ref.dim, ref.spacing);
 }

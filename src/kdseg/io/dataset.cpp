@@ -8,6 +8,7 @@
 
 #include "kdseg/io/nifti.h"
 #include "kdseg/util/error.h"
+#include "kdseg/util/parallel.h"
 
 namespace kdseg {
 
@@ -265,16 +266,32 @@ LabelMap load_label_map(const std::string& path, LabelConvention c) {
   return lm;
 }
 
-CaseData load_case(const CaseFiles& files, LabelConvention labels) {
+CaseData load_case(const CaseFiles& files, LabelConvention labels, int threads) {
   CaseData out;
   out.id = files.id;
   for (int m = 0; m < kNumModalities; ++m)
     if (files.image[m].empty())
       throw Error(files.id, std::string("missing modality ") + kModalityNames[m],
                   "every case needs T1, T1ce, T2 and FLAIR");
-  if (files.frame[0] >= 0) {
+  const bool four_d = files.frame[0] >= 0;
+  // Read every file (in parallel when asked), keeping the first error of each.
+  const int n_files = four_d ? 1 : kNumModalities;
+  std::vector<Volume> vols(n_files);
+  std::optional<LabelMap> seg;
+  std::vector<std::string> errors(n_files + 1);
+  parallel_for(n_files + 1, std::max(1, threads), [&](int64_t i) {
+    try {
+      if (i < n_files) vols[i] = read_volume(files.image[i]);
+      else if (!files.seg.empty()) seg = load_label_map(files.seg, labels);
+    } catch (const std::exception& e) {
+      errors[i] = e.what();
+    }
+  });
+  for (const auto& e : errors)
+    if (!e.empty()) throw Error("", e);
+  if (four_d) {
     // One 4D file holding every modality (MSD).
-    Volume v = read_volume(files.image[0]);
+    Volume& v = vols[0];
     int need = *std::max_element(files.frame.begin(), files.frame.end()) + 1;
     if (v.n_channels < need)
       throw Error(files.image[0], "has " + std::to_string(v.n_channels) + " frame(s); expected " +
@@ -285,7 +302,7 @@ CaseData load_case(const CaseFiles& files, LabelConvention labels) {
                 out.image.channel(m));
   } else {
     for (int m = 0; m < kNumModalities; ++m) {
-      Volume v = read_volume(files.image[m]);
+      const Volume& v = vols[m];
       if (v.n_channels != 1)
         throw Error(files.image[m], "has " + std::to_string(v.n_channels) +
                                         " frames; expected one 3D volume per modality");
@@ -306,12 +323,11 @@ CaseData load_case(const CaseFiles& files, LabelConvention labels) {
       std::copy(v.data.begin(), v.data.end(), out.image.channel(m));
     }
   }
-  if (!files.seg.empty()) {
-    LabelMap lm = load_label_map(files.seg, labels);
-    if (lm.dim != out.image.dim || !same_grid(lm, out.image, 1e-2))
+  if (seg) {
+    if (seg->dim != out.image.dim || !same_grid(*seg, out.image, 1e-2))
       throw Error(files.seg, "label map is not on the grid of the case's images",
                   "the segmentation must have the images' shape and affine");
-    out.labels = std::move(lm);
+    out.labels = std::move(seg);
   }
   return out;
 }

@@ -59,7 +59,8 @@ struct CaseData {
 
 // Loads a case and checks it: every modality present, finite, on one grid; the label map on the
 // same grid with values of the convention. Throws kdseg::Error naming the offending file.
-CaseData load_case(const CaseFiles& files, LabelConvention labels);
+// `threads` > 1 reads the files in parallel (for callers that load one case at a time).
+CaseData load_case(const CaseFiles& files, LabelConvention labels, int threads = 1);
 // Loads a label map and converts it to the internal convention (errors name the file and value).
 LabelMap load_label_map(const std::string& path, LabelConvention labels);
 // Converts an internal label map to convention `c` in place.

@@ -4,6 +4,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -13,6 +14,8 @@
 #include "kdseg/util/error.h"
 
 namespace kdseg {
+
+uint64_t max_inflated_size(uint64_t compressed) { return compressed * 1032 + (1 << 16); }
 
 namespace {
 
@@ -48,7 +51,9 @@ std::vector<uint8_t> gunzip_libdeflate(const uint8_t* in, size_t size, const std
                                     uint64_t(in[size - 2]) << 16 | uint64_t(in[size - 1]) << 24
                               : 0;
   if (guess < size) guess = size * 4;  // ISIZE wrapped or multi-member
-  guess = std::min<uint64_t>(guess, max_bytes);
+  // Deflate cannot expand data more than ~1032:1, so a trailer claiming more is corrupt: never
+  // allocate past what the input could hold.
+  guess = std::min<uint64_t>({guess, max_bytes, max_inflated_size(size)});
   while (in_pos < size) {
     if (size - in_pos < 18 || !is_gzip(in + in_pos, size - in_pos)) {
       if (in_pos > 0) break;  // trailing garbage after a complete member: ignore it, as gzip does
@@ -144,6 +149,8 @@ std::vector<uint8_t> gunzip_zlib(const uint8_t* in, size_t size, const std::stri
 }
 
 }  // namespace
+
+
 
 bool is_gzip(const uint8_t* bytes, size_t size) {
   return size >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b;

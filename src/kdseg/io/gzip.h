@@ -10,6 +10,8 @@ namespace kdseg {
 enum class Inflater { libdeflate, zlib };
 
 bool is_gzip(const uint8_t* bytes, size_t size);
+// The most bytes a gzip stream of `compressed` bytes can inflate to (deflate's ratio is < 1032:1).
+uint64_t max_inflated_size(uint64_t compressed);
 // Inflates every member of a gzip stream. `max_bytes` bounds the output (a guard against
 // decompression bombs); `where` names the source in errors (truncated or corrupt streams).
 std::vector<uint8_t> gunzip(const uint8_t* bytes, size_t size, const std::string& where,

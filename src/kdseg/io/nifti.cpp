@@ -63,7 +63,11 @@ NiftiHeader parse_v1(const Reader& r) {
   h.bitpix = r.get<int16_t>(72);
   h.slice_start = r.get<int16_t>(74);
   for (int i = 0; i < 8; ++i) h.pixdim[i] = r.get<float>(76 + 4 * i);
-  h.vox_offset = static_cast<int64_t>(r.get<float>(108));
+  const float vox_offset = r.get<float>(108);
+  // A NaN, negative or absurd offset is left for validation (cast only what fits an int64).
+  h.vox_offset = std::isfinite(vox_offset) && vox_offset >= 0 && vox_offset < 9e18f
+                     ? static_cast<int64_t>(vox_offset)
+                     : -1;
   h.scl_slope = r.get<float>(112);
   h.scl_inter = r.get<float>(116);
   h.slice_end = r.get<int16_t>(120);
@@ -201,14 +205,26 @@ NiftiHeader parse_header(const uint8_t* bytes, size_t size, const std::string& w
                 "the header is corrupt");
   nbytes = nvox * static_cast<uint64_t>(bpv);
   const int64_t min_offset = static_cast<int64_t>(hsize);
+  if (h.vox_offset < 0) throw Error(where, "vox_offset is negative or not a number");
   if (h.vox_offset < min_offset) {
     // Some writers leave vox_offset 0 in single files; the voxels then follow the 4 extension bytes.
     if (h.vox_offset == 0) h.vox_offset = min_offset + 4;
     else throw Error(where, "vox_offset " + std::to_string(h.vox_offset) + " lies inside the header");
   }
-  for (int i = 1; i <= 3; ++i)
+  for (int i = 0; i <= 3; ++i)
     if (!std::isfinite(h.pixdim[i]))
       throw Error(where, "pixdim[" + std::to_string(i) + "] is not a finite number");
+  if (h.sform_code > 0)
+    for (const auto& row : h.srow)
+      for (double v : row)
+        if (!std::isfinite(v))
+          throw Error(where, "the sform (srow_x/y/z) holds a value that is not a finite number",
+                      "set sform_code to 0 or repair the affine");
+  if (h.qform_code > 0)
+    for (double v : {h.quatern_b, h.quatern_c, h.quatern_d, h.qoffset_x, h.qoffset_y, h.qoffset_z})
+      if (!std::isfinite(v))
+        throw Error(where, "the qform (quatern_*/qoffset_*) holds a value that is not a finite number",
+                    "set qform_code to 0 or repair the affine");
   *voxel_bytes = nbytes;
   return h;
 }
@@ -228,61 +244,68 @@ void check_fits_memory(const NiftiHeader& h, uint64_t voxel_bytes, const std::st
                 "the header is corrupt, or the image is far larger than an MRI volume");
 }
 
-template <class S>
-void convert(const uint8_t* src, size_t n, bool swap, double slope, double inter, float* dst) {
+// Converts stored voxels to T (scaled, byte-swapped as needed) and reorders them into canonical
+// order in one pass, straight into the output image (no intermediate buffer).
+template <class S, class T>
+void convert_reorient(const NiftiFile& f, const AxisMap& map, T* out) {
+  const NiftiHeader& h = f.header;
+  const bool swap = h.swapped && sizeof(S) > 1;
+  const double slope = h.scl_slope, inter = h.scl_inter;
   const bool scaled = slope != 0 && std::isfinite(slope) && !(slope == 1 && inter == 0);
-  for (size_t i = 0; i < n; ++i) {
+  const int64_t fd[3] = {h.dim[1], h.dim[2], h.dim[3]};
+  const int64_t n = fd[0] * fd[1] * fd[2];
+  const int64_t stride[3] = {1, fd[0], fd[0] * fd[1]};
+  int64_t cd[3], step[3], start = 0;
+  for (int a = 0; a < 3; ++a) {
+    cd[a] = fd[map.perm[a]];
+    step[a] = map.flip[a] ? -stride[map.perm[a]] : stride[map.perm[a]];
+    if (map.flip[a]) start += (cd[a] - 1) * stride[map.perm[a]];
+  }
+  const uint8_t* src = f.voxels();
+  auto load = [&](int64_t i) {
     S v;
-    std::memcpy(&v, src + i * sizeof(S), sizeof(S));
+    std::memcpy(&v, src + i * static_cast<int64_t>(sizeof(S)), sizeof(S));
     if (swap) {
       uint8_t* b = reinterpret_cast<uint8_t*>(&v);
       std::reverse(b, b + sizeof(S));
     }
-    dst[i] = scaled ? static_cast<float>(static_cast<double>(v) * slope + inter)
-                    : static_cast<float>(v);
-  }
-}
-
-// Voxels as float32 in file order, scaled.
-std::vector<float> to_float(const NiftiFile& f) {
-  const NiftiHeader& h = f.header;
-  const size_t n = f.voxels.size() / bytes_per_voxel(h.datatype);
-  std::vector<float> out(n);
-  const uint8_t* s = f.voxels.data();
-  const double sl = h.scl_slope, in = h.scl_inter;
-  switch (h.datatype) {
-    case kNiftiUInt8: convert<uint8_t>(s, n, false, sl, in, out.data()); break;
-    case kNiftiInt8: convert<int8_t>(s, n, false, sl, in, out.data()); break;
-    case kNiftiInt16: convert<int16_t>(s, n, h.swapped, sl, in, out.data()); break;
-    case kNiftiUInt16: convert<uint16_t>(s, n, h.swapped, sl, in, out.data()); break;
-    case kNiftiInt32: convert<int32_t>(s, n, h.swapped, sl, in, out.data()); break;
-    case kNiftiUInt32: convert<uint32_t>(s, n, h.swapped, sl, in, out.data()); break;
-    case kNiftiFloat32: convert<float>(s, n, h.swapped, sl, in, out.data()); break;
-    case kNiftiFloat64: convert<double>(s, n, h.swapped, sl, in, out.data()); break;
-    default: throw Error("", "unsupported datatype");
-  }
-  return out;
+    return scaled ? static_cast<T>(static_cast<double>(v) * slope + inter) : static_cast<T>(v);
+  };
+  int64_t o = 0;
+  for (int64_t ch = 0; ch < h.dim[4]; ++ch)
+    for (int64_t z = 0; z < cd[2]; ++z)
+      for (int64_t y = 0; y < cd[1]; ++y) {
+        int64_t i = ch * n + start + z * step[2] + y * step[1];
+        for (int64_t x = 0; x < cd[0]; ++x, i += step[0]) out[o++] = load(i);
+      }
 }
 
 template <class T>
-Image<T> canonical_image(const NiftiFile& f, std::vector<T> voxels) {
-  const NiftiHeader& h = f.header;
+void convert_any(const NiftiFile& f, const AxisMap& map, T* out) {
+  switch (f.header.datatype) {
+    case kNiftiUInt8: return convert_reorient<uint8_t>(f, map, out);
+    case kNiftiInt8: return convert_reorient<int8_t>(f, map, out);
+    case kNiftiInt16: return convert_reorient<int16_t>(f, map, out);
+    case kNiftiUInt16: return convert_reorient<uint16_t>(f, map, out);
+    case kNiftiInt32: return convert_reorient<int32_t>(f, map, out);
+    case kNiftiUInt32: return convert_reorient<uint32_t>(f, map, out);
+    case kNiftiFloat32: return convert_reorient<float>(f, map, out);
+    case kNiftiFloat64: return convert_reorient<double>(f, map, out);
+    default: throw Error("", "unsupported datatype");
+  }
+}
+
+// The image's shape and geometry, in canonical order, without voxels.
+template <class T>
+Image<T> canonical_frame(const NiftiHeader& h) {
   Image<T> img;
   img.source = h;
   img.n_channels = h.dim[4];
-  const std::array<int64_t, 3> file_dim{h.dim[1], h.dim[2], h.dim[3]};
   img.to_canonical = axis_map_to_ras(affine(h));
   for (int a = 0; a < 3; ++a) {
+    img.dim[a] = h.dim[img.to_canonical.perm[a] + 1];
     double s = h.pixdim[img.to_canonical.perm[a] + 1];
     img.spacing[a] = s > 0 ? s : 1.0;
-  }
-  if (img.to_canonical.identity()) {
-    img.dim = file_dim;
-    img.data = std::move(voxels);
-  } else {
-    img.data.resize(voxels.size());
-    to_canonical(voxels.data(), file_dim, img.n_channels, img.to_canonical, img.data.data(),
-                 img.dim);
   }
   return img;
 }
@@ -293,33 +316,53 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 }  // namespace
 
-NiftiFile decode_nifti(const uint8_t* bytes, size_t size, const std::string& where) {
+size_t NiftiFile::voxel_bytes() const {
+  size_t n = static_cast<size_t>(bytes_per_voxel(header.datatype));
+  for (int i = 1; i <= 4; ++i) n *= static_cast<size_t>(std::max<int64_t>(header.dim[i], 1));
+  return n;
+}
+
+NiftiFile decode_nifti(std::vector<uint8_t> bytes, const std::string& where) {
   uint64_t voxel_bytes = 0;
   NiftiFile f;
-  f.header = parse_header(bytes, size, where, &voxel_bytes);
+  f.header = parse_header(bytes.data(), bytes.size(), where, &voxel_bytes);
   const uint64_t end = static_cast<uint64_t>(f.header.vox_offset) + voxel_bytes;
-  if (end > size)
+  if (end > bytes.size())
     throw Error(where, "truncated: the header's " + dims_text(f.header) + " " +
                            datatype_name(f.header.datatype) + " voxels need " +
-                           std::to_string(end) + " bytes, the file holds " + std::to_string(size),
+                           std::to_string(end) + " bytes, the file holds " +
+                           std::to_string(bytes.size()),
                 "the file is incomplete; copy or export it again");
-  f.voxels.assign(bytes + f.header.vox_offset, bytes + end);
+  f.storage = std::move(bytes);
   return f;
+}
+
+NiftiFile decode_nifti(const uint8_t* bytes, size_t size, const std::string& where) {
+  return decode_nifti(std::vector<uint8_t>(bytes, bytes + size), where);
+}
+
+NiftiFile decode_nifti_file_bytes(const uint8_t* bytes, size_t size, const std::string& where,
+                                  Inflater inflater) {
+  if (!is_gzip(bytes, size)) return decode_nifti(bytes, size, where);
+  // Inflate the header first, so that the output is bounded by what the header claims (a corrupt
+  // header or a decompression bomb fails here rather than exhausting memory).
+  std::vector<uint8_t> head = gunzip_prefix(bytes, size, kN2HeaderSize, where);
+  uint64_t voxel_bytes = 0;
+  NiftiHeader h = parse_header(head.data(), head.size(), where, &voxel_bytes);
+  check_fits_memory(h, voxel_bytes, where);
+  const uint64_t expected = static_cast<uint64_t>(h.vox_offset) + voxel_bytes;
+  if (expected > max_inflated_size(size))
+    throw Error(where, "truncated: the header's " + dims_text(h) + " " + datatype_name(h.datatype) +
+                           " voxels need " + std::to_string(expected) + " bytes, more than a " +
+                           std::to_string(size) + "-byte gzip stream can hold",
+                "the file is incomplete or its header is corrupt");
+  return decode_nifti(gunzip(bytes, size, where, inflater, expected + (uint64_t{1} << 20)), where);
 }
 
 NiftiFile read_nifti_file(const std::string& path, Inflater inflater) {
   std::vector<uint8_t> raw = read_file(path);
-  if (!is_gzip(raw.data(), raw.size())) return decode_nifti(raw.data(), raw.size(), path);
-  // Inflate the header first, so that the output is bounded by what the header claims (a corrupt
-  // header or a decompression bomb fails here rather than exhausting memory).
-  std::vector<uint8_t> head = gunzip_prefix(raw.data(), raw.size(), kN2HeaderSize, path);
-  uint64_t voxel_bytes = 0;
-  NiftiHeader h = parse_header(head.data(), head.size(), path, &voxel_bytes);
-  check_fits_memory(h, voxel_bytes, path);
-  const uint64_t expected = static_cast<uint64_t>(h.vox_offset) + voxel_bytes;
-  std::vector<uint8_t> all = gunzip(raw.data(), raw.size(), path, inflater,
-                                    expected + (uint64_t{1} << 20));
-  return decode_nifti(all.data(), all.size(), path);
+  if (!is_gzip(raw.data(), raw.size())) return decode_nifti(std::move(raw), path);
+  return decode_nifti_file_bytes(raw.data(), raw.size(), path, inflater);
 }
 
 NiftiHeader read_nifti_header(const std::string& path) {
@@ -337,39 +380,49 @@ NiftiHeader read_nifti_header(const std::string& path) {
   return parse_header(head.data(), head.size(), path, &voxel_bytes);
 }
 
-Volume read_volume(const std::string& path, bool allow_nonfinite, Inflater inflater) {
-  NiftiFile f = read_nifti_file(path, inflater);
-  std::vector<float> v = to_float(f);
+Volume to_volume(NiftiFile f, bool allow_nonfinite, const std::string& where) {
+  Volume img = canonical_frame<float>(f.header);
+  img.data.resize(f.voxel_bytes() / bytes_per_voxel(f.header.datatype));
+  convert_any(f, img.to_canonical, img.data.data());
+  f.storage = {};
   if (!allow_nonfinite) {
-    size_t bad = 0, first = 0;
-    for (size_t i = 0; i < v.size(); ++i)
-      if (!std::isfinite(v[i])) {
-        if (bad++ == 0) first = i;
-      }
+    size_t bad = 0;
+    for (float v : img.data) bad += !std::isfinite(v);
     if (bad)
-      throw Error(path, std::to_string(bad) + " voxel(s) are NaN or Inf (first at file index " +
-                            std::to_string(first) + ")",
+      throw Error(where, std::to_string(bad) + " voxel(s) are NaN or Inf",
                   "fix the export, or replace them with 0 (e.g. nibabel + numpy.nan_to_num)");
   }
-  f.voxels.clear();
-  f.voxels.shrink_to_fit();
-  return canonical_image<float>(f, std::move(v));
+  return img;
+}
+
+Volume read_volume(const std::string& path, bool allow_nonfinite, Inflater inflater) {
+  return to_volume(read_nifti_file(path, inflater), allow_nonfinite, path);
 }
 
 LabelMap read_labels(const std::string& path) {
   NiftiFile f = read_nifti_file(path);
-  std::vector<float> v = to_float(f);
-  std::vector<uint8_t> labels(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
+  const NiftiHeader& h = f.header;
+  LabelMap img = canonical_frame<uint8_t>(h);
+  const size_t n = f.voxel_bytes() / bytes_per_voxel(h.datatype);
+  img.data.resize(n);
+  const bool scaled = h.scl_slope != 0 && !(h.scl_slope == 1 && h.scl_inter == 0);
+  if (h.datatype == kNiftiUInt8 && !scaled) {  // the common case: nothing to check
+    convert_any(f, img.to_canonical, img.data.data());
+    return img;
+  }
+  // Anything else is checked in float (exact for every integer a label map may hold).
+  std::vector<float> v(n);
+  convert_any(f, img.to_canonical, v.data());
+  f.storage = {};
+  for (size_t i = 0; i < n; ++i) {
     const float x = v[i];
     if (!(x >= 0 && x <= 255 && x == std::floor(x)))
-      throw Error(path, "is not a label map: voxel " + std::to_string(i) + " holds " +
-                            std::to_string(x) + " (labels must be integers 0..255)",
+      throw Error(path, "is not a label map: a voxel holds " + std::to_string(x) +
+                            " (labels must be integers 0..255)",
                   "pass the segmentation file, not an image or a probability map");
-    labels[i] = static_cast<uint8_t>(x);
+    img.data[i] = static_cast<uint8_t>(x);
   }
-  f.voxels.clear();
-  return canonical_image<uint8_t>(f, std::move(labels));
+  return img;
 }
 
 // ------------------------------------------------------------------ writing
@@ -497,6 +550,7 @@ void quantise(const float* in, size_t n, double slope, double inter, D* out) {
     double v = in[i];
     if (scaled) v = (v - inter) / slope;
     if constexpr (std::is_integral_v<D>) {
+      if (std::isnan(v)) v = 0;  // integers have no NaN
       v = std::nearbyint(v);
       v = std::clamp(v, lo, hi);
       out[i] = static_cast<D>(v);

@@ -12,16 +12,27 @@
 
 namespace kdseg {
 
-// A decoded file: the header and its voxels as stored (native byte order, file axis order).
+// A decoded file: the header and the file's bytes, voxels as stored (file byte order and axis
+// order) from header.vox_offset on. Holding the file rather than a copy of its voxels saves a
+// buffer per read (page faults dominate reading on small VMs).
 struct NiftiFile {
   NiftiHeader header;
-  std::vector<uint8_t> voxels;  // header.dim[1..] voxels of header.datatype
+  std::vector<uint8_t> storage;  // the whole uncompressed file
+  const uint8_t* voxels() const { return storage.data() + header.vox_offset; }
+  size_t voxel_bytes() const;    // header.dim[1..4] voxels of header.datatype
 };
 
 // Parses a complete (already decompressed) NIfTI byte stream. `where` names the source in errors.
 // Throws kdseg::Error for anything malformed: wrong magic, bad sizeof_hdr, unsupported datatype,
 // dims that are negative, overflow or need more bytes than the stream holds.
+NiftiFile decode_nifti(std::vector<uint8_t> bytes, const std::string& where);
 NiftiFile decode_nifti(const uint8_t* bytes, size_t size, const std::string& where);
+// Decodes the bytes of a .nii or a .nii.gz file held in memory (what the file readers and the
+// fuzzer use). The inflate is bounded by what the header declares.
+NiftiFile decode_nifti_file_bytes(const uint8_t* bytes, size_t size, const std::string& where,
+                                  Inflater inflater = Inflater::libdeflate);
+// Converts a decoded file to float32 (scaled) in canonical orientation.
+Volume to_volume(NiftiFile file, bool allow_nonfinite, const std::string& where);
 // Reads the whole file (inflating .gz) and decodes it.
 NiftiFile read_nifti_file(const std::string& path, Inflater inflater = Inflater::libdeflate);
 // Reads only the header (inflating just enough of a .gz): for `kdseg check` and layout discovery.

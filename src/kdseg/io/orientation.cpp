@@ -11,12 +11,17 @@ AxisMap axis_map_to_ras(const Mat44& m) {
   double a[3][3];  // a[world][voxel], columns normalised
   for (int j = 0; j < 3; ++j) {
     double n = std::sqrt(m[0][j] * m[0][j] + m[1][j] * m[1][j] + m[2][j] * m[2][j]);
-    for (int i = 0; i < 3; ++i) a[i][j] = n > 0 ? m[i][j] / n : (i == j ? 1.0 : 0.0);
+    for (int i = 0; i < 3; ++i) a[i][j] = n > 0 && std::isfinite(n) ? m[i][j] / n : (i == j ? 1.0 : 0.0);
   }
   AxisMap map;
   bool world_used[3] = {false, false, false}, voxel_used[3] = {false, false, false};
   for (int round = 0; round < 3; ++round) {
+    // Start from the first free pair so that a degenerate matrix still yields a permutation.
     int best_w = -1, best_v = -1;
+    for (int w = 2; w >= 0; --w)
+      if (!world_used[w]) best_w = w;
+    for (int v = 2; v >= 0; --v)
+      if (!voxel_used[v]) best_v = v;
     double best = -1;
     for (int w = 0; w < 3; ++w) {
       if (world_used[w]) continue;

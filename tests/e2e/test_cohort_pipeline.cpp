@@ -1,0 +1,80 @@
+// The foundation's commands on the shared synthetic cohort (CTest fixture "cohort"): the cohort
+// is a valid BraTS dataset, `check` finds no problem, `evaluate` scores the hidden truth of the
+// unlabelled cases, `montage` draws a case.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "kdseg/io/dataset.h"
+#include "kdseg/io/nifti.h"
+#include "support/test_support.h"
+
+namespace kdseg {
+namespace {
+
+namespace fs = std::filesystem;
+using test::run_kdseg;
+using test::ScratchDir;
+
+const std::string kCohort = KDSEG_TEST_COHORT;
+
+TEST(CohortPipeline, CohortIsAValidBratsDataset) {
+  for (const char* split : {"labeled", "unlabeled", "test"}) {
+    auto r = run_kdseg("check " + kCohort + "/" + split + " --quiet");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("brats2021 layout"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("no problems found"), std::string::npos) << r.output;
+  }
+  Dataset unl = discover_dataset(kCohort + "/unlabeled");
+  for (const auto& c : unl.cases) EXPECT_TRUE(c.seg.empty()) << c.id;
+  Dataset lab = discover_dataset(kCohort + "/labeled");
+  ASSERT_EQ(lab.cases.size(), 3u);
+  CaseData c = load_case(lab.cases[0], lab.layout, 2);
+  ASSERT_TRUE(c.labels.has_value());
+  EXPECT_EQ(c.image.n_channels, 4);
+  // BraTS-like storage: LPS on disk, RAS inside; 3 mm voxels.
+  EXPECT_EQ(axis_codes(affine(c.image.source)), "LPS");
+  EXPECT_DOUBLE_EQ(c.image.spacing[0], 3.0);
+}
+
+TEST(CohortPipeline, EvaluateScoresHiddenTruthAgainstItselfPerfectly) {
+  ScratchDir out("e2e_eval");
+  auto r = run_kdseg("evaluate --pred " + kCohort + "/hidden --ref " + kCohort +
+                     "/hidden --out " + out.str() + " --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json s = nlohmann::json::parse(std::ifstream(out.str("summary.json")));
+  EXPECT_EQ(s["n_cases"], 2);
+  for (const char* col : {"dice_et", "dice_wt", "dice_tc"})
+    EXPECT_DOUBLE_EQ(s["columns"][col]["mean"].get<double>(), 1.0) << col;
+}
+
+TEST(CohortPipeline, EvaluateOneCaseAgainstAnotherIsPoor) {
+  // Every test case's truth scored as if it were another case's prediction: a sanity floor.
+  ScratchDir out("e2e_swap");
+  Dataset test_set = discover_dataset(kCohort + "/test");
+  ASSERT_EQ(test_set.cases.size(), 2u);
+  fs::create_directories(out.path() / "pred");
+  fs::copy_file(test_set.cases[1].seg, out.path() / "pred" / (test_set.cases[0].id + ".nii.gz"));
+  fs::copy_file(test_set.cases[0].seg, out.path() / "pred" / (test_set.cases[1].id + ".nii.gz"));
+  auto r = run_kdseg("evaluate --pred " + out.str("pred") + " --ref " + kCohort + "/test --out " +
+                     out.str("eval") + " --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json s = nlohmann::json::parse(std::ifstream(out.str("eval/summary.json")));
+  EXPECT_LT(s["columns"]["dice_wt"]["mean"].get<double>(), 0.9);
+  EXPECT_GT(s["columns"]["hd95_wt"]["mean"].get<double>(), 3.0);
+}
+
+TEST(CohortPipeline, MontageDrawsACase) {
+  ScratchDir out("e2e_montage");
+  auto r = run_kdseg("montage --case " + kCohort + "/labeled/SYN_L0001 --out " + out.str("m.png"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream f(out.str("m.png"), std::ios::binary);
+  char sig[8];
+  f.read(sig, 8);
+  EXPECT_EQ(std::string(sig + 1, 3), "PNG");
+}
+
+}  // namespace
+}  // namespace kdseg
