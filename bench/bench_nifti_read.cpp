@@ -46,8 +46,8 @@ Volume make_modality(int seed) {
       for (int64_t x = 0; x < 240; ++x) {
         double dx = (x - 120) / 70.0, dy = (y - 120) / 90.0, dz = (z - 77) / 65.0;
         if (dx * dx + dy * dy + dz * dz > 1) continue;
-        double tissue = 400 + 150 * std::sin(x * 0.21 + seed) * std::cos(y * 0.17) +
-                        80 * std::sin(z * 0.3);
+        double tissue =
+            400 + 150 * std::sin(x * 0.21 + seed) * std::cos(y * 0.17) + 80 * std::sin(z * 0.3);
         v.at(x, y, z) = static_cast<float>(std::max(1.0, tissue + noise(rng)));
       }
   return v;
@@ -60,8 +60,10 @@ int main(int argc, char** argv) {
   std::string dir = (fs::temp_directory_path() / "kdseg_bench_nifti").string();
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--reps") reps = std::max(1, std::atoi(argv[i + 1]));
-    else if (a == "--dir") dir = argv[i + 1];
+    if (a == "--reps")
+      reps = std::max(1, std::atoi(argv[i + 1]));
+    else if (a == "--dir")
+      dir = argv[i + 1];
   }
   fs::create_directories(dir);
   std::vector<std::string> files;

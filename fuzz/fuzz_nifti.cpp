@@ -2,9 +2,10 @@
 // raise kdseg::Error — never crash, hang, leak or read out of bounds.
 //
 //   cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang \
-//         -DKDSEG_WITH_TORCH=OFF -DKDSEG_BUILD_FUZZ=ON -DKDSEG_BUILD_TESTS=OFF -DKDSEG_BUILD_BENCH=OFF
+//         -DKDSEG_WITH_TORCH=OFF -DKDSEG_BUILD_FUZZ=ON -DKDSEG_BUILD_TESTS=OFF
+//         -DKDSEG_BUILD_BENCH=OFF
 //   cmake --build build-fuzz --target fuzz_nifti
-//   build-fuzz/fuzz/fuzz_nifti -max_total_time=600 -rss_limit_mb=2048 fuzz/corpus  (scripts/fuzz.sh)
+//   build-fuzz/fuzz/fuzz_nifti -max_total_time=600 -rss_limit_mb=2048 fuzz/corpus (scripts/fuzz.sh)
 #include <cstddef>
 #include <cstdint>
 

@@ -76,8 +76,9 @@ std::vector<CLI::ConfigItem> JsonConfig::from_config(std::istream& input) const 
 
 void configure_root(CLI::App& app) {
   app.config_formatter(std::make_shared<JsonConfig>(&app));
-  app.set_config("--config", "", "JSON file of the command's options, {\"flag-name\": value}; "
-                                 "flags given on the command line override it");
+  app.set_config("--config", "",
+                 "JSON file of the command's options, {\"flag-name\": value}; "
+                 "flags given on the command line override it");
   app.allow_config_extras(CLI::config_extras_mode::error);
 }
 
@@ -85,9 +86,10 @@ void add_common_flags(CLI::App* cmd, RuntimeOptions& runtime) {
   // --config is the root's (CLI11 reads config files there); fallthrough lets it follow the
   // subcommand's name, and the footer documents it in the subcommand's --help.
   cmd->fallthrough();
-  cmd->footer("\n  --config FILE    JSON file of this command's options, e.g. {\"threads\": 2}:\n"
-              "                   defaults < config file < command-line flags. Every run writes its\n"
-              "                   resolved options as config.json beside its outputs.");
+  cmd->footer(
+      "\n  --config FILE    JSON file of this command's options, e.g. {\"threads\": 2}:\n"
+      "                   defaults < config file < command-line flags. Every run writes its\n"
+      "                   resolved options as config.json beside its outputs.");
   cmd->add_option("--threads", runtime.threads, "Worker threads; 0 = all cores")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);

@@ -8,10 +8,12 @@ namespace kdseg::cli {
 
 CLI::App* add_check_flags(CLI::App& app, CheckOptions& opt, RuntimeOptions& runtime) {
   CLI::App* cmd = app.add_subcommand(
-      "check", "Find a dataset's layout, list every case (modalities, shape, spacing, labels) and "
-               "every problem in one pass; exits non-zero when there is any");
-  cmd->add_option("dir", opt.dir, "Dataset folder (BraTS 2018-2021, BraTS 2023, MSD Task01) "
-                                  "or a single case folder")
+      "check",
+      "Find a dataset's layout, list every case (modalities, shape, spacing, labels) and "
+      "every problem in one pass; exits non-zero when there is any");
+  cmd->add_option("dir", opt.dir,
+                  "Dataset folder (BraTS 2018-2021, BraTS 2023, MSD Task01) "
+                  "or a single case folder")
       ->required();
   cmd->add_flag("--quiet", opt.quiet, "No per-case progress");
   add_common_flags(cmd, runtime);
@@ -27,7 +29,8 @@ void add_check_command(CLI::App& app) {
     CheckReport report = check_dataset(*opt);
     std::cout << format_check_report(report);
     if (!report.problems.empty())
-      throw Error(opt->dir, std::to_string(report.problems.size()) + " problem(s) found (listed above)");
+      throw Error(opt->dir,
+                  std::to_string(report.problems.size()) + " problem(s) found (listed above)");
   });
 }
 

@@ -9,14 +9,17 @@ namespace kdseg::cli {
 
 CLI::App* add_evaluate_flags(CLI::App& app, EvaluateOptions& opt, RuntimeOptions& runtime) {
   CLI::App* cmd = app.add_subcommand(
-      "evaluate", "Score predicted label maps against references as the BraTS challenge does "
-                  "(Dice, HD95, sensitivity, specificity, volumes for ET, WT, TC); writes "
-                  "metrics.csv, summary.json and config.json");
+      "evaluate",
+      "Score predicted label maps against references as the BraTS challenge does "
+      "(Dice, HD95, sensitivity, specificity, volumes for ET, WT, TC); writes "
+      "metrics.csv, summary.json and config.json");
   cmd->add_option("--pred", opt.pred, "Predictions: <ID>.nii.gz files or case folders")->required();
-  cmd->add_option("--ref", opt.ref, "References: BraTS 2018-2021/2023 case folders, an MSD "
-                                    "folder, or <ID>.nii.gz label maps")
+  cmd->add_option("--ref", opt.ref,
+                  "References: BraTS 2018-2021/2023 case folders, an MSD "
+                  "folder, or <ID>.nii.gz label maps")
       ->required();
-  cmd->add_option("--out", opt.out, "Folder for metrics.csv, summary.json, config.json")->required();
+  cmd->add_option("--out", opt.out, "Folder for metrics.csv, summary.json, config.json")
+      ->required();
   cmd->add_option("--pred-labels", opt.pred_labels,
                   "Label convention of the predictions: auto (= the references'), brats2021, "
                   "brats2023, msd")
@@ -41,9 +44,10 @@ void add_evaluate_command(CLI::App& app) {
     std::cout << format_summary_table(report);
     if (!report.failures.empty()) {
       for (const auto& f : report.failures) std::cerr << "  - " << f << "\n";
-      throw Error("evaluate", std::to_string(report.failures.size()) +
-                                  " case(s) could not be scored (listed above); the others are in " +
-                                  opt->out + "/metrics.csv");
+      throw Error("evaluate",
+                  std::to_string(report.failures.size()) +
+                      " case(s) could not be scored (listed above); the others are in " + opt->out +
+                      "/metrics.csv");
     }
   });
 }

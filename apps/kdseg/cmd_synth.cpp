@@ -12,22 +12,27 @@ namespace kdseg::cli {
 
 CLI::App* add_synth_flags(CLI::App& app, synth::SynthOptions& opt, RuntimeOptions& runtime) {
   CLI::App* cmd = app.add_subcommand(
-      "synth", "Grow a synthetic cohort (BraTS 2018-2021 layout: labeled/, unlabeled/ with true "
-               "labels in hidden/, test/, cohort.json) on the Colin27 brain; same seed, same bytes");
+      "synth",
+      "Grow a synthetic cohort (BraTS 2018-2021 layout: labeled/, unlabeled/ with true "
+      "labels in hidden/, test/, cohort.json) on the Colin27 brain; same seed, same bytes");
   cmd->add_option("--out", opt.out, "Cohort folder to write")->required();
   cmd->add_option("--labeled", opt.n_labeled, "Labelled training cases")->capture_default_str();
   cmd->add_option("--unlabeled", opt.n_unlabeled, "Unlabelled cases (labels kept in hidden/)")
       ->capture_default_str();
   cmd->add_option("--test", opt.n_test, "Labelled test cases")->capture_default_str();
-  cmd->add_option("--spacing", opt.spacing_mm, "Voxel size in mm: 1 = BraTS 240x240x155, "
-                                                "2 = 120x120x78, 3 = 80x80x52")
-      ->capture_default_str()->check(CLI::Range(1, 4));
+  cmd->add_option("--spacing", opt.spacing_mm,
+                  "Voxel size in mm: 1 = BraTS 240x240x155, "
+                  "2 = 120x120x78, 3 = 80x80x52")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4));
   cmd->add_option("--seed", opt.seed, "Random seed")->capture_default_str();
-  cmd->add_option("--templates", opt.templates, "Folder with ch2bet.nii.gz and ch2better.nii.gz "
-                                                 "(Debian package mricron-data)")
+  cmd->add_option("--templates", opt.templates,
+                  "Folder with ch2bet.nii.gz and ch2better.nii.gz "
+                  "(Debian package mricron-data)")
       ->capture_default_str();
   cmd->add_option("--compression", opt.compression, "gzip level of the .nii.gz files (1-12)")
-      ->capture_default_str()->check(CLI::Range(1, 12));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 12));
   cmd->add_flag("--quiet", opt.quiet, "No per-case progress");
   add_common_flags(cmd, runtime);
   return cmd;

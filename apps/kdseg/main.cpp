@@ -9,10 +9,11 @@
 
 int main(int argc, char** argv) {
   kdseg::keep_freed_memory();
-  CLI::App app{"kdseg: segment brain tumours in multimodal MRI and distil an ensemble of 3D "
-               "networks into one (BraTS 2019, \"Knowledge Distillation for Brain Tumor "
-               "Segmentation\")",
-               "kdseg"};
+  CLI::App app{
+      "kdseg: segment brain tumours in multimodal MRI and distil an ensemble of 3D "
+      "networks into one (BraTS 2019, \"Knowledge Distillation for Brain Tumor "
+      "Segmentation\")",
+      "kdseg"};
   app.require_subcommand(1);
   kdseg::cli::configure_root(app);
 #ifdef KDSEG_WITH_TORCH

@@ -41,8 +41,8 @@ TEST(CohortPipeline, CohortIsAValidBratsDataset) {
 
 TEST(CohortPipeline, EvaluateScoresHiddenTruthAgainstItselfPerfectly) {
   ScratchDir out("e2e_eval");
-  auto r = run_kdseg("evaluate --pred " + kCohort + "/hidden --ref " + kCohort +
-                     "/hidden --out " + out.str() + " --quiet");
+  auto r = run_kdseg("evaluate --pred " + kCohort + "/hidden --ref " + kCohort + "/hidden --out " +
+                     out.str() + " --quiet");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   nlohmann::json s = nlohmann::json::parse(std::ifstream(out.str("summary.json")));
   EXPECT_EQ(s["n_cases"], 2);

@@ -18,7 +18,9 @@ namespace fs = std::filesystem;
 
 const std::array<int64_t, 3> kDim{16, 16, 12};
 
-LabelMap tumour() { return phantom_labels(kDim, {8, 8, 6}, 5); }
+LabelMap tumour() {
+  return phantom_labels(kDim, {8, 8, 6}, 5);
+}
 
 // Every internal label of the phantom comes back as it went in, whatever the layout.
 void expect_internal_labels(const CaseData& c) {

@@ -17,7 +17,8 @@ using test::ScratchDir;
 const std::string kScript = std::string(KDSEG_SOURCE_DIR) + "/tests/io/nibabel_roundtrip.py";
 
 bool have_nibabel() {
-  return test::run_command(std::string(KDSEG_SYSTEM_PYTHON) + " -c 'import nibabel'").exit_code == 0;
+  return test::run_command(std::string(KDSEG_SYSTEM_PYTHON) + " -c 'import nibabel'").exit_code ==
+         0;
 }
 
 // Canonical voxels as nibabel_roundtrip.py dumps them.
@@ -44,9 +45,11 @@ void save_affine(const std::string& path, const NiftiHeader& h) {
 }
 
 TEST(Nibabel, KdsegReadsWhatNibabelWrites) {
-  if (!have_nibabel()) GTEST_SKIP() << "python3-nibabel not installed (scripts/setup.sh installs it)";
+  if (!have_nibabel())
+    GTEST_SKIP() << "python3-nibabel not installed (scripts/setup.sh installs it)";
   ScratchDir dir("nb_read");
-  auto r = test::run_command(std::string(KDSEG_SYSTEM_PYTHON) + " " + kScript + " write " + dir.str());
+  auto r =
+      test::run_command(std::string(KDSEG_SYSTEM_PYTHON) + " " + kScript + " write " + dir.str());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (const char* name : {"nb_int16_lps.nii.gz", "nb_f64_oblique.nii", "nb_int32_bigendian.nii",
                            "nb_uint8_4d.nii.gz"}) {
@@ -70,7 +73,8 @@ TEST(Nibabel, KdsegReadsWhatNibabelWrites) {
 }
 
 TEST(Nibabel, NibabelReadsWhatKdsegWrites) {
-  if (!have_nibabel()) GTEST_SKIP() << "python3-nibabel not installed (scripts/setup.sh installs it)";
+  if (!have_nibabel())
+    GTEST_SKIP() << "python3-nibabel not installed (scripts/setup.sh installs it)";
   ScratchDir dir("nb_write");
   // A BraTS-like LPS int16 volume, a NIfTI-2 float 4D volume, and a label map re-written like an
   // oblique nibabel input (geometry copied from it).
@@ -90,7 +94,8 @@ TEST(Nibabel, NibabelReadsWhatKdsegWrites) {
   save_dump(dir.str("kd_f32_4d.f32"), b);
   save_affine(dir.str("kd_f32_4d.affine"), b.source);
 
-  auto r = test::run_command(std::string(KDSEG_SYSTEM_PYTHON) + " " + kScript + " write " + dir.str());
+  auto r =
+      test::run_command(std::string(KDSEG_SYSTEM_PYTHON) + " " + kScript + " write " + dir.str());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   Volume oblique = read_volume(dir.str("nb_f64_oblique.nii"));
   LabelMap seg = like<uint8_t>(oblique);

@@ -15,7 +15,8 @@ namespace {
 using test::make_image;
 using test::ScratchDir;
 
-Volume random_volume(const std::array<int64_t, 3>& dim, int64_t n_channels, int seed, bool integers) {
+Volume random_volume(const std::array<int64_t, 3>& dim, int64_t n_channels, int seed,
+                     bool integers) {
   Volume v = make_image<float>(dim, {1.0, 1.5, 2.5}, 0.f, n_channels);
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int> u(0, 200);
@@ -67,13 +68,17 @@ TEST_P(NiftiRoundTrip, VoxelsAndGeometrySurvive) {
   EXPECT_TRUE(same_grid(r, v));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllTypes, NiftiRoundTrip,
-    ::testing::Values(RoundTripCase{kNiftiUInt8, ".nii", 1}, RoundTripCase{kNiftiInt16, ".nii.gz", 1},
-                      RoundTripCase{kNiftiInt32, ".nii", 2}, RoundTripCase{kNiftiFloat32, ".nii.gz", 2},
-                      RoundTripCase{kNiftiFloat64, ".nii", 1}, RoundTripCase{kNiftiUInt8, ".nii.gz", 2},
-                      RoundTripCase{kNiftiInt16, ".nii", 2}, RoundTripCase{kNiftiFloat64, ".nii.gz", 2},
-                      RoundTripCase{kNiftiInt32, ".nii.gz", 1}, RoundTripCase{kNiftiFloat32, ".nii", 1}));
+INSTANTIATE_TEST_SUITE_P(AllTypes, NiftiRoundTrip,
+                         ::testing::Values(RoundTripCase{kNiftiUInt8, ".nii", 1},
+                                           RoundTripCase{kNiftiInt16, ".nii.gz", 1},
+                                           RoundTripCase{kNiftiInt32, ".nii", 2},
+                                           RoundTripCase{kNiftiFloat32, ".nii.gz", 2},
+                                           RoundTripCase{kNiftiFloat64, ".nii", 1},
+                                           RoundTripCase{kNiftiUInt8, ".nii.gz", 2},
+                                           RoundTripCase{kNiftiInt16, ".nii", 2},
+                                           RoundTripCase{kNiftiFloat64, ".nii.gz", 2},
+                                           RoundTripCase{kNiftiInt32, ".nii.gz", 1},
+                                           RoundTripCase{kNiftiFloat32, ".nii", 1}));
 
 TEST(NiftiIo, FourDimensionalRoundTrip) {
   ScratchDir dir("4d");
@@ -129,8 +134,8 @@ TEST(Orientation, LpsFileIsFlippedToRasAndBack) {
   lps[3] = {0, 0, 0, 1};
   h = make_header({4, 3, 2}, lps, 1, kNiftiUInt8);
   std::vector<uint8_t> file_voxels(24, 0);
-  file_voxels[0] = 7;          // file (0,0,0)
-  file_voxels[1] = 9;          // file (1,0,0)
+  file_voxels[0] = 7;  // file (0,0,0)
+  file_voxels[1] = 9;  // file (1,0,0)
   auto bytes = encode_nifti(h, file_voxels.data(), file_voxels.size());
   write_file_atomic(dir.str("lps.nii"), bytes.data(), bytes.size());
   LabelMap m = read_labels(dir.str("lps.nii"));

@@ -2,11 +2,11 @@
 
 #include <unistd.h>
 
+#include <sys/wait.h>
 #include <array>
 #include <cmath>
 #include <cstdio>
 #include <memory>
-#include <sys/wait.h>
 
 #include "kdseg/io/nifti_header.h"
 
@@ -15,8 +15,7 @@ namespace kdseg::test {
 namespace fs = std::filesystem;
 
 ScratchDir::ScratchDir(const std::string& name) {
-  path_ = fs::temp_directory_path() /
-          ("kdseg_test_" + name + "_" + std::to_string(::getpid()));
+  path_ = fs::temp_directory_path() / ("kdseg_test_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(path_);
   fs::create_directories(path_);
 }
@@ -61,14 +60,14 @@ Image<T> make_image(const std::array<int64_t, 3>& dim, const std::array<double, 
   lps[1] = {0, -spacing[1], 0, (dim[1] - 1) * spacing[1]};
   lps[2] = {0, 0, spacing[2], 0};
   lps[3] = {0, 0, 0, 1};
-  img.source = make_header(dim, lps, n_channels,
-                           std::is_same_v<T, uint8_t> ? kNiftiUInt8 : kNiftiFloat32);
+  img.source =
+      make_header(dim, lps, n_channels, std::is_same_v<T, uint8_t> ? kNiftiUInt8 : kNiftiFloat32);
   img.to_canonical = axis_map_to_ras(lps);
   return img;
 }
 
-template Image<float> make_image(const std::array<int64_t, 3>&, const std::array<double, 3>&,
-                                 float, int64_t);
+template Image<float> make_image(const std::array<int64_t, 3>&, const std::array<double, 3>&, float,
+                                 int64_t);
 template Image<uint8_t> make_image(const std::array<int64_t, 3>&, const std::array<double, 3>&,
                                    uint8_t, int64_t);
 
@@ -87,9 +86,12 @@ LabelMap phantom_labels(const std::array<int64_t, 3>& dim, const std::array<doub
         double dx = (x - c[0]) * spacing[0], dy = (y - c[1]) * spacing[1],
                dz = (z - c[2]) * spacing[2];
         double d = std::sqrt(dx * dx + dy * dy + dz * dz);
-        if (d <= r / 2) l.at(x, y, z) = 1;
-        else if (d <= 2 * r / 3) l.at(x, y, z) = 4;
-        else if (d <= r) l.at(x, y, z) = 2;
+        if (d <= r / 2)
+          l.at(x, y, z) = 1;
+        else if (d <= 2 * r / 3)
+          l.at(x, y, z) = 4;
+        else if (d <= r)
+          l.at(x, y, z) = 2;
       }
   return l;
 }

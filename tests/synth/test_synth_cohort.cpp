@@ -34,7 +34,8 @@ class SynthCohort : public ::testing::Test {
     template_ = std::make_unique<TissueTemplate>(load_colin27());
     anatomy_ = std::make_unique<CohortAnatomy>(prepare_anatomy(*template_, 3));
     for (int i = 0; i < 6; ++i)
-      cases_.push_back(generate_case(*anatomy_, {case_id("test", i), "test", i, case_seed(99, 2, i)}));
+      cases_.push_back(
+          generate_case(*anatomy_, {case_id("test", i), "test", i, case_seed(99, 2, i)}));
   }
   static void TearDownTestSuite() {
     cases_.clear();
@@ -42,7 +43,8 @@ class SynthCohort : public ::testing::Test {
     template_.reset();
   }
   void SetUp() override {
-    if (!have_templates()) GTEST_SKIP() << "Colin27 templates missing: apt-get install mricron-data";
+    if (!have_templates())
+      GTEST_SKIP() << "Colin27 templates missing: apt-get install mricron-data";
   }
   static std::unique_ptr<TissueTemplate> template_;
   static std::unique_ptr<CohortAnatomy> anatomy_;
@@ -139,10 +141,12 @@ TEST_F(SynthCohort, LabelsAreConsistentAndInsideTheBrain) {
       ASSERT_TRUE(l == 0 || l == 1 || l == 2 || l == 4) << c.id << " label " << int(l);
       if (l != 0) {
         ++wt;
-        for (int m = 0; m < 4; ++m) ASSERT_GT(c.image[m].data[i], 0.f) << c.id << ": tumour outside the brain";
+        for (int m = 0; m < 4; ++m)
+          ASSERT_GT(c.image[m].data[i], 0.f) << c.id << ": tumour outside the brain";
       }
       const bool brain = c.image[0].data[i] != 0;
-      for (int m = 1; m < 4; ++m) ASSERT_EQ(c.image[m].data[i] != 0, brain) << "modalities disagree on the brain";
+      for (int m = 1; m < 4; ++m)
+        ASSERT_EQ(c.image[m].data[i] != 0, brain) << "modalities disagree on the brain";
     }
     EXPECT_GT(wt, 0) << c.id << " has no tumour";
     // ET inside TC inside WT holds by construction of the labels; check the volumes agree.
@@ -180,7 +184,8 @@ TEST_F(SynthCohort, NoSingleModalityThresholdSegmentsAnyRegion) {
         best_m = m;
       }
     }
-    std::cout << "  best single-threshold Dice " << names[r] << ": " << best << " (" << mods[best_m] << ")\n";
+    std::cout << "  best single-threshold Dice " << names[r] << ": " << best << " (" << mods[best_m]
+              << ")\n";
     EXPECT_LT(best, 0.6) << names[r] << " is segmented by one threshold on " << mods[best_m];
   }
 }
@@ -218,7 +223,9 @@ TEST_F(SynthCohort, ContrastsThatDefineTheLabels) {
                 near[static_cast<size_t>((e * d[1] + b) * d[0] + a)] = 1;
               }
         }
-    auto around = [&](size_t i) { return near[i] && c.labels.data[i] != 4 && c.image[0].data[i] != 0; };
+    auto around = [&](size_t i) {
+      return near[i] && c.labels.data[i] != 4 && c.image[0].data[i] != 0;
+    };
     if (n_ed += 1, mean(kFlair, ed) == mean(kFlair, ed)) {
       ed_wm_flair += mean(kFlair, ed) / mean(kFlair, wm);
       ed_wm_t2 += mean(kT2, ed) / mean(kT2, wm);
@@ -243,7 +250,8 @@ TEST_F(SynthCohort, ContrastsThatDefineTheLabels) {
   et_wm_t1 /= n_et;
   nec_et_t1ce /= n_nec;
   std::cout << "  oedema/WM FLAIR " << ed_wm_flair << ", T2 " << ed_wm_t2 << "; ET/around T1ce "
-            << et_around_t1ce << "; ET/WM T1 " << et_wm_t1 << "; NCR/ET T1ce " << nec_et_t1ce << "\n";
+            << et_around_t1ce << "; ET/WM T1 " << et_wm_t1 << "; NCR/ET T1ce " << nec_et_t1ce
+            << "\n";
   EXPECT_GT(ed_wm_flair, 1.15);
   EXPECT_GT(ed_wm_t2, 1.15);
   EXPECT_GT(et_around_t1ce, 1.1);
@@ -271,12 +279,14 @@ TEST_F(SynthCohort, WrittenCohortIsByteIdenticalAcrossThreadCountsAndReadsBack) 
   o.out = c.str();
   o.seed = 6;
   write_cohort(o, *template_);
-  const std::vector<std::string> files = {
-      "cohort.json",
-      "labeled/SYN_L0001/SYN_L0001_t1.nii.gz",  "labeled/SYN_L0001/SYN_L0001_seg.nii.gz",
-      "labeled/SYN_L0001/SYN_L0001_flair.nii.gz", "unlabeled/SYN_U0001/SYN_U0001_t1ce.nii.gz",
-      "hidden/SYN_U0001/SYN_U0001_seg.nii.gz",  "test/SYN_T0001/SYN_T0001_t2.nii.gz",
-      "test/SYN_T0001/SYN_T0001_seg.nii.gz"};
+  const std::vector<std::string> files = {"cohort.json",
+                                          "labeled/SYN_L0001/SYN_L0001_t1.nii.gz",
+                                          "labeled/SYN_L0001/SYN_L0001_seg.nii.gz",
+                                          "labeled/SYN_L0001/SYN_L0001_flair.nii.gz",
+                                          "unlabeled/SYN_U0001/SYN_U0001_t1ce.nii.gz",
+                                          "hidden/SYN_U0001/SYN_U0001_seg.nii.gz",
+                                          "test/SYN_T0001/SYN_T0001_t2.nii.gz",
+                                          "test/SYN_T0001/SYN_T0001_seg.nii.gz"};
   for (const auto& f : files) {
     ASSERT_TRUE(fs::exists(a.path() / f)) << f;
     EXPECT_EQ(read_file((a.path() / f).string()), read_file((b.path() / f).string())) << f;
@@ -291,7 +301,8 @@ TEST_F(SynthCohort, WrittenCohortIsByteIdenticalAcrossThreadCountsAndReadsBack) 
   EXPECT_NEAR(t2.spacing[0], 3.0, 1e-6);
   const LabelMap seg = read_labels((a.path() / "test/SYN_T0001/SYN_T0001_seg.nii.gz").string());
   EXPECT_EQ(seg.data, gen.labels.data);
-  const NiftiHeader h = read_nifti_header((a.path() / "test/SYN_T0001/SYN_T0001_t1.nii.gz").string());
+  const NiftiHeader h =
+      read_nifti_header((a.path() / "test/SYN_T0001/SYN_T0001_t1.nii.gz").string());
   EXPECT_EQ(h.datatype, kNiftiInt16);
 }
 

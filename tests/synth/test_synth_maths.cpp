@@ -75,7 +75,8 @@ TEST(SynthField, TrilinearSampleAndBoxDownsample) {
   Field f(g, 1);
   for (int64_t k = 0; k < 4; ++k)
     for (int64_t j = 0; j < 4; ++j)
-      for (int64_t i = 0; i < 4; ++i) f.at(g.index(i, j, k)) = static_cast<float>(i + 10 * j + 100 * k);
+      for (int64_t i = 0; i < 4; ++i)
+        f.at(g.index(i, j, k)) = static_cast<float>(i + 10 * j + 100 * k);
   EXPECT_NEAR(f.sample1({1.5, 2.25, 0.5}), 1.5 + 22.5 + 50, 1e-4);
   EXPECT_EQ(f.sample1({-1, 0, 0}), 0.f);
   const Field d = downsample_box(f, 2);
@@ -93,7 +94,8 @@ TEST(SynthField, ChamferDistanceOfABall) {
         in[static_cast<size_t>((k * n + j) * n + i)] =
             (i - 20) * (i - 20) + (j - 20) * (j - 20) + (k - 20) * (k - 20) <= 15 * 15;
   const auto d = chamfer_distance({n, n, n}, 0.5, in);
-  EXPECT_NEAR(d[static_cast<size_t>((20 * n + 20) * n + 20)], 16 * 0.5, 0.8);  // chamfer: within ~8 %
+  EXPECT_NEAR(d[static_cast<size_t>((20 * n + 20) * n + 20)], 16 * 0.5,
+              0.8);  // chamfer: within ~8 %
   EXPECT_EQ(d[0], 0.f);
 }
 
@@ -163,7 +165,8 @@ TEST(SynthGrowth, FrontTravelsAtTheFisherKppSpeed) {
   GrowthResult b = grow_tumour(g, dif, p);
   const double da = extent_along_x(a, 0.5, 30, 30) / 2, db = extent_along_x(b, 0.5, 30, 30) / 2;
   const double speed = (db - da) / (b.days - a.days);
-  const double expect = fkpp_front_speed(p.infiltration_mm * p.infiltration_mm * p.rho_per_day, p.rho_per_day);
+  const double expect =
+      fkpp_front_speed(p.infiltration_mm * p.infiltration_mm * p.rho_per_day, p.rho_per_day);
   EXPECT_NEAR(speed / expect, 1.0, 0.2) << "front " << da << " -> " << db << " mm";
 }
 
@@ -194,7 +197,8 @@ TEST(SynthGrowth, WhiteMatterFasterThanGreyAndNoFluxIntoCsf) {
   p.max_steps = 700;  // long enough to reach the CSF: nothing gets in
   const GrowthResult full = grow_tumour(g, dif, p);
   EXPECT_GT(full.u.v[static_cast<size_t>(g.index(83, 16, 16))], 0.5f);
-  for (int64_t i = 84; i < n; ++i) EXPECT_EQ(full.u.v[static_cast<size_t>(g.index(i, 16, 16))], 0.f);
+  for (int64_t i = 84; i < n; ++i)
+    EXPECT_EQ(full.u.v[static_cast<size_t>(g.index(i, 16, 16))], 0.f);
   EXPECT_GT(full.age_days.v[static_cast<size_t>(g.index(41, 16, 16))], 0.f);
 }
 
@@ -224,7 +228,7 @@ TEST(SynthWarp, AffineInverseAndMassEffect) {
   const double r3 = 10000 * 3 / (4 * M_PI);
   const Vec3 src = m.source_of({30, 0, 0}, 1.f);
   EXPECT_NEAR(src[0] * src[0] * src[0], 30 * 30 * 30 - r3, 1e-6);  // incompressible shell
-  const Vec3 fixed = m.source_of({30, 0, 0}, 0.f);                  // skull: no displacement
+  const Vec3 fixed = m.source_of({30, 0, 0}, 0.f);                 // skull: no displacement
   EXPECT_EQ(fixed[0], 30);
   const Vec3 far = m.source_of({m.reach(0.3), 0, 0}, 1.f);
   EXPECT_NEAR(far[0], m.reach(0.3), 0.31);

@@ -13,7 +13,9 @@
 using namespace kdseg;
 
 namespace {
-uint32_t be32(const uint8_t* p) { return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3]; }
+uint32_t be32(const uint8_t* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
+}
 }  // namespace
 
 TEST(SynthPng, EncodesDecodableRgb) {
@@ -42,7 +44,7 @@ TEST(SynthPng, EncodesDecodableRgb) {
   ASSERT_EQ(uncompress(raw.data(), &len, &png[41], n), Z_OK);
   EXPECT_EQ(len, raw.size());
   EXPECT_EQ(raw[0], 0);
-  EXPECT_EQ(raw[1 + 3], 10);  // pixel (1,0) red
+  EXPECT_EQ(raw[1 + 3], 10);    // pixel (1,0) red
   EXPECT_EQ(raw[10 + 2], 101);  // pixel (0,1) green
   EXPECT_EQ(std::string(png.end() - 8, png.end() - 4), "IEND");
 }

@@ -25,7 +25,7 @@ namespace {
 struct References {
   std::vector<std::pair<std::string, std::string>> maps;  // (id, path)
   LabelConvention convention = Layout::brats2021;
-  std::vector<std::string> unlabelled;                    // reference cases without a label map
+  std::vector<std::string> unlabelled;  // reference cases without a label map
 };
 
 References find_references(const std::string& ref, const std::string& labels_flag) {
@@ -89,8 +89,10 @@ EvaluateReport evaluate(const EvaluateOptions& opt) {
     if (!ref_of.count(id)) report.failures.push_back(path + ": no reference case " + id);
   std::vector<std::pair<std::string, std::string>> todo;  // (id, ref path)
   for (const auto& [id, path] : refs.maps) {
-    if (!pred_of.count(id)) report.failures.push_back(id + ": no prediction in " + opt.pred);
-    else todo.emplace_back(id, path);
+    if (!pred_of.count(id))
+      report.failures.push_back(id + ": no prediction in " + opt.pred);
+    else
+      todo.emplace_back(id, path);
   }
 
   std::vector<std::vector<double>> rows(todo.size());
@@ -105,8 +107,9 @@ EvaluateReport evaluate(const EvaluateOptions& opt) {
         auto d = [](const std::array<int64_t, 3>& x) {
           return std::to_string(x[0]) + "x" + std::to_string(x[1]) + "x" + std::to_string(x[2]);
         };
-        throw Error(pred_of[id], "grid " + d(pred.dim) + " differs from the reference's " +
-                                     d(ref.dim) + " (" + ref_path + ")",
+        throw Error(pred_of[id],
+                    "grid " + d(pred.dim) + " differs from the reference's " + d(ref.dim) + " (" +
+                        ref_path + ")",
                     "predictions must be written on the reference's grid; kdseg does not "
                     "resample when scoring");
       }
@@ -143,10 +146,9 @@ EvaluateReport evaluate(const EvaluateOptions& opt) {
     for (const auto& row : report.rows) v.push_back(row[c]);
     Stats s = summarize(v);
     auto num = [](double x) { return std::isnan(x) ? nlohmann::json(nullptr) : nlohmann::json(x); };
-    cols[report.columns[c]] = {{"mean", num(s.mean)},     {"std", num(s.std)},
-                               {"median", num(s.median)}, {"p25", num(s.p25)},
-                               {"p75", num(s.p75)},       {"n", s.n},
-                               {"n_nan", s.n_nan}};
+    cols[report.columns[c]] = {
+        {"mean", num(s.mean)}, {"std", num(s.std)}, {"median", num(s.median)}, {"p25", num(s.p25)},
+        {"p75", num(s.p75)},   {"n", s.n},          {"n_nan", s.n_nan}};
   }
   report.summary = {{"n_cases", report.ids.size()},
                     {"failures", report.failures},
@@ -167,7 +169,7 @@ EvaluateReport evaluate(const EvaluateOptions& opt) {
 std::string format_summary_table(const EvaluateReport& report) {
   std::ostringstream s;
   char buf[160];
-  std::snprintf(buf, sizeof buf, "%-6s %-22s %-22s %-22s\n", "", "Dice", "HD95 (mm)",
+  std::snprintf(buf, sizeof buf, "%-4s %-26s %-26s %-26s\n", "", "Dice", "HD95 (mm)",
                 "Sensitivity");
   s << buf;
   for (const char* region : {"et", "wt", "tc"}) {
@@ -176,19 +178,18 @@ std::string format_summary_table(const EvaluateReport& report) {
       if (c["mean"].is_null()) return std::string("n/a");
       char b[64];
       std::snprintf(b, sizeof b, fmt, c["mean"].get<double>(),
-                    c["std"].is_null() ? 0.0 : c["std"].get<double>(),
-                    c["median"].get<double>());
+                    c["std"].is_null() ? 0.0 : c["std"].get<double>(), c["median"].get<double>());
       return std::string(b);
     };
     std::string name = region;
     for (auto& ch : name) ch = static_cast<char>(toupper(ch));
-    std::snprintf(buf, sizeof buf, "%-6s %-22s %-22s %-22s\n", name.c_str(),
-                  cell("dice", "%.3f±%.3f (med %.3f)").c_str(),
-                  cell("hd95", "%.1f±%.1f (med %.1f)").c_str(),
-                  cell("sens", "%.3f±%.3f (med %.3f)").c_str());
+    std::snprintf(buf, sizeof buf, "%-4s %-26s %-26s %-26s\n", name.c_str(),
+                  cell("dice", "%.3f ± %.3f (med %.3f)").c_str(),
+                  cell("hd95", "%.1f ± %.1f (med %.1f)").c_str(),
+                  cell("sens", "%.3f ± %.3f (med %.3f)").c_str());
     s << buf;
   }
-  s << report.ids.size() << " case(s) scored";
+  s << "mean ± std (median) over " << report.ids.size() << " case(s) scored";
   if (!report.failures.empty()) s << ", " << report.failures.size() << " failed";
   s << "\n";
   return s.str();

@@ -8,21 +8,21 @@
 namespace kdseg {
 
 struct EvaluateOptions {
-  std::string pred;                 // predictions: <ID>.nii.gz files or case folders, e.g. out/
-  std::string ref;                  // references in any layout, e.g. cohort/test
-  std::string out;                  // folder for metrics.csv and summary.json, e.g. eval/
-  std::string pred_labels = "auto"; // auto (= the references'), brats2021, brats2023 or msd
-  std::string ref_labels = "auto";  // auto (from the layout), brats2021, brats2023 or msd
-  int threads = 0;                  // cases scored in parallel; 0 = all cores
-  bool quiet = false;               // no per-case progress
+  std::string pred;                  // predictions: <ID>.nii.gz files or case folders, e.g. out/
+  std::string ref;                   // references in any layout, e.g. cohort/test
+  std::string out;                   // folder for metrics.csv and summary.json, e.g. eval/
+  std::string pred_labels = "auto";  // auto (= the references'), brats2021, brats2023 or msd
+  std::string ref_labels = "auto";   // auto (from the layout), brats2021, brats2023 or msd
+  int threads = 0;                   // cases scored in parallel; 0 = all cores
+  bool quiet = false;                // no per-case progress
 };
 
 struct EvaluateReport {
-  std::vector<std::string> columns;         // metric_columns()
-  std::vector<std::string> ids;             // scored cases, sorted
-  std::vector<std::vector<double>> rows;    // one per id, in column order
-  std::vector<std::string> failures;        // every case not scored, with the reason
-  nlohmann::json summary;                   // what summary.json holds
+  std::vector<std::string> columns;       // metric_columns()
+  std::vector<std::string> ids;           // scored cases, sorted
+  std::vector<std::vector<double>> rows;  // one per id, in column order
+  std::vector<std::string> failures;      // every case not scored, with the reason
+  nlohmann::json summary;                 // what summary.json holds
 };
 
 // Scores every case and writes out/metrics.csv and out/summary.json (atomically). A bad or

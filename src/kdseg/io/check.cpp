@@ -116,8 +116,8 @@ CheckReport check_dataset(const CheckOptions& opt) {
   parallel_for(static_cast<int64_t>(r.cases.size()), opt.threads, [&](int64_t i) {
     r.cases[i] = check_case(r.dataset.cases[i], r.dataset.layout);
     const auto& c = r.cases[i];
-    progress.done(c.id, c.problems.empty() ? "ok"
-                                           : std::to_string(c.problems.size()) + " problem(s)");
+    progress.done(c.id,
+                  c.problems.empty() ? "ok" : std::to_string(c.problems.size()) + " problem(s)");
   });
   // Discovery's problems about a case (a missing modality) are listed with that case too.
   for (const auto& p : r.dataset.problems) {
@@ -127,7 +127,8 @@ CheckReport check_dataset(const CheckOptions& opt) {
   r.problems = r.dataset.problems;
   for (const auto& c : r.cases)
     for (const auto& p : c.problems)
-      if (std::find(r.problems.begin(), r.problems.end(), p) == r.problems.end()) r.problems.push_back(p);
+      if (std::find(r.problems.begin(), r.problems.end(), p) == r.problems.end())
+        r.problems.push_back(p);
   return r;
 }
 
@@ -138,7 +139,8 @@ std::string format_check_report(const CheckReport& r) {
   s << r.dataset.root << ": " << layout_name(r.dataset.layout) << " layout, " << r.cases.size()
     << " case(s), " << labelled << " labelled, " << r.cases.size() - labelled << " unlabelled\n";
   for (const auto& c : r.cases) {
-    s << c.id << (c.problems.empty() ? "" : "  [" + std::to_string(c.problems.size()) + " problem(s)]")
+    s << c.id
+      << (c.problems.empty() ? "" : "  [" + std::to_string(c.problems.size()) + " problem(s)]")
       << "\n";
     for (const auto& line : c.info) s << "  " << line << "\n";
     s << "  " << c.labels << "\n";

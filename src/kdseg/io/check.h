@@ -9,15 +9,15 @@
 namespace kdseg {
 
 struct CheckOptions {
-  std::string dir;    // dataset folder or single case folder, e.g. data/BraTS2021_Training
-  int threads = 0;    // cases checked in parallel; 0 = all cores
-  bool quiet = false; // no per-case progress on stderr
+  std::string dir;     // dataset folder or single case folder, e.g. data/BraTS2021_Training
+  int threads = 0;     // cases checked in parallel; 0 = all cores
+  bool quiet = false;  // no per-case progress on stderr
 };
 
 struct CaseCheck {
   std::string id;
-  std::vector<std::string> info;      // one line per file: modality, shape, spacing, type, axes
-  std::string labels;                 // e.g. "labels 0:8921344 1:1020 2:15890 4:3210" or "unlabelled"
+  std::vector<std::string> info;  // one line per file: modality, shape, spacing, type, axes
+  std::string labels;             // e.g. "labels 0:8921344 1:1020 2:15890 4:3210" or "unlabelled"
   std::vector<std::string> problems;  // each names the file and what is wrong
 };
 

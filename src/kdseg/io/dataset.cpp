@@ -83,7 +83,8 @@ CaseFiles brats_case(const fs::path& folder, Layout layout, std::vector<std::str
 }
 
 // MSD: modality order from dataset.json when present ("modality" or "channel_names").
-std::array<int, kNumModalities> msd_frames(const fs::path& root, std::vector<std::string>& problems) {
+std::array<int, kNumModalities> msd_frames(const fs::path& root,
+                                           std::vector<std::string>& problems) {
   std::array<int, kNumModalities> frames{1, 2, 3, 0};  // T1, T1Gd, T2, FLAIR in FLAIR,T1,T1Gd,T2
   fs::path js = root / "dataset.json";
   std::error_code ec;
@@ -100,14 +101,19 @@ std::array<int, kNumModalities> msd_frames(const fs::path& root, std::vector<std
       std::string name = v.get<std::string>();
       std::transform(name.begin(), name.end(), name.begin(), ::tolower);
       int idx = std::stoi(k);
-      if (name == "flair" || name == "t2f") found[3] = idx;
-      else if (name == "t1gd" || name == "t1ce" || name == "t1c" || name == "t1w+gd") found[1] = idx;
-      else if (name == "t2" || name == "t2w") found[2] = idx;
-      else if (name == "t1" || name == "t1w" || name == "t1n") found[0] = idx;
+      if (name == "flair" || name == "t2f")
+        found[3] = idx;
+      else if (name == "t1gd" || name == "t1ce" || name == "t1c" || name == "t1w+gd")
+        found[1] = idx;
+      else if (name == "t2" || name == "t2w")
+        found[2] = idx;
+      else if (name == "t1" || name == "t1w" || name == "t1n")
+        found[0] = idx;
     }
     if (std::find(found.begin(), found.end(), -1) != found.end()) {
-      problems.push_back(js.string() + ": cannot map every modality from \"modality\"; assuming "
-                                       "the Task01 order FLAIR, T1, T1Gd, T2");
+      problems.push_back(js.string() +
+                         ": cannot map every modality from \"modality\"; assuming "
+                         "the Task01 order FLAIR, T1, T1Gd, T2");
       return frames;
     }
     return found;
@@ -121,9 +127,12 @@ std::array<int, kNumModalities> msd_frames(const fs::path& root, std::vector<std
 
 const char* layout_name(Layout layout) {
   switch (layout) {
-    case Layout::brats2021: return "brats2021";
-    case Layout::brats2023: return "brats2023";
-    case Layout::msd: return "msd";
+    case Layout::brats2021:
+      return "brats2021";
+    case Layout::brats2023:
+      return "brats2023";
+    case Layout::msd:
+      return "msd";
   }
   return "?";
 }
@@ -140,9 +149,15 @@ std::array<uint8_t, 256> label_lut_to_internal(LabelConvention c) {
   lut.fill(kInvalidLabel);
   lut[0] = 0;
   switch (c) {
-    case Layout::brats2021: lut[1] = 1, lut[2] = 2, lut[4] = 4; break;
-    case Layout::brats2023: lut[1] = 1, lut[2] = 2, lut[3] = 4; break;
-    case Layout::msd: lut[1] = 2, lut[2] = 1, lut[3] = 4; break;
+    case Layout::brats2021:
+      lut[1] = 1, lut[2] = 2, lut[4] = 4;
+      break;
+    case Layout::brats2023:
+      lut[1] = 1, lut[2] = 2, lut[3] = 4;
+      break;
+    case Layout::msd:
+      lut[1] = 2, lut[2] = 1, lut[3] = 4;
+      break;
   }
   return lut;
 }
@@ -166,8 +181,8 @@ std::vector<int> allowed_labels(LabelConvention c) {
 Dataset discover_dataset(const std::string& dir) {
   std::error_code ec;
   if (!fs::exists(dir, ec)) throw Error(dir, "no such folder");
-  if (!fs::is_directory(dir, ec)) throw Error(dir, "is a file, not a folder",
-                                              "pass the folder that holds the cases");
+  if (!fs::is_directory(dir, ec))
+    throw Error(dir, "is a file, not a folder", "pass the folder that holds the cases");
   Dataset ds;
   ds.root = dir;
   const fs::path root(dir);
@@ -182,8 +197,9 @@ Dataset discover_dataset(const std::string& dir) {
         CaseFiles c;
         c.id = strip_nifti(name);
         if (c.id.size() > 5 && c.id.compare(c.id.size() - 5, 5, "_0000") == 0) {
-          ds.problems.push_back(p.string() + ": one file per modality (nnU-Net style) is not the "
-                                             "MSD layout; only 4D images are read");
+          ds.problems.push_back(p.string() +
+                                ": one file per modality (nnU-Net style) is not the "
+                                "MSD layout; only 4D images are read");
           continue;
         }
         c.image.fill(p.string());
@@ -220,8 +236,9 @@ Dataset discover_dataset(const std::string& dir) {
       found.emplace_back(p, *l);
     }
     if (n2021 && n2023)
-      throw Error(dir, "mixes BraTS 2018-2021 (" + std::to_string(n2021) + " cases) and BraTS 2023 (" +
-                           std::to_string(n2023) + " cases) file names",
+      throw Error(dir,
+                  "mixes BraTS 2018-2021 (" + std::to_string(n2021) + " cases) and BraTS 2023 (" +
+                      std::to_string(n2023) + " cases) file names",
                   "their label conventions differ (ET = 4 vs 3): keep them in separate folders");
     ds.layout = n2023 ? Layout::brats2023 : Layout::brats2021;
     for (auto& [p, l] : found) ds.cases.push_back(brats_case(p, l, ds.problems));
@@ -251,18 +268,21 @@ LabelMap load_label_map(const std::string& path, LabelConvention c) {
   std::string bad;
   for (int v = 0; v < 256; ++v)
     if (count[v] && lut[v] == kInvalidLabel)
-      bad += (bad.empty() ? "" : ", ") + std::to_string(v) + " (" + std::to_string(count[v]) + " voxels)";
+      bad += (bad.empty() ? "" : ", ") + std::to_string(v) + " (" + std::to_string(count[v]) +
+             " voxels)";
   if (!bad.empty()) {
     std::string allowed;
     for (int v : allowed_labels(c)) allowed += (allowed.empty() ? "" : ",") + std::to_string(v);
-    throw Error(path, std::string("label values outside the ") + layout_name(c) +
-                          " convention {" + allowed + "}: " + bad,
+    throw Error(path,
+                std::string("label values outside the ") + layout_name(c) + " convention {" +
+                    allowed + "}: " + bad,
                 "check that the file is a tumour segmentation of this layout (BraTS 2023 uses "
                 "ET = 3, BraTS 2018-2021 ET = 4)");
   }
   for (auto& v : lm.data) v = lut[v];
   if (lm.n_channels != 1)
-    throw Error(path, "label map has " + std::to_string(lm.n_channels) + " frames; expected a 3D volume");
+    throw Error(path,
+                "label map has " + std::to_string(lm.n_channels) + " frames; expected a 3D volume");
   return lm;
 }
 
@@ -281,8 +301,10 @@ CaseData load_case(const CaseFiles& files, LabelConvention labels, int threads) 
   std::vector<std::string> errors(n_files + 1);
   parallel_for(n_files + 1, std::max(1, threads), [&](int64_t i) {
     try {
-      if (i < n_files) vols[i] = read_volume(files.image[i]);
-      else if (!files.seg.empty()) seg = load_label_map(files.seg, labels);
+      if (i < n_files)
+        vols[i] = read_volume(files.image[i]);
+      else if (!files.seg.empty())
+        seg = load_label_map(files.seg, labels);
     } catch (const std::exception& e) {
       errors[i] = e.what();
     }
@@ -312,12 +334,13 @@ CaseData load_case(const CaseFiles& files, LabelConvention labels, int threads) 
         auto d = [](const std::array<int64_t, 3>& x) {
           return std::to_string(x[0]) + "x" + std::to_string(x[1]) + "x" + std::to_string(x[2]);
         };
-        throw Error(files.image[m], "shape " + d(v.dim) + " differs from " + kModalityNames[0] +
-                                        "'s " + d(out.image.dim),
-                    "the modalities of a case must be co-registered on one grid");
+        throw Error(
+            files.image[m],
+            "shape " + d(v.dim) + " differs from " + kModalityNames[0] + "'s " + d(out.image.dim),
+            "the modalities of a case must be co-registered on one grid");
       } else if (!same_grid(v, out.image, 1e-2)) {
-        throw Error(files.image[m], std::string("geometry (affine) differs from ") +
-                                        kModalityNames[0] + "'s",
+        throw Error(files.image[m],
+                    std::string("geometry (affine) differs from ") + kModalityNames[0] + "'s",
                     "the modalities of a case must be co-registered on one grid");
       }
       std::copy(v.data.begin(), v.data.end(), out.image.channel(m));

@@ -13,7 +13,8 @@ namespace kdseg {
 enum class Layout {
   brats2021,  // <ID>/<ID>_{t1,t1ce,t2,flair}.nii.gz (+ <ID>_seg.nii.gz), labels {0,1,2,4}
   brats2023,  // <ID>/<ID>-{t1n,t1c,t2w,t2f}.nii.gz (+ <ID>-seg.nii.gz), labels {0,1,2,3}
-  msd,        // imagesTr/<ID>.nii.gz 4D (FLAIR,T1,T1Gd,T2), labelsTr/<ID>.nii.gz, labels {0,1 ED,2 NCR,3 ET}
+  msd,  // imagesTr/<ID>.nii.gz 4D (FLAIR,T1,T1Gd,T2), labelsTr/<ID>.nii.gz, labels {0,1 ED,2 NCR,3
+        // ET}
 };
 // Label conventions follow the layouts: internal == brats2021.
 using LabelConvention = Layout;
@@ -34,17 +35,17 @@ std::array<uint8_t, 256> label_lut_from_internal(LabelConvention c);
 std::vector<int> allowed_labels(LabelConvention c);
 
 struct CaseFiles {
-  std::string id;                                 // e.g. "BraTS2021_00000"
-  std::array<std::string, kNumModalities> image;  // T1, T1ce, T2, FLAIR paths; "" = missing
+  std::string id;                                         // e.g. "BraTS2021_00000"
+  std::array<std::string, kNumModalities> image;          // T1, T1ce, T2, FLAIR paths; "" = missing
   std::array<int, kNumModalities> frame{-1, -1, -1, -1};  // 4D files (MSD): frame of each modality
-  std::string seg;                                // "" = unlabelled
+  std::string seg;                                        // "" = unlabelled
 };
 
 struct Dataset {
   std::string root;
   Layout layout = Layout::brats2021;
-  std::vector<CaseFiles> cases;        // sorted by id
-  std::vector<std::string> problems;   // found while discovering (e.g. a missing modality)
+  std::vector<CaseFiles> cases;       // sorted by id
+  std::vector<std::string> problems;  // found while discovering (e.g. a missing modality)
 };
 
 // Finds the layout and the cases of `dir` (a dataset folder or a single case folder). Throws
@@ -53,8 +54,8 @@ Dataset discover_dataset(const std::string& dir);
 
 struct CaseData {
   std::string id;
-  Volume image;                   // 4 channels T1, T1ce, T2, FLAIR; canonical orientation
-  std::optional<LabelMap> labels; // internal convention {0,1,2,4}
+  Volume image;                    // 4 channels T1, T1ce, T2, FLAIR; canonical orientation
+  std::optional<LabelMap> labels;  // internal convention {0,1,2,4}
 };
 
 // Loads a case and checks it: every modality present, finite, on one grid; the label map on the

@@ -15,7 +15,9 @@
 
 namespace kdseg {
 
-uint64_t max_inflated_size(uint64_t compressed) { return compressed * 1032 + (1 << 16); }
+uint64_t max_inflated_size(uint64_t compressed) {
+  return compressed * 1032 + (1 << 16);
+}
 
 namespace {
 
@@ -67,9 +69,9 @@ std::vector<uint8_t> gunzip_libdeflate(const uint8_t* in, size_t size, const std
         out.resize(want);
       }
       size_t in_used = 0, out_used = 0;
-      libdeflate_result r = libdeflate_gzip_decompress_ex(
-          d.get(), in + in_pos, size - in_pos, out.data() + out_pos, out.size() - out_pos,
-          &in_used, &out_used);
+      libdeflate_result r =
+          libdeflate_gzip_decompress_ex(d.get(), in + in_pos, size - in_pos, out.data() + out_pos,
+                                        out.size() - out_pos, &in_used, &out_used);
       if (r == LIBDEFLATE_SUCCESS) {
         in_pos += in_used;
         out_pos += out_used;
@@ -135,7 +137,8 @@ std::vector<uint8_t> gunzip_zlib(const uint8_t* in, size_t size, const std::stri
     }
     if (r != Z_OK && r != Z_BUF_ERROR) {
       inflateEnd(&z);
-      throw Error(where, std::string("corrupt gzip stream (zlib: ") + (z.msg ? z.msg : "error") + ")",
+      throw Error(where,
+                  std::string("corrupt gzip stream (zlib: ") + (z.msg ? z.msg : "error") + ")",
                   kCorruptHint);
     }
     if (r == Z_BUF_ERROR && z.avail_in == 0 && in_left == 0) {
@@ -149,8 +152,6 @@ std::vector<uint8_t> gunzip_zlib(const uint8_t* in, size_t size, const std::stri
 }
 
 }  // namespace
-
-
 
 bool is_gzip(const uint8_t* bytes, size_t size) {
   return size >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b;
@@ -190,8 +191,9 @@ std::vector<uint8_t> read_file(const std::string& path) {
       out.resize(static_cast<size_t>(n));
       std::rewind(f.get());
       size_t got = std::fread(out.data(), 1, out.size(), f.get());
-      if (got != out.size()) throw Error(path, "read error: got " + std::to_string(got) + " of " +
-                                                   std::to_string(n) + " bytes");
+      if (got != out.size())
+        throw Error(
+            path, "read error: got " + std::to_string(got) + " of " + std::to_string(n) + " bytes");
       return out;
     }
     std::rewind(f.get());
@@ -210,8 +212,9 @@ void write_file_atomic(const std::string& path, const uint8_t* bytes, size_t siz
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
     std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(tmp.c_str(), "wb"), &std::fclose);
-    if (!f) throw Error(path, std::string("cannot write: ") + std::strerror(errno),
-                        "check that the folder exists and is writable");
+    if (!f)
+      throw Error(path, std::string("cannot write: ") + std::strerror(errno),
+                  "check that the folder exists and is writable");
     if (size > 0 && std::fwrite(bytes, 1, size, f.get()) != size) {
       int e = errno;
       f.reset();

@@ -16,12 +16,12 @@ namespace kdseg {
 
 template <class T>
 struct Image {
-  std::array<int64_t, 3> dim{0, 0, 0};       // voxels along canonical (x, y, z), e.g. 240,240,155
-  int64_t n_channels = 1;                     // 4th NIfTI dimension, e.g. 4 modalities
-  std::array<double, 3> spacing{1, 1, 1};     // mm along canonical (x, y, z), e.g. 1,1,1
-  std::vector<T> data;                        // x fastest, then y, z, channel
-  NiftiHeader source;                         // header of the file read (geometry to write back)
-  AxisMap to_canonical;                       // file axes -> canonical axes
+  std::array<int64_t, 3> dim{0, 0, 0};     // voxels along canonical (x, y, z), e.g. 240,240,155
+  int64_t n_channels = 1;                  // 4th NIfTI dimension, e.g. 4 modalities
+  std::array<double, 3> spacing{1, 1, 1};  // mm along canonical (x, y, z), e.g. 1,1,1
+  std::vector<T> data;                     // x fastest, then y, z, channel
+  NiftiHeader source;                      // header of the file read (geometry to write back)
+  AxisMap to_canonical;                    // file axes -> canonical axes
 
   int64_t n_voxels() const { return dim[0] * dim[1] * dim[2]; }
   T* channel(int64_t c) { return data.data() + c * n_voxels(); }

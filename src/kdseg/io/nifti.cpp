@@ -40,7 +40,9 @@ struct Reader {
 struct Writer {
   std::vector<uint8_t>& buf;
   template <class T>
-  void put(size_t off, T v) { std::memcpy(buf.data() + off, &v, sizeof(T)); }
+  void put(size_t off, T v) {
+    std::memcpy(buf.data() + off, &v, sizeof(T));
+  }
   void str(size_t off, const std::string& s, size_t n) {
     std::memcpy(buf.data() + off, s.data(), std::min(s.size(), n - 1));
   }
@@ -142,8 +144,9 @@ std::string dims_text(const NiftiHeader& h) {
 // Parses and validates a header; returns the number of voxel bytes it needs.
 NiftiHeader parse_header(const uint8_t* bytes, size_t size, const std::string& where,
                          uint64_t* voxel_bytes) {
-  if (size < 4) throw Error(where, "file is empty or too short to be NIfTI (" +
-                                       std::to_string(size) + " bytes)");
+  if (size < 4)
+    throw Error(where,
+                "file is empty or too short to be NIfTI (" + std::to_string(size) + " bytes)");
   bool swap = false;
   int32_t n = sizeof_hdr(bytes, false);
   if (n != 348 && n != 540) {
@@ -151,8 +154,9 @@ NiftiHeader parse_header(const uint8_t* bytes, size_t size, const std::string& w
     if (ns == 348 || ns == 540) swap = true, n = ns;
   }
   if (n != 348 && n != 540)
-    throw Error(where, "not a NIfTI file (sizeof_hdr is " + std::to_string(n) +
-                           ", expected 348 for NIfTI-1 or 540 for NIfTI-2)",
+    throw Error(where,
+                "not a NIfTI file (sizeof_hdr is " + std::to_string(n) +
+                    ", expected 348 for NIfTI-1 or 540 for NIfTI-2)",
                 "kdseg reads NIfTI-1/2 .nii or .nii.gz; convert DICOM, MHA or NRRD first "
                 "(e.g. with dcm2niix or SimpleITK)");
   const size_t hsize = n == 348 ? kN1HeaderSize : kN2HeaderSize;
@@ -191,8 +195,9 @@ NiftiHeader parse_header(const uint8_t* bytes, size_t size, const std::string& w
                              "); kdseg reads 3D volumes and 4D stacks of volumes");
   const int bpv = bytes_per_voxel(h.datatype);
   if (bpv == 0)
-    throw Error(where, std::string("unsupported datatype ") + datatype_name(h.datatype) + " (code " +
-                           std::to_string(h.datatype) + ")",
+    throw Error(where,
+                std::string("unsupported datatype ") + datatype_name(h.datatype) + " (code " +
+                    std::to_string(h.datatype) + ")",
                 "supported: uint8, int8, int16, uint16, int32, uint32, float32, float64");
   uint64_t nvox = 1;
   for (int i = 1; i <= 4; ++i)
@@ -207,9 +212,12 @@ NiftiHeader parse_header(const uint8_t* bytes, size_t size, const std::string& w
   const int64_t min_offset = static_cast<int64_t>(hsize);
   if (h.vox_offset < 0) throw Error(where, "vox_offset is negative or not a number");
   if (h.vox_offset < min_offset) {
-    // Some writers leave vox_offset 0 in single files; the voxels then follow the 4 extension bytes.
-    if (h.vox_offset == 0) h.vox_offset = min_offset + 4;
-    else throw Error(where, "vox_offset " + std::to_string(h.vox_offset) + " lies inside the header");
+    // Some writers leave vox_offset 0 in single files; the voxels then follow the 4 extension
+    // bytes.
+    if (h.vox_offset == 0)
+      h.vox_offset = min_offset + 4;
+    else
+      throw Error(where, "vox_offset " + std::to_string(h.vox_offset) + " lies inside the header");
   }
   for (int i = 0; i <= 3; ++i)
     if (!std::isfinite(h.pixdim[i]))
@@ -223,7 +231,8 @@ NiftiHeader parse_header(const uint8_t* bytes, size_t size, const std::string& w
   if (h.qform_code > 0)
     for (double v : {h.quatern_b, h.quatern_c, h.quatern_d, h.qoffset_x, h.qoffset_y, h.qoffset_z})
       if (!std::isfinite(v))
-        throw Error(where, "the qform (quatern_*/qoffset_*) holds a value that is not a finite number",
+        throw Error(where,
+                    "the qform (quatern_*/qoffset_*) holds a value that is not a finite number",
                     "set qform_code to 0 or repair the affine");
   *voxel_bytes = nbytes;
   return h;
@@ -239,8 +248,9 @@ void check_fits_memory(const NiftiHeader& h, uint64_t voxel_bytes, const std::st
   // The float32 copy kdseg makes is what must fit.
   uint64_t need = voxel_bytes / static_cast<uint64_t>(bytes_per_voxel(h.datatype)) * 4;
   if (need > physical_memory())
-    throw Error(where, "dimensions " + dims_text(h) + " would need " +
-                           std::to_string(need >> 20) + " MiB, more memory than this machine has",
+    throw Error(where,
+                "dimensions " + dims_text(h) + " would need " + std::to_string(need >> 20) +
+                    " MiB, more memory than this machine has",
                 "the header is corrupt, or the image is far larger than an MRI volume");
 }
 
@@ -283,15 +293,24 @@ void convert_reorient(const NiftiFile& f, const AxisMap& map, T* out) {
 template <class T>
 void convert_any(const NiftiFile& f, const AxisMap& map, T* out) {
   switch (f.header.datatype) {
-    case kNiftiUInt8: return convert_reorient<uint8_t>(f, map, out);
-    case kNiftiInt8: return convert_reorient<int8_t>(f, map, out);
-    case kNiftiInt16: return convert_reorient<int16_t>(f, map, out);
-    case kNiftiUInt16: return convert_reorient<uint16_t>(f, map, out);
-    case kNiftiInt32: return convert_reorient<int32_t>(f, map, out);
-    case kNiftiUInt32: return convert_reorient<uint32_t>(f, map, out);
-    case kNiftiFloat32: return convert_reorient<float>(f, map, out);
-    case kNiftiFloat64: return convert_reorient<double>(f, map, out);
-    default: throw Error("", "unsupported datatype");
+    case kNiftiUInt8:
+      return convert_reorient<uint8_t>(f, map, out);
+    case kNiftiInt8:
+      return convert_reorient<int8_t>(f, map, out);
+    case kNiftiInt16:
+      return convert_reorient<int16_t>(f, map, out);
+    case kNiftiUInt16:
+      return convert_reorient<uint16_t>(f, map, out);
+    case kNiftiInt32:
+      return convert_reorient<int32_t>(f, map, out);
+    case kNiftiUInt32:
+      return convert_reorient<uint32_t>(f, map, out);
+    case kNiftiFloat32:
+      return convert_reorient<float>(f, map, out);
+    case kNiftiFloat64:
+      return convert_reorient<double>(f, map, out);
+    default:
+      throw Error("", "unsupported datatype");
   }
 }
 
@@ -311,7 +330,8 @@ Image<T> canonical_frame(const NiftiHeader& h) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
@@ -328,10 +348,10 @@ NiftiFile decode_nifti(std::vector<uint8_t> bytes, const std::string& where) {
   f.header = parse_header(bytes.data(), bytes.size(), where, &voxel_bytes);
   const uint64_t end = static_cast<uint64_t>(f.header.vox_offset) + voxel_bytes;
   if (end > bytes.size())
-    throw Error(where, "truncated: the header's " + dims_text(f.header) + " " +
-                           datatype_name(f.header.datatype) + " voxels need " +
-                           std::to_string(end) + " bytes, the file holds " +
-                           std::to_string(bytes.size()),
+    throw Error(where,
+                "truncated: the header's " + dims_text(f.header) + " " +
+                    datatype_name(f.header.datatype) + " voxels need " + std::to_string(end) +
+                    " bytes, the file holds " + std::to_string(bytes.size()),
                 "the file is incomplete; copy or export it again");
   f.storage = std::move(bytes);
   return f;
@@ -352,9 +372,10 @@ NiftiFile decode_nifti_file_bytes(const uint8_t* bytes, size_t size, const std::
   check_fits_memory(h, voxel_bytes, where);
   const uint64_t expected = static_cast<uint64_t>(h.vox_offset) + voxel_bytes;
   if (expected > max_inflated_size(size))
-    throw Error(where, "truncated: the header's " + dims_text(h) + " " + datatype_name(h.datatype) +
-                           " voxels need " + std::to_string(expected) + " bytes, more than a " +
-                           std::to_string(size) + "-byte gzip stream can hold",
+    throw Error(where,
+                "truncated: the header's " + dims_text(h) + " " + datatype_name(h.datatype) +
+                    " voxels need " + std::to_string(expected) + " bytes, more than a " +
+                    std::to_string(size) + "-byte gzip stream can hold",
                 "the file is incomplete or its header is corrupt");
   return decode_nifti(gunzip(bytes, size, where, inflater, expected + (uint64_t{1} << 20)), where);
 }
@@ -417,8 +438,9 @@ LabelMap read_labels(const std::string& path) {
   for (size_t i = 0; i < n; ++i) {
     const float x = v[i];
     if (!(x >= 0 && x <= 255 && x == std::floor(x)))
-      throw Error(path, "is not a label map: a voxel holds " + std::to_string(x) +
-                            " (labels must be integers 0..255)",
+      throw Error(path,
+                  "is not a label map: a voxel holds " + std::to_string(x) +
+                      " (labels must be integers 0..255)",
                   "pass the segmentation file, not an image or a probability map");
     img.data[i] = static_cast<uint8_t>(x);
   }
@@ -437,9 +459,10 @@ std::vector<uint8_t> encode_nifti(const NiftiHeader& h, const void* voxels, size
     w.put<uint8_t>(39, h.dim_info);
     for (int i = 0; i < 8; ++i) {
       if (h.dim[i] > 32767)
-        throw Error("NIfTI-1 writer", "dim[" + std::to_string(i) + "] = " +
-                                         std::to_string(h.dim[i]) + " exceeds 32767",
-                    "write NIfTI-2 (WriteOptions::version = 2)");
+        throw Error(
+            "NIfTI-1 writer",
+            "dim[" + std::to_string(i) + "] = " + std::to_string(h.dim[i]) + " exceeds 32767",
+            "write NIfTI-2 (WriteOptions::version = 2)");
       w.put<int16_t>(40 + 2 * i, static_cast<int16_t>(h.dim[i]));
     }
     w.put<float>(56, h.intent_p1);
@@ -522,8 +545,8 @@ NiftiHeader output_header(const NiftiHeader& src, const std::array<int64_t, 3>& 
                           int64_t n_channels, int32_t datatype, const WriteOptions& opt) {
   NiftiHeader h = src;
   if (opt.version == 1 || opt.version == 2) h.version = opt.version;
-  if (h.version == 1 && (file_dim[0] > 32767 || file_dim[1] > 32767 || file_dim[2] > 32767 ||
-                         n_channels > 32767))
+  if (h.version == 1 &&
+      (file_dim[0] > 32767 || file_dim[1] > 32767 || file_dim[2] > 32767 || n_channels > 32767))
     h.version = 2;
   h.dim = {n_channels > 1 ? 4 : 3, file_dim[0], file_dim[1], file_dim[2], n_channels, 1, 1, 1};
   if (n_channels > 1 && h.pixdim[4] == 0) h.pixdim[4] = 1;
@@ -560,20 +583,36 @@ void quantise(const float* in, size_t n, double slope, double inter, D* out) {
   }
 }
 
-std::vector<uint8_t> pack(const std::vector<float>& v, int32_t datatype, double slope,
-                          double inter, const std::string& where) {
+std::vector<uint8_t> pack(const std::vector<float>& v, int32_t datatype, double slope, double inter,
+                          const std::string& where) {
   const int bpv = bytes_per_voxel(datatype);
   if (bpv == 0) throw Error(where, std::string("cannot write datatype ") + datatype_name(datatype));
   std::vector<uint8_t> out(v.size() * bpv);
   switch (datatype) {
-    case kNiftiUInt8: quantise(v.data(), v.size(), slope, inter, out.data()); break;
-    case kNiftiInt8: quantise(v.data(), v.size(), slope, inter, reinterpret_cast<int8_t*>(out.data())); break;
-    case kNiftiInt16: quantise(v.data(), v.size(), slope, inter, reinterpret_cast<int16_t*>(out.data())); break;
-    case kNiftiUInt16: quantise(v.data(), v.size(), slope, inter, reinterpret_cast<uint16_t*>(out.data())); break;
-    case kNiftiInt32: quantise(v.data(), v.size(), slope, inter, reinterpret_cast<int32_t*>(out.data())); break;
-    case kNiftiUInt32: quantise(v.data(), v.size(), slope, inter, reinterpret_cast<uint32_t*>(out.data())); break;
-    case kNiftiFloat32: quantise(v.data(), v.size(), slope, inter, reinterpret_cast<float*>(out.data())); break;
-    case kNiftiFloat64: quantise(v.data(), v.size(), slope, inter, reinterpret_cast<double*>(out.data())); break;
+    case kNiftiUInt8:
+      quantise(v.data(), v.size(), slope, inter, out.data());
+      break;
+    case kNiftiInt8:
+      quantise(v.data(), v.size(), slope, inter, reinterpret_cast<int8_t*>(out.data()));
+      break;
+    case kNiftiInt16:
+      quantise(v.data(), v.size(), slope, inter, reinterpret_cast<int16_t*>(out.data()));
+      break;
+    case kNiftiUInt16:
+      quantise(v.data(), v.size(), slope, inter, reinterpret_cast<uint16_t*>(out.data()));
+      break;
+    case kNiftiInt32:
+      quantise(v.data(), v.size(), slope, inter, reinterpret_cast<int32_t*>(out.data()));
+      break;
+    case kNiftiUInt32:
+      quantise(v.data(), v.size(), slope, inter, reinterpret_cast<uint32_t*>(out.data()));
+      break;
+    case kNiftiFloat32:
+      quantise(v.data(), v.size(), slope, inter, reinterpret_cast<float*>(out.data()));
+      break;
+    case kNiftiFloat64:
+      quantise(v.data(), v.size(), slope, inter, reinterpret_cast<double*>(out.data()));
+      break;
   }
   return out;
 }
@@ -594,7 +633,8 @@ void check_shape(const Image<T>& img, const std::string& path) {
   if (img.n_voxels() <= 0 || img.n_channels <= 0 ||
       img.data.size() != static_cast<size_t>(img.n_voxels() * img.n_channels))
     throw Error(path, "image to write has " + std::to_string(img.data.size()) +
-                          " voxels but its dims say " + std::to_string(img.n_voxels() * img.n_channels));
+                          " voxels but its dims say " +
+                          std::to_string(img.n_voxels() * img.n_channels));
   if (!ends_with(path, ".nii") && !ends_with(path, ".nii.gz"))
     throw Error(path, "output name must end in .nii or .nii.gz");
 }

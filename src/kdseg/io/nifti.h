@@ -19,7 +19,7 @@ struct NiftiFile {
   NiftiHeader header;
   std::vector<uint8_t> storage;  // the whole uncompressed file
   const uint8_t* voxels() const { return storage.data() + header.vox_offset; }
-  size_t voxel_bytes() const;    // header.dim[1..4] voxels of header.datatype
+  size_t voxel_bytes() const;  // header.dim[1..4] voxels of header.datatype
 };
 
 // Parses a complete (already decompressed) NIfTI byte stream. `where` names the source in errors.
@@ -46,11 +46,11 @@ Volume read_volume(const std::string& path, bool allow_nonfinite = false,
 LabelMap read_labels(const std::string& path);
 
 struct WriteOptions {
-  int32_t datatype = 0;     // 0: float32 for Volume, uint8 for LabelMap; e.g. kNiftiInt16
-  double scl_slope = 0;     // stored = (value - inter) / slope when slope != 0, e.g. 1/255
+  int32_t datatype = 0;  // 0: float32 for Volume, uint8 for LabelMap; e.g. kNiftiInt16
+  double scl_slope = 0;  // stored = (value - inter) / slope when slope != 0, e.g. 1/255
   double scl_inter = 0;
-  int compression = 4;      // gzip level for .nii.gz, 1 (fast) .. 12 (small), e.g. 6
-  int version = 0;          // 0: keep the source header's version; 1 or 2 forces it
+  int compression = 4;  // gzip level for .nii.gz, 1 (fast) .. 12 (small), e.g. 6
+  int version = 0;      // 0: keep the source header's version; 1 or 2 forces it
 };
 
 // Writes atomically (temporary name + rename) in the source header's orientation and geometry.

@@ -7,37 +7,60 @@ namespace kdseg {
 int bytes_per_voxel(int32_t datatype) {
   switch (datatype) {
     case kNiftiUInt8:
-    case kNiftiInt8: return 1;
+    case kNiftiInt8:
+      return 1;
     case kNiftiInt16:
-    case kNiftiUInt16: return 2;
+    case kNiftiUInt16:
+      return 2;
     case kNiftiInt32:
     case kNiftiUInt32:
-    case kNiftiFloat32: return 4;
-    case kNiftiFloat64: return 8;
-    default: return 0;
+    case kNiftiFloat32:
+      return 4;
+    case kNiftiFloat64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
 const char* datatype_name(int32_t datatype) {
   switch (datatype) {
-    case kNiftiUInt8: return "uint8";
-    case kNiftiInt8: return "int8";
-    case kNiftiInt16: return "int16";
-    case kNiftiUInt16: return "uint16";
-    case kNiftiInt32: return "int32";
-    case kNiftiUInt32: return "uint32";
-    case kNiftiFloat32: return "float32";
-    case kNiftiFloat64: return "float64";
-    case 1: return "binary";
-    case 32: return "complex64";
-    case 128: return "rgb24";
-    case 1024: return "int64";
-    case 1280: return "uint64";
-    case 1536: return "float128";
-    case 1792: return "complex128";
-    case 2048: return "complex256";
-    case 2304: return "rgba32";
-    default: return "unknown";
+    case kNiftiUInt8:
+      return "uint8";
+    case kNiftiInt8:
+      return "int8";
+    case kNiftiInt16:
+      return "int16";
+    case kNiftiUInt16:
+      return "uint16";
+    case kNiftiInt32:
+      return "int32";
+    case kNiftiUInt32:
+      return "uint32";
+    case kNiftiFloat32:
+      return "float32";
+    case kNiftiFloat64:
+      return "float64";
+    case 1:
+      return "binary";
+    case 32:
+      return "complex64";
+    case 128:
+      return "rgb24";
+    case 1024:
+      return "int64";
+    case 1280:
+      return "uint64";
+    case 1536:
+      return "float128";
+    case 1792:
+      return "complex128";
+    case 2048:
+      return "complex256";
+    case 2304:
+      return "rgba32";
+    default:
+      return "unknown";
   }
 }
 
@@ -104,7 +127,9 @@ void set_affine(NiftiHeader& h, const Mat44& m, int32_t code) {
   }
   // Orthogonalise (Gram-Schmidt keeps the first column's direction); a left-handed matrix is
   // stored as qfac = -1 with the third column negated, as the NIfTI standard prescribes.
-  auto dot = [](const double* u, const double* v) { return u[0] * v[0] + u[1] * v[1] + u[2] * v[2]; };
+  auto dot = [](const double* u, const double* v) {
+    return u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
+  };
   auto normalise = [](double* u) {
     double n = std::sqrt(u[0] * u[0] + u[1] * u[1] + u[2] * u[2]);
     if (n > 0) u[0] /= n, u[1] /= n, u[2] /= n;
@@ -168,7 +193,8 @@ void set_affine(NiftiHeader& h, const Mat44& m, int32_t code) {
 NiftiHeader make_header(const std::array<int64_t, 3>& dim, const Mat44& m, int64_t n_channels,
                         int32_t datatype) {
   NiftiHeader h;
-  h.dim = {n_channels > 1 ? 4 : 3, dim[0], dim[1], dim[2], n_channels > 1 ? n_channels : 1, 1, 1, 1};
+  h.dim = {n_channels > 1 ? 4 : 3,          dim[0], dim[1], dim[2],
+           n_channels > 1 ? n_channels : 1, 1,      1,      1};
   h.datatype = datatype;
   h.bitpix = 8 * bytes_per_voxel(datatype);
   h.xyzt_units = 2;  // mm

@@ -23,29 +23,29 @@ enum NiftiType : int32_t {
 };
 
 struct NiftiHeader {
-  int version = 1;                        // 1 or 2: the version of the file read or to write
-  std::array<int64_t, 8> dim{3, 1, 1, 1, 1, 1, 1, 1};  // dim[0] = rank, e.g. 3,240,240,155,1,...
+  int version = 1;  // 1 or 2: the version of the file read or to write
+  std::array<int64_t, 8> dim{3, 1, 1, 1, 1, 1, 1, 1};    // dim[0] = rank, e.g. 3,240,240,155,1,...
   std::array<double, 8> pixdim{1, 1, 1, 1, 0, 0, 0, 0};  // pixdim[0] = qfac, [1..3] mm
-  int32_t datatype = kNiftiFloat32;       // e.g. kNiftiInt16
-  int32_t bitpix = 32;                    // bits per voxel, e.g. 16
-  int64_t vox_offset = 352;               // bytes before the voxels, e.g. 352 (NIfTI-1 .nii)
-  double scl_slope = 0, scl_inter = 0;    // value = slope * stored + inter when slope != 0
+  int32_t datatype = kNiftiFloat32;                      // e.g. kNiftiInt16
+  int32_t bitpix = 32;                                   // bits per voxel, e.g. 16
+  int64_t vox_offset = 352;             // bytes before the voxels, e.g. 352 (NIfTI-1 .nii)
+  double scl_slope = 0, scl_inter = 0;  // value = slope * stored + inter when slope != 0
   double cal_max = 0, cal_min = 0;
   double slice_duration = 0, toffset = 0;
   int64_t slice_start = 0, slice_end = 0;
   int32_t slice_code = 0;
-  int32_t xyzt_units = 2;                 // 2 = mm (NIFTI_UNITS_MM)
+  int32_t xyzt_units = 2;  // 2 = mm (NIFTI_UNITS_MM)
   int32_t intent_code = 0;
   double intent_p1 = 0, intent_p2 = 0, intent_p3 = 0;
-  std::string intent_name;                // up to 16 chars
-  std::string descrip;                    // up to 80 chars
-  std::string aux_file;                   // up to 24 chars
-  int32_t qform_code = 0, sform_code = 0; // 0 unknown, 1 scanner, 2 aligned, 3 talairach, 4 mni
+  std::string intent_name;                 // up to 16 chars
+  std::string descrip;                     // up to 80 chars
+  std::string aux_file;                    // up to 24 chars
+  int32_t qform_code = 0, sform_code = 0;  // 0 unknown, 1 scanner, 2 aligned, 3 talairach, 4 mni
   double quatern_b = 0, quatern_c = 0, quatern_d = 0;
   double qoffset_x = 0, qoffset_y = 0, qoffset_z = 0;
   std::array<std::array<double, 4>, 3> srow{{{1, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0}}};
   uint8_t dim_info = 0;
-  bool swapped = false;                   // the file was of the other byte order
+  bool swapped = false;  // the file was of the other byte order
 };
 
 // Bytes per voxel of a datatype code; 0 when kdseg does not support it.

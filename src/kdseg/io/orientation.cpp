@@ -11,7 +11,8 @@ AxisMap axis_map_to_ras(const Mat44& m) {
   double a[3][3];  // a[world][voxel], columns normalised
   for (int j = 0; j < 3; ++j) {
     double n = std::sqrt(m[0][j] * m[0][j] + m[1][j] * m[1][j] + m[2][j] * m[2][j]);
-    for (int i = 0; i < 3; ++i) a[i][j] = n > 0 && std::isfinite(n) ? m[i][j] / n : (i == j ? 1.0 : 0.0);
+    for (int i = 0; i < 3; ++i)
+      a[i][j] = n > 0 && std::isfinite(n) ? m[i][j] / n : (i == j ? 1.0 : 0.0);
   }
   AxisMap map;
   bool world_used[3] = {false, false, false}, voxel_used[3] = {false, false, false};
@@ -95,11 +96,11 @@ void from_canonical(const T* in, const std::array<int64_t, 3>& canon_dim, int64_
 
 template void to_canonical(const float*, const std::array<int64_t, 3>&, int64_t, const AxisMap&,
                            float*, std::array<int64_t, 3>&);
-template void to_canonical(const uint8_t*, const std::array<int64_t, 3>&, int64_t,
-                           const AxisMap&, uint8_t*, std::array<int64_t, 3>&);
-template void from_canonical(const float*, const std::array<int64_t, 3>&, int64_t,
-                             const AxisMap&, float*, std::array<int64_t, 3>&);
-template void from_canonical(const uint8_t*, const std::array<int64_t, 3>&, int64_t,
-                             const AxisMap&, uint8_t*, std::array<int64_t, 3>&);
+template void to_canonical(const uint8_t*, const std::array<int64_t, 3>&, int64_t, const AxisMap&,
+                           uint8_t*, std::array<int64_t, 3>&);
+template void from_canonical(const float*, const std::array<int64_t, 3>&, int64_t, const AxisMap&,
+                             float*, std::array<int64_t, 3>&);
+template void from_canonical(const uint8_t*, const std::array<int64_t, 3>&, int64_t, const AxisMap&,
+                             uint8_t*, std::array<int64_t, 3>&);
 
 }  // namespace kdseg

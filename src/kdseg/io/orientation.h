@@ -14,7 +14,7 @@
 namespace kdseg {
 
 struct AxisMap {
-  std::array<int, 3> perm{0, 1, 2};            // canonical axis a = file axis perm[a]
+  std::array<int, 3> perm{0, 1, 2};               // canonical axis a = file axis perm[a]
   std::array<bool, 3> flip{false, false, false};  // ... reversed when flip[a]
   bool identity() const {
     return perm == std::array<int, 3>{0, 1, 2} && !flip[0] && !flip[1] && !flip[2];

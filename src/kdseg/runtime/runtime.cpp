@@ -37,8 +37,7 @@ std::string apply_runtime(const RuntimeOptions& opt) {
     if (d.is_cuda() && !torch::cuda::is_available())
       throw Error("--device " + dev, "CUDA is not available in this build or on this machine",
                   "use --device cpu");
-    if (d.is_cuda() && d.has_index() &&
-        d.index() >= static_cast<int>(torch::cuda::device_count()))
+    if (d.is_cuda() && d.has_index() && d.index() >= static_cast<int>(torch::cuda::device_count()))
       throw Error("--device " + dev, "no such CUDA device (" +
                                          std::to_string(torch::cuda::device_count()) + " present)");
   } catch (const c10::Error& e) {
@@ -56,9 +55,9 @@ std::string build_info() {
     << " cores)\n";
   s << "blas " << blas_in_use() << "\n";
   s << "mkldnn " << (at::hasMKLDNN() ? "yes" : "no") << "\n";
-  s << "cuda " << (torch::cuda::is_available() ? std::to_string(torch::cuda::device_count()) +
-                                                     " device(s)"
-                                               : std::string("no"))
+  s << "cuda "
+    << (torch::cuda::is_available() ? std::to_string(torch::cuda::device_count()) + " device(s)"
+                                    : std::string("no"))
     << "\n";
 #ifdef KDSEG_HAVE_GLOO
   s << "distributed gloo\n";

@@ -178,7 +178,8 @@ TissueTemplate build_template(const Volume& bet, const Volume& better) {
         const int64_t v = g.index(i, j, k);
         const Vec3 p = g.position(i, j, k);
         full.at(v, kDepth) = depth[static_cast<size_t>(v)];
-        const bool central = std::abs(p[0]) < 28 && p[1] > -50 && p[1] < 35 && p[2] > -12 && p[2] < 32;
+        const bool central =
+            std::abs(p[0]) < 28 && p[1] > -50 && p[1] < 35 && p[2] > -12 && p[2] < 32;
         if (central && depth[static_cast<size_t>(v)] > 12 && full.at(v, kCsf) > 0.3f) {
           full.at(v, kVent) = full.at(v, kCsf);
           if (full.at(v, kCsf) > 0.5f) not_vent[static_cast<size_t>(v)] = 0;
@@ -200,7 +201,8 @@ TissueTemplate build_template(const Volume& bet, const Volume& better) {
   for (int64_t k = 0; k < cg.dim[2]; ++k)
     for (int64_t j = 0; j < cg.dim[1]; ++j)
       for (int64_t i = 0; i < cg.dim[0]; ++i) {
-        const float* src = &full.v[static_cast<size_t>(g.index(i + clo[0], j + clo[1], k + clo[2]) * kNumTissueChannels)];
+        const float* src = &full.v[static_cast<size_t>(g.index(i + clo[0], j + clo[1], k + clo[2]) *
+                                                       kNumTissueChannels)];
         float* dst = &t.tissue.v[static_cast<size_t>(cg.index(i, j, k) * kNumTissueChannels)];
         std::copy(src, src + kNumTissueChannels, dst);
       }

@@ -24,11 +24,11 @@ enum TissueChannel : int {
 };
 
 struct TissueTemplate {
-  Field tissue;               // kNumTissueChannels channels, template (MNI) mm
-  Vec3 brain_lo{0, 0, 0};     // bounding box of the brain (fraction > 0.5), mm
+  Field tissue;            // kNumTissueChannels channels, template (MNI) mm
+  Vec3 brain_lo{0, 0, 0};  // bounding box of the brain (fraction > 0.5), mm
   Vec3 brain_hi{0, 0, 0};
   std::array<double, 2> gm_wm_means{0, 0};  // intensities the GM/WM unmixing used
-  std::string source;         // the files it was made from
+  std::string source;                       // the files it was made from
 };
 
 // The default location of the Colin27 templates (Debian package mricron-data).

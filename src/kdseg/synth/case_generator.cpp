@@ -16,14 +16,18 @@ namespace {
 
 constexpr double kFovMm[3] = {240, 240, 155};
 
-inline float clamp01(float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : x); }
+inline float clamp01(float x) {
+  return x < 0.f ? 0.f : (x > 1.f ? 1.f : x);
+}
 
 // Voxel index range [lo, hi) of grid `g` covering the mm box [a, b].
 void box_on_grid(const Grid& g, const Vec3& a, const Vec3& b, std::array<int64_t, 3>& lo,
                  std::array<int64_t, 3>& hi) {
   for (int i = 0; i < 3; ++i) {
-    lo[i] = std::max<int64_t>(0, static_cast<int64_t>(std::floor((a[i] - g.origin[i]) / g.spacing)));
-    hi[i] = std::min<int64_t>(g.dim[i], static_cast<int64_t>(std::ceil((b[i] - g.origin[i]) / g.spacing)) + 1);
+    lo[i] =
+        std::max<int64_t>(0, static_cast<int64_t>(std::floor((a[i] - g.origin[i]) / g.spacing)));
+    hi[i] = std::min<int64_t>(
+        g.dim[i], static_cast<int64_t>(std::ceil((b[i] - g.origin[i]) / g.spacing)) + 1);
     if (hi[i] < lo[i]) hi[i] = lo[i];
   }
 }
@@ -33,7 +37,9 @@ TissueMR jitter(const TissueMR& t, Rng& rng, double rel) {
           t.pd * rng.uniform(1 - rel / 2, 1 + rel / 2)};
 }
 
-nlohmann::json mr_json(const TissueMR& t) { return {t.t1_ms, t.t2_ms, t.pd}; }
+nlohmann::json mr_json(const TissueMR& t) {
+  return {t.t1_ms, t.t2_ms, t.pd};
+}
 
 // A uint8 fraction field (x 1/255) on a grid: the thin mimic structures, 4x smaller than floats.
 struct Raster {
@@ -45,7 +51,8 @@ struct Raster {
   void splat_sphere(const Vec3& c, double r, float amp = 1.f) {
     const double s = grid.spacing;
     std::array<int64_t, 3> lo, hi;
-    box_on_grid(grid, {c[0] - r - s, c[1] - r - s, c[2] - r - s}, {c[0] + r + s, c[1] + r + s, c[2] + r + s}, lo, hi);
+    box_on_grid(grid, {c[0] - r - s, c[1] - r - s, c[2] - r - s},
+                {c[0] + r + s, c[1] + r + s, c[2] + r + s}, lo, hi);
     for (int64_t k = lo[2]; k < hi[2]; ++k)
       for (int64_t j = lo[1]; j < hi[1]; ++j)
         for (int64_t i = lo[0]; i < hi[0]; ++i) {
@@ -100,7 +107,8 @@ CohortAnatomy prepare_anatomy(const TissueTemplate& t1, int spacing) {
   a.spacing_mm = spacing;
   a.growth_spacing_mm = std::max(spacing, 2);
   a.output = downsample_template(t1, spacing);
-  a.growth = a.growth_spacing_mm == spacing ? a.output : downsample_template(t1, a.growth_spacing_mm);
+  a.growth =
+      a.growth_spacing_mm == spacing ? a.output : downsample_template(t1, a.growth_spacing_mm);
   return a;
 }
 
@@ -134,10 +142,14 @@ SynthCase generate_case(const CohortAnatomy& anat, const CaseSpec& spec) {
   const Vec3 fov_hi{G.origin[0] + s * (G.dim[0] - 1), G.origin[1] + s * (G.dim[1] - 1),
                     G.origin[2] + s * (G.dim[2] - 1)};
   CaseTransform xf(wp, tc, oc, fov_lo, fov_hi, r_warp);
-  P["warp"] = {{"scale", wp.scale},          {"rotation_deg", wp.rotation_deg},
-               {"flip_lr", wp.flip_lr},      {"shift_mm", wp.shift_mm},
-               {"coarse_sd_mm", wp.coarse_mm}, {"coarse_ctrl_mm", wp.coarse_ctrl_mm},
-               {"fine_sd_mm", wp.fine_mm},   {"fine_ctrl_mm", wp.fine_ctrl_mm}};
+  P["warp"] = {{"scale", wp.scale},
+               {"rotation_deg", wp.rotation_deg},
+               {"flip_lr", wp.flip_lr},
+               {"shift_mm", wp.shift_mm},
+               {"coarse_sd_mm", wp.coarse_mm},
+               {"coarse_ctrl_mm", wp.coarse_ctrl_mm},
+               {"fine_sd_mm", wp.fine_mm},
+               {"fine_ctrl_mm", wp.fine_ctrl_mm}};
   // Output-space box of the brain: map a coarse 4 mm grid of the whole field of view and keep
   // where there is brain, plus a margin.
   Vec3 blo{1e9, 1e9, 1e9}, bhi{-1e9, -1e9, -1e9};
@@ -221,7 +233,8 @@ SynthCase generate_case(const CohortAnatomy& anat, const CaseSpec& spec) {
       // Supratentorial, as most adult gliomas (BraTS): not in the cerebellum or brainstem
       // (MNI: below z = -5 mm and behind y = -38 mm; the midline below z = 0 between y = -45
       // and -5).
-      Vec3 q = xf.affine(GB.position(v % GB.dim[0], (v / GB.dim[0]) % GB.dim[1], v / (GB.dim[0] * GB.dim[1])));
+      Vec3 q = xf.affine(
+          GB.position(v % GB.dim[0], (v / GB.dim[0]) % GB.dim[1], v / (GB.dim[0] * GB.dim[1])));
       for (int a = 0; a < 3; ++a) q[a] += disp.at(v, a);
       const bool cerebellum = q[2] < -5 && q[1] < -38;
       const bool brainstem = std::abs(q[0]) < 16 && q[2] < 0 && q[1] > -45 && q[1] < -5;
@@ -236,10 +249,12 @@ SynthCase generate_case(const CohortAnatomy& anat, const CaseSpec& spec) {
   }
   if (cand.empty()) throw Error(spec.id, "no white matter to seed a tumour in (template broken?)");
   auto vox_pos = [&](int64_t v) {
-    const int64_t i = v % GB.dim[0], j = (v / GB.dim[0]) % GB.dim[1], k = v / (GB.dim[0] * GB.dim[1]);
+    const int64_t i = v % GB.dim[0], j = (v / GB.dim[0]) % GB.dim[1],
+                  k = v / (GB.dim[0] * GB.dim[1]);
     return GB.position(i, j, k);
   };
-  gp.seeds.push_back(vox_pos(cand[static_cast<size_t>(r_tum.below(static_cast<int64_t>(cand.size())))]));
+  gp.seeds.push_back(
+      vox_pos(cand[static_cast<size_t>(r_tum.below(static_cast<int64_t>(cand.size())))]));
   gp.seed_delay_days.push_back(0);
   if (multifocal) {
     const int extra = 1 + static_cast<int>(r_tum.below(2));
@@ -255,7 +270,8 @@ SynthCase generate_case(const CohortAnatomy& anat, const CaseSpec& spec) {
         if (d > 15 && d < 45) near.push_back(v);
       }
       if (near.empty()) break;
-      gp.seeds.push_back(vox_pos(near[static_cast<size_t>(r_tum.below(static_cast<int64_t>(near.size())))]));
+      gp.seeds.push_back(
+          vox_pos(near[static_cast<size_t>(r_tum.below(static_cast<int64_t>(near.size())))]));
       gp.seed_delay_days.push_back(r_tum.uniform(0, 0.4) * t_est);
     }
   }
@@ -285,12 +301,20 @@ SynthCase generate_case(const CohortAnatomy& anat, const CaseSpec& spec) {
   json seeds = json::array();
   for (size_t i = 0; i < gp.seeds.size(); ++i)
     seeds.push_back({{"mm", gp.seeds[i]}, {"delay_days", gp.seed_delay_days[i]}});
-  P["tumour"] = {{"enhancing", enhancing}, {"multifocal", gp.seeds.size() > 1},
-                 {"necrotic", necrotic}, {"seeds", seeds},
-                 {"rho_per_day", gp.rho_per_day}, {"infiltration_mm", gp.infiltration_mm},
-                 {"wm_gm_diffusion_ratio", wm_gm_ratio}, {"u_edge", u_edge},
-                 {"u_core", gp.u_core}, {"target_core_ml", gp.target_ml}, {"rim_mm", rim_mm},
-                 {"days", gr.days}, {"steps", gr.steps}, {"growth_spacing_mm", gs},
+  P["tumour"] = {{"enhancing", enhancing},
+                 {"multifocal", gp.seeds.size() > 1},
+                 {"necrotic", necrotic},
+                 {"seeds", seeds},
+                 {"rho_per_day", gp.rho_per_day},
+                 {"infiltration_mm", gp.infiltration_mm},
+                 {"wm_gm_diffusion_ratio", wm_gm_ratio},
+                 {"u_edge", u_edge},
+                 {"u_core", gp.u_core},
+                 {"target_core_ml", gp.target_ml},
+                 {"rim_mm", rim_mm},
+                 {"days", gr.days},
+                 {"steps", gr.steps},
+                 {"growth_spacing_mm", gs},
                  {"mass_effect_ml", me.displaced_ml}};
 
   // ------------------------------------------------------------------ output box
@@ -346,8 +370,9 @@ SynthCase generate_case(const CohortAnatomy& anat, const CaseSpec& spec) {
         if (q[1] < vc[1] - 5 && (side == 0 ? q[0] < vc[0] - 5 : q[0] > vc[0] + 5)) c.push_back(v);
       }
       if (c.empty()) continue;
-      choroid.splat_sphere(vox_pos(c[static_cast<size_t>(r_mim.below(static_cast<int64_t>(c.size())))]),
-                           r_mim.uniform(3, 6));
+      choroid.splat_sphere(
+          vox_pos(c[static_cast<size_t>(r_mim.below(static_cast<int64_t>(c.size())))]),
+          r_mim.uniform(3, 6));
     }
   }
   // White-matter hyperintensities: periventricular caps (template) and scattered lesions,
@@ -357,10 +382,13 @@ SynthCase generate_case(const CohortAnatomy& anat, const CaseSpec& spec) {
   const double flair_csf_artefact = r_mim.uniform(0.0, 0.8);
   const int n_lesions = static_cast<int>(r_mim.below(61));
   for (int l = 0; l < n_lesions && !wmc.empty(); ++l)
-    wmh.splat_sphere(vox_pos(wmc[static_cast<size_t>(r_mim.below(static_cast<int64_t>(wmc.size())))]),
-                     r_mim.uniform(1.5, 8), static_cast<float>(r_mim.uniform(0.5, 1.0)));
-  P["mimics"] = {{"vessels", n_vessels}, {"vessel_length_mm", vessel_len},
-                 {"periventricular_caps", cap_strength}, {"wm_lesions", n_lesions},
+    wmh.splat_sphere(
+        vox_pos(wmc[static_cast<size_t>(r_mim.below(static_cast<int64_t>(wmc.size())))]),
+        r_mim.uniform(1.5, 8), static_cast<float>(r_mim.uniform(0.5, 1.0)));
+  P["mimics"] = {{"vessels", n_vessels},
+                 {"vessel_length_mm", vessel_len},
+                 {"periventricular_caps", cap_strength},
+                 {"wm_lesions", n_lesions},
                  {"flair_csf_artefact", flair_csf_artefact}};
 
   // ------------------------------------------------------------------ MR appearance
@@ -401,19 +429,39 @@ SynthCase generate_case(const CohortAnatomy& anat, const CaseSpec& spec) {
   }
   const double tex_tissue = r_mr.uniform(0.02, 0.05), tex_tumour = r_mr.uniform(0.06, 0.15);
   const double het_gd = r_mr.uniform(0.3, 0.7);
-  P["sequences"] = {{"t1", {{"type", "spgr"}, {"tr_ms", seq.t1_tr}, {"te_ms", seq.t1_te}, {"flip_deg", seq.t1_flip}}},
-                    {"t1ce", {{"type", "spgr"}, {"tr_ms", seq.t1ce_tr}, {"te_ms", seq.t1ce_te}, {"flip_deg", seq.t1ce_flip}}},
-                    {"t2", {{"type", "spin_echo"}, {"tr_ms", seq.t2_tr}, {"te_ms", seq.t2_te}}},
-                    {"flair", {{"type", "inversion_recovery"}, {"tr_ms", seq.flair_tr}, {"te_ms", seq.flair_te}, {"ti_ms", seq.flair_ti}}}};
-  P["tissue_t1_t2_pd"] = {{"csf", mr_json(mr[cCsf])}, {"gm", mr_json(mr[cGm])},
-                          {"wm", mr_json(mr[cWm])}, {"oedema", mr_json(mr[cEd])},
-                          {"tumour", mr_json(mr[cTum])}, {"necrosis", mr_json(mr[cNec])},
-                          {"vessel", mr_json(mr[cVes])}, {"choroid_plexus", mr_json(mr[cCp])},
+  P["sequences"] = {
+      {"t1",
+       {{"type", "spgr"}, {"tr_ms", seq.t1_tr}, {"te_ms", seq.t1_te}, {"flip_deg", seq.t1_flip}}},
+      {"t1ce",
+       {{"type", "spgr"},
+        {"tr_ms", seq.t1ce_tr},
+        {"te_ms", seq.t1ce_te},
+        {"flip_deg", seq.t1ce_flip}}},
+      {"t2", {{"type", "spin_echo"}, {"tr_ms", seq.t2_tr}, {"te_ms", seq.t2_te}}},
+      {"flair",
+       {{"type", "inversion_recovery"},
+        {"tr_ms", seq.flair_tr},
+        {"te_ms", seq.flair_te},
+        {"ti_ms", seq.flair_ti}}}};
+  P["tissue_t1_t2_pd"] = {{"csf", mr_json(mr[cCsf])},
+                          {"gm", mr_json(mr[cGm])},
+                          {"wm", mr_json(mr[cWm])},
+                          {"oedema", mr_json(mr[cEd])},
+                          {"tumour", mr_json(mr[cTum])},
+                          {"necrosis", mr_json(mr[cNec])},
+                          {"vessel", mr_json(mr[cVes])},
+                          {"choroid_plexus", mr_json(mr[cCp])},
                           {"wm_hyperintensity", mr_json(mr[cWmh])}};
-  P["gadolinium_mM"] = {{"tumour", gd_tum}, {"oedema", gd_ed}, {"vessel", gd_ves}, {"choroid_plexus", gd_cp},
+  P["gadolinium_mM"] = {{"tumour", gd_tum},
+                        {"oedema", gd_ed},
+                        {"vessel", gd_ves},
+                        {"choroid_plexus", gd_cp},
                         {"heterogeneity", het_gd}};
-  P["scanner"] = {{"gain", gain}, {"noise_fraction_of_wm", noise}, {"bias_sd", bias_sd},
-                  {"texture_tissue", tex_tissue}, {"texture_tumour", tex_tumour}};
+  P["scanner"] = {{"gain", gain},
+                  {"noise_fraction_of_wm", noise},
+                  {"bias_sd", bias_sd},
+                  {"texture_tissue", tex_tissue},
+                  {"texture_tumour", tex_tumour}};
 
   // ------------------------------------------------------------------ voxels
   for (int m = 0; m < kNumModalities; ++m) {
@@ -436,7 +484,8 @@ SynthCase generate_case(const CohortAnatomy& anat, const CaseSpec& spec) {
   bias_bs.randomize(r_tex, 1.0, 3.0);
   const BSplineSlicer tex_sl(tex_bs, OB), het_sl(het_bs, OB), bias_sl(bias_bs, OB);
   std::vector<float> tex(static_cast<size_t>(tex_sl.slice_size())),
-      het(static_cast<size_t>(het_sl.slice_size())), bias(static_cast<size_t>(bias_sl.slice_size()));
+      het(static_cast<size_t>(het_sl.slice_size())),
+      bias(static_cast<size_t>(bias_sl.slice_size()));
   const double reach = me.reach(0.3);
   const int64_t plane = OB.dim[0] * OB.dim[1];
   (void)nb;
@@ -480,8 +529,8 @@ SynthCase generate_case(const CohortAnatomy& anat, const CaseSpec& spec) {
         out.tissue.data[gv] = fw >= fg && fw >= fc ? 3 : (fg >= fc ? 2 : 1);
         // Mimics take their share of the healthy compartments.
         float f[kNComp] = {};
-        const float wm_hyper = clamp01(static_cast<float>(cap_strength) * t[kPeriv] * (0.7f + 0.3f * hv[4]) +
-                                       wmh.get(v));
+        const float wm_hyper = clamp01(
+            static_cast<float>(cap_strength) * t[kPeriv] * (0.7f + 0.3f * hv[4]) + wmh.get(v));
         f[cWmh] = wm_hyper * fw;
         fw -= f[cWmh];
         const float cpw = choroid.get(v) * clamp01(2 * t[kVent]);
@@ -511,15 +560,18 @@ SynthCase generate_case(const CohortAnatomy& anat, const CaseSpec& spec) {
           f[cEd] = ed * b;
           f[cTum] = (tcw - nw) * b;
           f[cNec] = nw * b;
-          if (u > utc) label = (necrotic && age > tnec) ? 1 : (enhancing ? 4 : 1);
-          else if (u > ued) label = 2;
+          if (u > utc)
+            label = (necrotic && age > tnec) ? 1 : (enhancing ? 4 : 1);
+          else if (u > ued)
+            label = 2;
         }
         out.labels.data[gv] = label;
         ++n_lab[label == 4 ? 3 : label];
         const float* tx = &tex[static_cast<size_t>(vs * 2)];
         const float t_tis = 1 + static_cast<float>(tex_tissue) * tx[0];
         const float t_tum = 1 + static_cast<float>(tex_tumour) * tx[1];
-        const float gd_local = static_cast<float>(gd_tum) * std::max(0.2f, 1 + static_cast<float>(het_gd) * hv[0]);
+        const float gd_local =
+            static_cast<float>(gd_tum) * std::max(0.2f, 1 + static_cast<float>(het_gd) * hv[0]);
         for (int m = 0; m < kNumModalities; ++m) {
           const auto& Sm = S[static_cast<size_t>(m)];
           float healthy = f[cCsf] * Sm[cCsf] + f[cGm] * Sm[cGm] + f[cWm] * Sm[cWm] +
@@ -532,20 +584,24 @@ SynthCase generate_case(const CohortAnatomy& anat, const CaseSpec& spec) {
           if (m == kFlair && t[kVent] > 0.f)
             sig += f[cCsf] * clamp01(t[kVent] / std::max(t[kCsf], 1e-3f)) *
                    static_cast<float>(flair_csf_artefact) * Sm[cWm] * clamp01(0.3f + 0.7f * hv[4]);
-          sig *= std::exp(static_cast<float>(bias_sd[static_cast<size_t>(m)]) * bias[static_cast<size_t>(vs * 4 + m)]);
+          sig *= std::exp(static_cast<float>(bias_sd[static_cast<size_t>(m)]) *
+                          bias[static_cast<size_t>(vs * 4 + m)]);
           const float sref = Sm[cWm];
           const float sd = static_cast<float>(noise[static_cast<size_t>(m)]) * sref;
           float n1, n2;
           fr.normal2(n1, n2);
           const float re = sig + sd * n1, im = sd * n2;
-          float val = std::sqrt(re * re + im * im) * static_cast<float>(1000.0 * gain[static_cast<size_t>(m)]) / sref;
+          float val = std::sqrt(re * re + im * im) *
+                      static_cast<float>(1000.0 * gain[static_cast<size_t>(m)]) / sref;
           val = std::min(32000.f, std::max(1.f, std::nearbyint(val)));
           out.image[static_cast<size_t>(m)].data[gv] = val;
         }
       }
   }
   const double vml = s * s * s / 1000.0;
-  P["volumes_ml"] = {{"ncr", n_lab[1] * vml}, {"ed", n_lab[2] * vml}, {"et", n_lab[3] * vml},
+  P["volumes_ml"] = {{"ncr", n_lab[1] * vml},
+                     {"ed", n_lab[2] * vml},
+                     {"et", n_lab[3] * vml},
                      {"wt", (n_lab[1] + n_lab[2] + n_lab[3]) * vml},
                      {"tc", (n_lab[1] + n_lab[3]) * vml}};
   return out;

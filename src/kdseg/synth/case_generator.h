@@ -21,8 +21,8 @@ constexpr const char* kGeneratorVersion = "kdseg-synth-1";
 // are made of) and at the growth spacing (what the tumour grows on: max(spacing, 2) mm, fine
 // enough for a front several mm wide, 8x cheaper than 1 mm).
 struct CohortAnatomy {
-  int spacing_mm = 1;          // output grid, e.g. 1 (BraTS), 2 or 3
-  int growth_spacing_mm = 2;   // e.g. 2
+  int spacing_mm = 1;         // output grid, e.g. 1 (BraTS), 2 or 3
+  int growth_spacing_mm = 2;  // e.g. 2
   TissueTemplate output;
   TissueTemplate growth;
 };
@@ -39,10 +39,10 @@ template <class T>
 void set_brats_geometry(Image<T>& img, int spacing_mm, int32_t datatype);
 
 struct CaseSpec {
-  std::string id;        // e.g. "SYN_L0007"
-  std::string split;     // "labeled", "unlabeled", "test"
-  int64_t index = 0;     // index within the split
-  uint64_t seed = 0;     // case_seed(cohort seed, split, index)
+  std::string id;     // e.g. "SYN_L0007"
+  std::string split;  // "labeled", "unlabeled", "test"
+  int64_t index = 0;  // index within the split
+  uint64_t seed = 0;  // case_seed(cohort seed, split, index)
 };
 
 struct SynthCase {

@@ -49,7 +49,8 @@ SynthReport write_cohort(const SynthOptions& opt, const TissueTemplate& t1mm) {
 
   std::vector<CaseSpec> specs;
   for (const auto& [split, n] : {std::pair<std::string, int>{"labeled", opt.n_labeled},
-                                 {"unlabeled", opt.n_unlabeled}, {"test", opt.n_test}})
+                                 {"unlabeled", opt.n_unlabeled},
+                                 {"test", opt.n_test}})
     for (int i = 0; i < n; ++i)
       specs.push_back({case_id(split, i), split, i, case_seed(opt.seed, split_code(split), i)});
 
@@ -72,11 +73,13 @@ SynthReport write_cohort(const SynthOptions& opt, const TissueTemplate& t1mm) {
                      sc.image[static_cast<size_t>(m)], wo);
       WriteOptions wl;
       wl.compression = opt.compression;
-      const fs::path seg_dir = spec.split == "unlabeled" ? fs::path(opt.out) / "hidden" / spec.id : dir;
+      const fs::path seg_dir =
+          spec.split == "unlabeled" ? fs::path(opt.out) / "hidden" / spec.id : dir;
       fs::create_directories(seg_dir);
       write_labels((seg_dir / (spec.id + "_seg.nii.gz")).string(), sc.labels, wl);
       params[static_cast<size_t>(c)] = std::move(sc.params);
-      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
+      const double sec =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
       const auto& vol = params[static_cast<size_t>(c)]["volumes_ml"];
       char msg[160];
       std::snprintf(msg, sizeof msg, "WT %.1f mL  TC %.1f mL  ET %.1f mL  %.2f s",
@@ -107,11 +110,15 @@ SynthReport write_cohort(const SynthOptions& opt, const TissueTemplate& t1mm) {
       {"growth_spacing_mm", anat.growth_spacing_mm},
       {"dim", g.dim},
       {"layout", "brats2021"},
-      {"labels", {{"0", "background"}, {"1", "NCR (necrotic / non-enhancing core)"},
-                  {"2", "ED (oedema)"}, {"4", "ET (enhancing tumour)"}}},
+      {"labels",
+       {{"0", "background"},
+        {"1", "NCR (necrotic / non-enhancing core)"},
+        {"2", "ED (oedema)"},
+        {"4", "ET (enhancing tumour)"}}},
       {"intensity", "int16; white matter ~1000 x per-case gain; background 0, brain >= 1"},
       {"template", {{"files", t1mm.source}, {"gm_wm_means", t1mm.gm_wm_means}}},
-      {"splits", {{"labeled", opt.n_labeled}, {"unlabeled", opt.n_unlabeled}, {"test", opt.n_test}}},
+      {"splits",
+       {{"labeled", opt.n_labeled}, {"unlabeled", opt.n_unlabeled}, {"test", opt.n_test}}},
       {"cases", cases}};
   const std::string text = cj.dump(1) + "\n";
   write_file_atomic((fs::path(opt.out) / "cohort.json").string(),

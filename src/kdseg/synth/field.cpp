@@ -43,10 +43,14 @@ void Field::sample(const Vec3& p, float* out, bool clamp, float outside) const {
   const int64_t base = grid.index(i0[0], i0[1], i0[2]);
   const float fx = static_cast<float>(f[0]), fy = static_cast<float>(f[1]),
               fz = static_cast<float>(f[2]);
-  const float w[8] = {(1 - fx) * (1 - fy) * (1 - fz), fx * (1 - fy) * (1 - fz),
-                      (1 - fx) * fy * (1 - fz),       fx * fy * (1 - fz),
-                      (1 - fx) * (1 - fy) * fz,       fx * (1 - fy) * fz,
-                      (1 - fx) * fy * fz,             fx * fy * fz};
+  const float w[8] = {(1 - fx) * (1 - fy) * (1 - fz),
+                      fx * (1 - fy) * (1 - fz),
+                      (1 - fx) * fy * (1 - fz),
+                      fx * fy * (1 - fz),
+                      (1 - fx) * (1 - fy) * fz,
+                      fx * (1 - fy) * fz,
+                      (1 - fx) * fy * fz,
+                      fx * fy * fz};
   const int64_t off[8] = {0, sx, sy, sx + sy, sz, sz + sx, sz + sy, sz + sx + sy};
   for (int c = 0; c < n_ch; ++c) out[c] = 0.f;
   for (int k = 0; k < 8; ++k) {
@@ -99,7 +103,10 @@ std::vector<float> chamfer_distance(const std::array<int64_t, 3>& dim, double sp
   for (size_t v = 0; v < d.size(); ++v) d[v] = inside[v] ? big : 0.f;
   // 3-4-5 chamfer weights in units of spacing / 3.
   const float a = 1.f, b = 4.f / 3.f, c = 5.f / 3.f;
-  struct Off { int dx, dy, dz; float w; };
+  struct Off {
+    int dx, dy, dz;
+    float w;
+  };
   std::vector<Off> fwd;
   for (int dz = -1; dz <= 0; ++dz)
     for (int dy = -1; dy <= 1; ++dy)
@@ -180,7 +187,8 @@ void BSplineField::eval(const Vec3& p, float* out) const {
   for (int dz = 0; dz < 4; ++dz)
     for (int dy = 0; dy < 4; ++dy) {
       const double wyz = w[2][dz] * w[1][dy];
-      const float* row = c_.data() + (((i0[2] + dz) * n_[1] + i0[1] + dy) * n_[0] + i0[0]) * n_comp_;
+      const float* row =
+          c_.data() + (((i0[2] + dz) * n_[1] + i0[1] + dy) * n_[0] + i0[0]) * n_comp_;
       for (int dx = 0; dx < 4; ++dx) {
         const float ww = static_cast<float>(wyz * w[0][dx]);
         for (int c = 0; c < n_comp_; ++c) out[c] += ww * row[dx * n_comp_ + c];
@@ -248,7 +256,8 @@ BSplineSlicer::BSplineSlicer(const BSplineField& f, const Grid& g)
       }
     }
   first_z_.resize(static_cast<size_t>(g.dim[2]));
-  for (int64_t z = 0; z < g.dim[2]; ++z) first_z_[static_cast<size_t>(z)] = first[2][static_cast<size_t>(z)] - cmin[2];
+  for (int64_t z = 0; z < g.dim[2]; ++z)
+    first_z_[static_cast<size_t>(z)] = first[2][static_cast<size_t>(z)] - cmin[2];
   w_z_ = wts[2];
 }
 

@@ -15,7 +15,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Window { float lo = 0, hi = 1; };
+struct Window {
+  float lo = 0, hi = 1;
+};
 
 Window window_of(const float* v, int64_t n) {
   std::vector<float> nz;
@@ -35,10 +37,26 @@ Window window_of(const float* v, int64_t n) {
 
 void label_colour(uint8_t l, uint8_t rgb[3]) {
   rgb[0] = rgb[1] = rgb[2] = 0;
-  if (l == 1) { rgb[0] = 230; rgb[1] = 40; rgb[2] = 40; }          // NCR red
-  else if (l == 2) { rgb[0] = 40; rgb[1] = 200; rgb[2] = 60; }     // ED green
-  else if (l == 4) { rgb[0] = 250; rgb[1] = 230; rgb[2] = 30; }    // ET yellow
-  else if (l != 0) { rgb[0] = 60; rgb[1] = 120; rgb[2] = 250; }    // anything else blue
+  if (l == 1) {
+    rgb[0] = 230;
+    rgb[1] = 40;
+    rgb[2] = 40;
+  }  // NCR red
+  else if (l == 2) {
+    rgb[0] = 40;
+    rgb[1] = 200;
+    rgb[2] = 60;
+  }  // ED green
+  else if (l == 4) {
+    rgb[0] = 250;
+    rgb[1] = 230;
+    rgb[2] = 30;
+  }  // ET yellow
+  else if (l != 0) {
+    rgb[0] = 60;
+    rgb[1] = 120;
+    rgb[2] = 250;
+  }  // anything else blue
 }
 
 }  // namespace
@@ -86,7 +104,10 @@ RgbImage render_montage(const Volume& img, const std::vector<std::string>& names
     const bool overlay = col == n_ch;
     const int ch = overlay ? overlay_ch : col;
     const int x0 = gap + col * (pw + gap);
-    std::string name = overlay ? "LABELS" : (col < static_cast<int>(names.size()) ? names[static_cast<size_t>(col)] : "CH" + std::to_string(col));
+    std::string name = overlay
+                           ? "LABELS"
+                           : (col < static_cast<int>(names.size()) ? names[static_cast<size_t>(col)]
+                                                                   : "CH" + std::to_string(col));
     draw_text(out, x0 + 2, 3, name, white, 1);
     for (int view = 0; view < 2; ++view) {  // 0 axial (z = cz), 1 coronal (y = cy)
       const int y0 = title + gap + (view == 0 ? 0 : ph_ax + gap);
@@ -117,7 +138,8 @@ RgbImage render_montage(const Volume& img, const std::vector<std::string>& names
             const uint8_t l = labels->data[static_cast<size_t>(v)];
             if (l != 0) {
               label_colour(l, rgb);
-              for (int k = 0; k < 3; ++k) p[k] = static_cast<uint8_t>(0.45f * p[k] + 0.55f * rgb[k]);
+              for (int k = 0; k < 3; ++k)
+                p[k] = static_cast<uint8_t>(0.45f * p[k] + 0.55f * rgb[k]);
             }
           }
         }
@@ -127,7 +149,8 @@ RgbImage render_montage(const Volume& img, const std::vector<std::string>& names
 }
 
 std::string write_montage(const MontageOptions& opt) {
-  if (opt.inputs.empty()) throw Error("--case", "nothing to show", "give a case folder or image files");
+  if (opt.inputs.empty())
+    throw Error("--case", "nothing to show", "give a case folder or image files");
   Volume img;
   std::vector<std::string> names;
   std::optional<LabelMap> labels;
@@ -140,20 +163,27 @@ std::string write_montage(const MontageOptions& opt) {
     img = std::move(cd.image);
     labels = std::move(cd.labels);
     names = {"T1", "T1CE", "T2", "FLAIR"};
-    what = cf.id + (ds.cases.size() > 1 ? " (first of " + std::to_string(ds.cases.size()) + " cases)" : "");
+    what = cf.id +
+           (ds.cases.size() > 1 ? " (first of " + std::to_string(ds.cases.size()) + " cases)" : "");
   } else {
     std::vector<Volume> vols;
     for (const auto& f : opt.inputs) vols.push_back(read_volume(f, true));
     img = vols[0];
     for (size_t i = 1; i < vols.size(); ++i) {
-      if (vols[i].dim != img.dim)
-        throw Error(opt.inputs[i], "not on the grid of " + opt.inputs[0]);
+      if (vols[i].dim != img.dim) throw Error(opt.inputs[i], "not on the grid of " + opt.inputs[0]);
       img.data.insert(img.data.end(), vols[i].data.begin(), vols[i].data.end());
       img.n_channels += vols[i].n_channels;
     }
     static const char* kNames[4] = {"T1", "T1CE", "T2", "FLAIR"};
     for (int64_t c = 0; c < img.n_channels; ++c)
-      names.push_back(img.n_channels == 4 ? kNames[c] : fs::path(opt.inputs[std::min<size_t>(static_cast<size_t>(c), opt.inputs.size() - 1)]).filename().string().substr(0, 12));
+      names.push_back(
+          img.n_channels == 4
+              ? kNames[c]
+              : fs::path(
+                    opt.inputs[std::min<size_t>(static_cast<size_t>(c), opt.inputs.size() - 1)])
+                    .filename()
+                    .string()
+                    .substr(0, 12));
     if (!opt.seg.empty()) {
       labels = read_labels(opt.seg);
       if (labels->dim != img.dim) throw Error(opt.seg, "label map is not on the image grid");

@@ -48,15 +48,19 @@ Sequences random_sequences(Rng& rng) {
 
 double mr_signal(Modality m, const Sequences& s, const TissueMR& t, double gd) {
   switch (m) {
-    case kT1: return spgr_signal(t, s.t1_tr, s.t1_te, s.t1_flip);
+    case kT1:
+      return spgr_signal(t, s.t1_tr, s.t1_te, s.t1_flip);
     case kT1ce: {
       TissueMR c = t;
       if (gd > 0) c.t1_ms = t1_with_gadolinium(t.t1_ms, gd);
       return spgr_signal(c, s.t1ce_tr, s.t1ce_te, s.t1ce_flip);
     }
-    case kT2: return spin_echo_signal(t, s.t2_tr, s.t2_te);
-    case kFlair: return inversion_recovery_signal(t, s.flair_tr, s.flair_te, s.flair_ti);
-    default: return 0;
+    case kT2:
+      return spin_echo_signal(t, s.t2_tr, s.t2_te);
+    case kFlair:
+      return inversion_recovery_signal(t, s.flair_tr, s.flair_te, s.flair_ti);
+    default:
+      return 0;
   }
 }
 

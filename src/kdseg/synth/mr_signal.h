@@ -42,9 +42,9 @@ enum Modality : int { kT1 = 0, kT1ce = 1, kT2 = 2, kFlair = 3, kNumModalities = 
 
 // Sequence parameters of one case's scan (randomised per case: protocols differ between sites).
 struct Sequences {
-  double t1_tr = 20, t1_te = 4, t1_flip = 30;        // ms, ms, degrees: SPGR, e.g. 20/4/30
-  double t1ce_tr = 20, t1ce_te = 4, t1ce_flip = 30;  // T1 after contrast, same family
-  double t2_tr = 4000, t2_te = 100;                  // spin echo, e.g. 4000/100
+  double t1_tr = 20, t1_te = 4, t1_flip = 30;               // ms, ms, degrees: SPGR, e.g. 20/4/30
+  double t1ce_tr = 20, t1ce_te = 4, t1ce_flip = 30;         // T1 after contrast, same family
+  double t2_tr = 4000, t2_te = 100;                         // spin echo, e.g. 4000/100
   double flair_tr = 9000, flair_te = 120, flair_ti = 2500;  // IR, TI near the CSF null
 };
 Sequences random_sequences(Rng& rng);

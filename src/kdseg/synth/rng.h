@@ -24,7 +24,7 @@ class Rng {
   double normal();                           // N(0, 1), Box-Muller
   double normal(double mean, double sd) { return mean + sd * normal(); }
   bool bernoulli(double p) { return uniform() < p; }
-  int64_t below(int64_t n);                  // uniform integer in [0, n)
+  int64_t below(int64_t n);  // uniform integer in [0, n)
   // A child generator for one sub-task (noise field, vessel tree) so that adding draws to one
   // part of the generator does not shift the numbers of another.
   Rng split() { return Rng(engine_()); }

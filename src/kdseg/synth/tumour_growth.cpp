@@ -28,9 +28,12 @@ GrowthResult grow_tumour(const Grid& g, const std::vector<float>& dif, const Gro
       for (int64_t i = 0; i < nx; ++i) {
         const int64_t v = g.index(i, j, k);
         const float a = dif[static_cast<size_t>(v)];
-        if (i + 1 < nx) kx[static_cast<size_t>(v)] = lambda * harm(a, dif[static_cast<size_t>(v + 1)]);
-        if (j + 1 < ny) ky[static_cast<size_t>(v)] = lambda * harm(a, dif[static_cast<size_t>(v + nx)]);
-        if (k + 1 < nz) kz[static_cast<size_t>(v)] = lambda * harm(a, dif[static_cast<size_t>(v + nx * ny)]);
+        if (i + 1 < nx)
+          kx[static_cast<size_t>(v)] = lambda * harm(a, dif[static_cast<size_t>(v + 1)]);
+        if (j + 1 < ny)
+          ky[static_cast<size_t>(v)] = lambda * harm(a, dif[static_cast<size_t>(v + nx)]);
+        if (k + 1 < nz)
+          kz[static_cast<size_t>(v)] = lambda * harm(a, dif[static_cast<size_t>(v + nx * ny)]);
       }
   GrowthResult r;
   r.u = Field(g, 1);
@@ -41,7 +44,8 @@ GrowthResult grow_tumour(const Grid& g, const std::vector<float>& dif, const Gro
   const double sigma = std::max(1.5 * h, 2.0);
   auto plant = [&](const Vec3& c) {
     const int64_t rad = static_cast<int64_t>(std::ceil(3 * sigma / h));
-    const int64_t ci = std::llround((c[0] - g.origin[0]) / h), cj = std::llround((c[1] - g.origin[1]) / h),
+    const int64_t ci = std::llround((c[0] - g.origin[0]) / h),
+                  cj = std::llround((c[1] - g.origin[1]) / h),
                   ck = std::llround((c[2] - g.origin[2]) / h);
     for (int64_t k = std::max<int64_t>(0, ck - rad); k <= std::min(nz - 1, ck + rad); ++k)
       for (int64_t j = std::max<int64_t>(0, cj - rad); j <= std::min(ny - 1, cj + rad); ++j)
@@ -51,8 +55,9 @@ GrowthResult grow_tumour(const Grid& g, const std::vector<float>& dif, const Gro
           const Vec3 q = g.position(i, j, k);
           const double d2 = (q[0] - c[0]) * (q[0] - c[0]) + (q[1] - c[1]) * (q[1] - c[1]) +
                             (q[2] - c[2]) * (q[2] - c[2]);
-          u[static_cast<size_t>(v)] = std::max(u[static_cast<size_t>(v)],
-                                               static_cast<float>(0.8 * std::exp(-0.5 * d2 / (sigma * sigma))));
+          u[static_cast<size_t>(v)] =
+              std::max(u[static_cast<size_t>(v)],
+                       static_cast<float>(0.8 * std::exp(-0.5 * d2 / (sigma * sigma))));
         }
   };
   // Active box: voxels with u > eps, grown by a margin the front cannot cross between updates.
@@ -136,7 +141,8 @@ GrowthResult grow_tumour(const Grid& g, const std::vector<float>& dif, const Gro
   r.age_days = Field(g, 1);
   for (int64_t v = 0; v < n; ++v)
     if (t_cross[static_cast<size_t>(v)] >= 0)
-      r.age_days.v[static_cast<size_t>(v)] = static_cast<float>(t) - t_cross[static_cast<size_t>(v)];
+      r.age_days.v[static_cast<size_t>(v)] =
+          static_cast<float>(t) - t_cross[static_cast<size_t>(v)];
   return r;
 }
 

@@ -57,8 +57,8 @@ CaseTransform::CaseTransform(const WarpParams& p, const Vec3& template_centre,
   Mat3 f{};
   f[0][0] = p.flip_lr ? -1 : 1;
   f[1][1] = f[2][2] = 1;
-  Mat3 r = mul(rotation(2, p.rotation_deg[2]), mul(rotation(1, p.rotation_deg[1]),
-                                                    rotation(0, p.rotation_deg[0])));
+  Mat3 r = mul(rotation(2, p.rotation_deg[2]),
+               mul(rotation(1, p.rotation_deg[1]), rotation(0, p.rotation_deg[0])));
   a_ = mul(f, mul(r, s));
   Mat3 s_inv{};
   for (int a = 0; a < 3; ++a) s_inv[a][a] = p.scale[a];
@@ -86,7 +86,8 @@ Vec3 CaseTransform::inverse_affine(const Vec3& t) const {
   Vec3 d{t[0] - ct_[0], t[1] - ct_[1], t[2] - ct_[2]};
   Vec3 x{};
   for (int i = 0; i < 3; ++i)
-    x[i] = co_[i] + p_.shift_mm[i] + a_inv_[i][0] * d[0] + a_inv_[i][1] * d[1] + a_inv_[i][2] * d[2];
+    x[i] =
+        co_[i] + p_.shift_mm[i] + a_inv_[i][0] * d[0] + a_inv_[i][1] * d[1] + a_inv_[i][2] * d[2];
   return x;
 }
 

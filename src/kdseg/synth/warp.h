@@ -14,10 +14,10 @@ class Rng;
 using Mat3 = std::array<std::array<double, 3>, 3>;
 
 struct WarpParams {
-  std::array<double, 3> scale{1, 1, 1};      // brain size factor per axis, e.g. 0.9,1.1,1.0
+  std::array<double, 3> scale{1, 1, 1};         // brain size factor per axis, e.g. 0.9,1.1,1.0
   std::array<double, 3> rotation_deg{0, 0, 0};  // about x, y, z, e.g. 5,-3,8
-  bool flip_lr = false;                      // mirror left-right
-  Vec3 shift_mm{0, 0, 0};                    // brain centre offset in the output grid
+  bool flip_lr = false;                         // mirror left-right
+  Vec3 shift_mm{0, 0, 0};                       // brain centre offset in the output grid
   double coarse_mm = 5, coarse_ctrl_mm = 40;  // SD of the large-scale warp and its control spacing
   double fine_mm = 1.5, fine_ctrl_mm = 16;    // SD of the gyral-scale warp, e.g. 1.5 mm / 16 mm
 };
@@ -36,8 +36,8 @@ class CaseTransform {
   CaseTransform(const WarpParams& p, const Vec3& template_centre, const Vec3& output_centre,
                 const Vec3& out_lo, const Vec3& out_hi, Rng& rng);
 
-  Vec3 affine(const Vec3& x) const;            // c_T + A (x - c_O - shift)
-  Vec3 inverse_affine(const Vec3& t) const;    // its inverse (template -> output)
+  Vec3 affine(const Vec3& x) const;          // c_T + A (x - c_O - shift)
+  Vec3 inverse_affine(const Vec3& t) const;  // its inverse (template -> output)
   // The non-rigid displacement d (3 channels, mm) at every voxel of `g`.
   Field displacement_on(const Grid& g) const;
   // Bound on |d| along any axis (coefficients are clipped), mm.

@@ -6,14 +6,19 @@ namespace kdseg {
 
 std::string format_seconds(double s) {
   char buf[32];
-  if (s < 60) std::snprintf(buf, sizeof buf, "%.1f s", s);
-  else if (s < 3600) std::snprintf(buf, sizeof buf, "%dm%02ds", int(s) / 60, int(s) % 60);
-  else std::snprintf(buf, sizeof buf, "%dh%02dm", int(s) / 3600, (int(s) % 3600) / 60);
+  if (s < 60)
+    std::snprintf(buf, sizeof buf, "%.1f s", s);
+  else if (s < 3600)
+    std::snprintf(buf, sizeof buf, "%dm%02ds", int(s) / 60, int(s) % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%dh%02dm", int(s) / 3600, (int(s) % 3600) / 60);
   return buf;
 }
 
 Progress::Progress(std::string what, int64_t total, bool quiet)
-    : what_(std::move(what)), total_(total), quiet_(quiet),
+    : what_(std::move(what)),
+      total_(total),
+      quiet_(quiet),
       start_(std::chrono::steady_clock::now()) {}
 
 void Progress::done(const std::string& item, const std::string& message) {
