@@ -11,6 +11,7 @@ packages=(
   libgtest-dev libgmock-dev                      # unit tests
   mricron-data                                   # Colin27 template for the synthetic cohort
   python3-nibabel python3-numpy                  # cross-reader round-trip tests (/usr/bin/python3)
+  python3-torch                                  # checkpoints must load in Python (torch.load)
   clang libclang-rt-14-dev                       # libFuzzer target for the NIfTI reader
 )
 

@@ -1,6 +1,7 @@
 // kdseg: brain tumour segmentation by knowledge distillation. main only dispatches to the
 // subcommands; each lives in apps/kdseg/cmd_<name>.cpp and its work in src/kdseg/.
 #include "kdseg/cli.h"
+#include "kdseg/cmd_models.h"
 #include "kdseg/util/memory.h"
 
 #ifdef KDSEG_WITH_TORCH
@@ -23,6 +24,7 @@ int main(int argc, char** argv) {
 #endif
   kdseg::cli::add_synth_command(app);
   kdseg::cli::add_montage_command(app);
+  kdseg::cli::add_models_command(app);
   kdseg::cli::add_check_command(app);
   kdseg::cli::add_evaluate_command(app);
   return kdseg::cli::run(app, argc, argv);

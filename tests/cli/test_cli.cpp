@@ -153,7 +153,7 @@ class CliCommands : public ::testing::Test {
 };
 
 TEST_F(CliCommands, EveryCommandHasHelp) {
-  for (const char* cmd : {"", "check", "evaluate", "synth", "montage"}) {
+  for (const char* cmd : {"", "check", "evaluate", "synth", "montage", "models"}) {
     auto r = run_kdseg(std::string(cmd) + " --help");
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_NE(r.output.find("Usage"), std::string::npos) << cmd;
