@@ -20,7 +20,8 @@ int main(int argc, char** argv) {
 #ifdef KDSEG_WITH_TORCH
   app.set_version_flag("--version", [] { return kdseg::build_info(); });
 #else
-  app.set_version_flag("--version", std::string("kdseg ") + KDSEG_VERSION + " (without LibTorch)");
+  app.set_version_flag("--version",
+                       std::string("kdseg ") + KDSEG_VERSION + " (without LibTorch)\n");
 #endif
   kdseg::cli::add_synth_command(app);
   kdseg::cli::add_montage_command(app);
