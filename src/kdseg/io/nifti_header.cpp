@@ -178,7 +178,7 @@ void set_affine(NiftiHeader& h, const Mat44& m, int32_t code) {
       c = 0.25 * (r12 + r21) / d;
       a = 0.25 * (r10 - r01) / d;
     }
-    if (a < 0) a = -a, b = -b, c = -c, d = -d;
+    if (a < 0) b = -b, c = -c, d = -d;  // the header stores the quaternion with a >= 0
   }
   h.quatern_b = b;
   h.quatern_c = c;
