@@ -5,6 +5,9 @@
 #include <iostream>
 
 #include "kdseg/io/gzip.h"
+#ifdef KDSEG_WITH_TORCH
+#include "kdseg/runtime/runtime.h"
+#endif
 #include "kdseg/util/error.h"
 
 namespace kdseg::cli {
@@ -94,6 +97,15 @@ void add_common_flags(CLI::App* cmd, RuntimeOptions& runtime) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--device", runtime.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+}
+
+void apply_runtime_flags(const RuntimeOptions& runtime) {
+#ifdef KDSEG_WITH_TORCH
+  apply_runtime(runtime);
+#else
+  if (runtime.device != "cpu" && runtime.device != "auto")
+    throw Error("--device " + runtime.device, "this kdseg was built without LibTorch: CPU only");
+#endif
 }
 
 nlohmann::json resolved_config(const CLI::App* cmd) {

@@ -25,6 +25,7 @@ void add_check_command(CLI::App& app) {
   auto runtime = std::make_shared<RuntimeOptions>();
   CLI::App* cmd = add_check_flags(app, *opt, *runtime);
   cmd->callback([opt, runtime] {
+    apply_runtime_flags(*runtime);
     opt->threads = runtime->threads;
     CheckReport report = check_dataset(*opt);
     std::cout << format_check_report(report);

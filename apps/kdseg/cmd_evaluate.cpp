@@ -38,6 +38,7 @@ void add_evaluate_command(CLI::App& app) {
   auto runtime = std::make_shared<RuntimeOptions>();
   CLI::App* cmd = add_evaluate_flags(app, *opt, *runtime);
   cmd->callback([opt, runtime, cmd] {
+    apply_runtime_flags(*runtime);
     opt->threads = runtime->threads;
     EvaluateReport report = evaluate(*opt);
     write_resolved_config(cmd, (std::filesystem::path(opt->out) / "config.json").string());

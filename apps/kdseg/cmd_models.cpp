@@ -14,9 +14,10 @@ namespace kdseg::cli {
 
 CLI::App* add_models_flags(CLI::App& app, ModelsOptions& opt) {
   CLI::App* cmd = app.add_subcommand(
-      "models", "List the architectures (--model names), one line each: parameter count of the "
-                "paper-size configuration, total stride (input sizes must be multiples), the "
-                "paper's training patch, and that configuration");
+      "models",
+      "List the architectures (--model names), one line each: parameter count of the "
+      "paper-size configuration, total stride (input sizes must be multiples), the "
+      "paper's training patch, and that configuration");
   cmd->add_flag("--json", opt.json, "Print a JSON array instead of the table");
   return cmd;
 }
@@ -26,7 +27,8 @@ void add_models_command(CLI::App& app) {
   auto runtime = std::make_shared<RuntimeOptions>();
   CLI::App* cmd = add_models_flags(app, *opt);
   add_common_flags(cmd, *runtime);
-  cmd->callback([opt] {
+  cmd->callback([opt, runtime] {
+    apply_runtime_flags(*runtime);
 #ifdef KDSEG_WITH_TORCH
     const std::vector<ArchInfo> archs = list_architectures();
     if (opt->json) {

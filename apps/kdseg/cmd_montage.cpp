@@ -24,7 +24,10 @@ void add_montage_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(32, 2048));
   add_common_flags(cmd, *runtime);
-  cmd->callback([opt] { std::cout << "montage: " << write_montage(*opt) << "\n"; });
+  cmd->callback([opt, runtime] {
+    apply_runtime_flags(*runtime);
+    std::cout << "montage: " << write_montage(*opt) << "\n";
+  });
 }
 
 }  // namespace kdseg::cli

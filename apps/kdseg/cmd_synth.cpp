@@ -43,6 +43,7 @@ void add_synth_command(CLI::App& app) {
   auto runtime = std::make_shared<RuntimeOptions>();
   CLI::App* cmd = add_synth_flags(app, *opt, *runtime);
   cmd->callback([opt, runtime, cmd] {
+    apply_runtime_flags(*runtime);
     opt->threads = runtime->threads;
     const synth::SynthReport report = synth::write_cohort(*opt);
     write_resolved_config(cmd, (std::filesystem::path(opt->out) / "config.json").string());

@@ -229,6 +229,14 @@ TEST_F(CliCommands, CheckListsCasesAndEveryProblem) {
   EXPECT_NE(bad.output.find("2 problem(s)"), std::string::npos) << bad.output;
 }
 
+TEST_F(CliCommands, ABadDeviceIsRefusedBeforeAnyWork) {
+  make_reference(dir.str("data"), 1);
+  auto r = run_kdseg("check " + dir.str("data") + " --device tpu0 --quiet");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("--device tpu0"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("no problems found"), std::string::npos) << r.output;
+}
+
 TEST_F(CliCommands, CheckOnAnEmptyFolderFailsClearly) {
   fs::create_directories(dir.path() / "empty");
   auto r = run_kdseg("check " + dir.str("empty"));
