@@ -140,6 +140,13 @@ void write_resolved_config(const CLI::App* cmd, const std::string& path) {
   write_file_atomic(path, reinterpret_cast<const uint8_t*>(text.data()), text.size());
 }
 
+void report_failures(const std::string& command, const std::vector<std::string>& failures,
+                     const std::string& summary) {
+  if (failures.empty()) return;
+  for (const auto& f : failures) std::cerr << "  - " << f << "\n";
+  throw Error(command, std::to_string(failures.size()) + " case(s) " + summary);
+}
+
 int run(CLI::App& app, int argc, char** argv) {
   try {
     app.parse(argc, argv);

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "kdseg/eval/evaluate.h"
 #include "kdseg/io/check.h"
@@ -40,6 +41,11 @@ void apply_runtime_flags(const RuntimeOptions& runtime);
 nlohmann::json resolved_config(const CLI::App* cmd);
 // Writes resolved_config(cmd) to `path` atomically, as pretty JSON.
 void write_resolved_config(const CLI::App* cmd, const std::string& path);
+
+// Lists a batch command's failures on stderr and throws the one error that makes the exit code
+// non-zero: "<N> case(s) <summary>" (DESIGN §2 "Batches of cases").
+void report_failures(const std::string& command, const std::vector<std::string>& failures,
+                     const std::string& summary);
 
 // Parses and runs; maps errors to exit codes: 0 ok, 1 kdseg::Error (message on stderr),
 // CLI11's own codes for usage errors.

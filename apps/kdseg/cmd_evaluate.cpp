@@ -43,13 +43,9 @@ void add_evaluate_command(CLI::App& app) {
     EvaluateReport report = evaluate(*opt);
     write_resolved_config(cmd, (std::filesystem::path(opt->out) / "config.json").string());
     std::cout << format_summary_table(report);
-    if (!report.failures.empty()) {
-      for (const auto& f : report.failures) std::cerr << "  - " << f << "\n";
-      throw Error("evaluate",
-                  std::to_string(report.failures.size()) +
-                      " case(s) could not be scored (listed above); the others are in " + opt->out +
-                      "/metrics.csv");
-    }
+    report_failures("evaluate", report.failures,
+                    "could not be scored (listed above); the others are in " + opt->out +
+                        "/metrics.csv");
   });
 }
 

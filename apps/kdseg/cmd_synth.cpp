@@ -49,11 +49,8 @@ void add_synth_command(CLI::App& app) {
     write_resolved_config(cmd, (std::filesystem::path(opt->out) / "config.json").string());
     std::cout << "synth: " << report.n_written << " case(s) in " << opt->out << " ("
               << format_seconds(report.seconds) << ")\n";
-    if (!report.failures.empty()) {
-      for (const auto& f : report.failures) std::cerr << "  - " << f << "\n";
-      throw Error("synth", std::to_string(report.failures.size()) +
-                               " case(s) failed (listed above); the others are in " + opt->out);
-    }
+    report_failures("synth", report.failures,
+                    "failed (listed above); the others are in " + opt->out);
   });
 }
 

@@ -59,13 +59,8 @@ TEST_P(CheckpointEveryArch, SaveThenLoadGivesIdenticalOutputs) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CheckpointEveryArch,
-                         ::testing::Values("unet", "resunet", "resunet-vae", "cascade", "student"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (char& c : n)
-                             if (c == '-') c = '_';
-                           return n;
-                         });
+                         ::testing::ValuesIn(arch_names()),
+                         [](const auto& info) { return test::arch_test_name(info.param); });
 
 // A dict like save_checkpoint's, with fields to break.
 c10::impl::GenericDict fake_checkpoint(int64_t version, const std::string& format = kCheckpointFormat) {

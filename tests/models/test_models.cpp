@@ -120,13 +120,8 @@ TEST_P(EveryArch, OptionsRoundTripThroughJson) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, EveryArch,
-                         ::testing::Values("unet", "resunet", "resunet-vae", "cascade", "student"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (char& c : n)
-                             if (c == '-') c = '_';
-                           return n;
-                         });
+                         ::testing::ValuesIn(arch_names()),
+                         [](const auto& info) { return test::arch_test_name(info.param); });
 
 // ---------------------------------------------------------------- paper sizes
 

@@ -32,4 +32,12 @@ inline std::vector<std::array<int64_t, 3>> valid_sizes(const std::string& arch) 
   return {{16, 16, 16}, {24, 16, 32}, {8, 8, 8}};
 }
 
+// GoogleTest names for tests parameterised by architecture: "resunet-vae" -> "resunet_vae".
+inline std::string arch_test_name(const std::string& arch) {
+  std::string n = arch;
+  for (char& c : n)
+    if (c == '-') c = '_';
+  return n;
+}
+
 }  // namespace kdseg::test

@@ -100,16 +100,14 @@ EvaluateReport evaluate(const EvaluateOptions& opt) {
   Progress progress("evaluate", static_cast<int64_t>(todo.size()), opt.quiet);
   parallel_for(static_cast<int64_t>(todo.size()), opt.threads, [&](int64_t i) {
     const auto& [id, ref_path] = todo[i];
+    const std::string& pred_path = pred_of.at(id);  // read-only lookups: safe across threads
     try {
       LabelMap ref = load_label_map(ref_path, refs.convention);
-      LabelMap pred = load_label_map(pred_of[id], pred_conv);
+      LabelMap pred = load_label_map(pred_path, pred_conv);
       if (pred.dim != ref.dim || !same_grid(pred, ref, 1e-2)) {
-        auto d = [](const std::array<int64_t, 3>& x) {
-          return std::to_string(x[0]) + "x" + std::to_string(x[1]) + "x" + std::to_string(x[2]);
-        };
-        throw Error(pred_of[id],
-                    "grid " + d(pred.dim) + " differs from the reference's " + d(ref.dim) + " (" +
-                        ref_path + ")",
+        throw Error(pred_path,
+                    "grid " + shape_text(pred.dim) + " differs from the reference's " +
+                        shape_text(ref.dim) + " (" + ref_path + ")",
                     "predictions must be written on the reference's grid; kdseg does not "
                     "resample when scoring");
       }

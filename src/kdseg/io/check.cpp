@@ -14,10 +14,6 @@ namespace kdseg {
 
 namespace {
 
-std::string shape_text(const std::array<int64_t, 3>& d) {
-  return std::to_string(d[0]) + "x" + std::to_string(d[1]) + "x" + std::to_string(d[2]);
-}
-
 std::string spacing_text(const std::array<double, 3>& s) {
   char buf[96];
   std::snprintf(buf, sizeof buf, "%.3gx%.3gx%.3g mm", s[0], s[1], s[2]);

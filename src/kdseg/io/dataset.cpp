@@ -331,12 +331,9 @@ CaseData load_case(const CaseFiles& files, LabelConvention labels, int threads) 
       if (m == 0) {
         out.image = like<float>(v, kNumModalities);
       } else if (v.dim != out.image.dim) {
-        auto d = [](const std::array<int64_t, 3>& x) {
-          return std::to_string(x[0]) + "x" + std::to_string(x[1]) + "x" + std::to_string(x[2]);
-        };
-        throw Error(
-            files.image[m],
-            "shape " + d(v.dim) + " differs from " + kModalityNames[0] + "'s " + d(out.image.dim),
+        throw Error(files.image[m],
+                    "shape " + shape_text(v.dim) + " differs from " + kModalityNames[0] + "'s " +
+                        shape_text(out.image.dim),
             "the modalities of a case must be co-registered on one grid");
       } else if (!same_grid(v, out.image, 1e-2)) {
         throw Error(files.image[m],

@@ -178,7 +178,7 @@ std::vector<uint8_t> gzip(const uint8_t* bytes, size_t size, int level) {
   return out;
 }
 
-std::vector<uint8_t> read_file(const std::string& path) {
+std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw Error(path, "no such file");
   if (std::filesystem::is_directory(path, ec)) throw Error(path, "is a folder, not a file");
@@ -188,19 +188,20 @@ std::vector<uint8_t> read_file(const std::string& path) {
   if (std::fseek(f.get(), 0, SEEK_END) == 0) {
     long n = std::ftell(f.get());
     if (n > 0) {
-      out.resize(static_cast<size_t>(n));
+      out.resize(std::min(static_cast<size_t>(n), max_bytes));
       std::rewind(f.get());
       size_t got = std::fread(out.data(), 1, out.size(), f.get());
       if (got != out.size())
-        throw Error(
-            path, "read error: got " + std::to_string(got) + " of " + std::to_string(n) + " bytes");
+        throw Error(path, "read error: got " + std::to_string(got) + " of " +
+                              std::to_string(out.size()) + " bytes");
       return out;
     }
     std::rewind(f.get());
   }
   uint8_t buf[1 << 16];
   size_t got;
-  while ((got = std::fread(buf, 1, sizeof buf, f.get())) > 0) out.insert(out.end(), buf, buf + got);
+  while (out.size() < max_bytes && (got = std::fread(buf, 1, sizeof buf, f.get())) > 0)
+    out.insert(out.end(), buf, buf + std::min(got, max_bytes - out.size()));
   return out;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // gzip inflate/deflate. libdeflate is the default (one-shot, several times faster than zlib);
 // zlib is kept as the baseline the benchmark compares against.
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -22,8 +23,9 @@ std::vector<uint8_t> gunzip_prefix(const uint8_t* bytes, size_t size, size_t n,
                                    const std::string& where);
 std::vector<uint8_t> gzip(const uint8_t* bytes, size_t size, int level = 4);
 
-// The whole file; throws kdseg::Error naming the path when it cannot be read.
-std::vector<uint8_t> read_file(const std::string& path);
+// The whole file, or its first `max_bytes`; throws kdseg::Error naming the path when it cannot
+// be read.
+std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes = SIZE_MAX);
 // Writes to `path`.tmp.<pid> then renames over `path`: readers never see a half-written file.
 void write_file_atomic(const std::string& path, const uint8_t* bytes, size_t size);
 

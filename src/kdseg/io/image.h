@@ -7,6 +7,7 @@
 // orientation with its own qform, sform and pixdim (DESIGN §1).
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "kdseg/io/nifti_header.h"
@@ -36,6 +37,11 @@ struct Image {
 
 using Volume = Image<float>;      // intensities, probabilities
 using LabelMap = Image<uint8_t>;  // label maps, masks
+
+// "240x240x155": a grid's dims for messages.
+inline std::string shape_text(const std::array<int64_t, 3>& d) {
+  return std::to_string(d[0]) + "x" + std::to_string(d[1]) + "x" + std::to_string(d[2]);
+}
 
 // Same grid: same dims, and the same voxel-to-world mapping within `tol_mm` at the corners.
 template <class A, class B>

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 
 #include "kdseg/io/gzip.h"
@@ -203,12 +204,12 @@ NiftiHeader parse_header(const uint8_t* bytes, size_t size, const std::string& w
   for (int i = 1; i <= 4; ++i)
     if (__builtin_mul_overflow(nvox, static_cast<uint64_t>(h.dim[i]), &nvox))
       throw Error(where, "dimensions " + dims_text(h) + " overflow a 64-bit voxel count");
-  uint64_t nbytes;
-  if (__builtin_mul_overflow(nvox, static_cast<uint64_t>(bpv), &nbytes) ||
-      __builtin_mul_overflow(nvox, uint64_t{4}, &nbytes) || nbytes > (uint64_t{1} << 40))
+  // The float32 copy kdseg makes is bounded by 1 TiB; that also keeps nvox * bpv from overflowing.
+  uint64_t float_bytes;
+  if (__builtin_mul_overflow(nvox, uint64_t{4}, &float_bytes) || float_bytes > (uint64_t{1} << 40))
     throw Error(where, "dimensions " + dims_text(h) + " would need more memory than exists",
                 "the header is corrupt");
-  nbytes = nvox * static_cast<uint64_t>(bpv);
+  const uint64_t nbytes = nvox * static_cast<uint64_t>(bpv);
   const int64_t min_offset = static_cast<int64_t>(hsize);
   if (h.vox_offset < 0) throw Error(where, "vox_offset is negative or not a number");
   if (h.vox_offset < min_offset) {
@@ -387,14 +388,16 @@ NiftiFile read_nifti_file(const std::string& path, Inflater inflater) {
 }
 
 NiftiHeader read_nifti_header(const std::string& path) {
-  std::vector<uint8_t> raw = read_file(path);
+  // The header sits at the start: 64 KiB of a .gz always inflates to more than a header.
+  std::vector<uint8_t> raw = read_file(path, size_t{1} << 16);
   uint64_t voxel_bytes = 0;
   if (!is_gzip(raw.data(), raw.size())) {
     NiftiHeader h = parse_header(raw.data(), raw.size(), path, &voxel_bytes);
-    if (static_cast<uint64_t>(h.vox_offset) + voxel_bytes > raw.size())
+    const uint64_t file_size = std::filesystem::file_size(path);
+    if (static_cast<uint64_t>(h.vox_offset) + voxel_bytes > file_size)
       throw Error(path, "truncated: the header's " + dims_text(h) + " voxels need " +
                             std::to_string(h.vox_offset + voxel_bytes) + " bytes, the file holds " +
-                            std::to_string(raw.size()));
+                            std::to_string(file_size));
     return h;
   }
   std::vector<uint8_t> head = gunzip_prefix(raw.data(), raw.size(), kN2HeaderSize, path);
