@@ -55,8 +55,8 @@ int main(int argc, char** argv) {
       auto rep = kdseg::synth::write_cohort(so);
       std::printf("  %d cases in %.1f s\n", rep.n_written, rep.seconds);
     }
-    const std::string data = fs::exists(fs::path(cohort) / "labeled")
-                                 ? (fs::path(cohort) / "labeled").string() : cohort;
+    const std::string data =
+        fs::exists(fs::path(cohort) / "labeled") ? (fs::path(cohort) / "labeled").string() : cohort;
     kdseg::PreprocessPlan plan;
     plan.spacing = {0, 0, 0};  // as stored
     kdseg::TrainingDataOptions to;
@@ -67,8 +67,8 @@ int main(int argc, char** argv) {
     const std::array<int64_t, 3> largest{96, 96, 72};
     auto t0 = std::chrono::steady_clock::now();
     kdseg::TrainingData td = kdseg::prepare_training_data(to, plan, largest);
-    std::printf("preprocessing: %zu cases, %d built, %.2f s (cache %s)\n",
-                td.pools[0].cases.size(), td.n_built, seconds_since(t0), cache_dir.c_str());
+    std::printf("preprocessing: %zu cases, %d built, %.2f s (cache %s)\n", td.pools[0].cases.size(),
+                td.n_built, seconds_since(t0), cache_dir.c_str());
     const auto& g = td.pools[0].cases[0]->geometry();
     std::printf("first case: brain box %lldx%lldx%lld at %.1f mm\n",
                 static_cast<long long>(g.shape[0]), static_cast<long long>(g.shape[1]),
@@ -80,8 +80,7 @@ int main(int argc, char** argv) {
     for (const std::string aug_name : {"paper", "spatial-always"}) {
       kdseg::AugmentOptions aug;
       if (aug_name == "spatial-always") aug.p_scale = aug.p_rotate = 1.0;
-      for (const std::array<int64_t, 3> patch :
-           {std::array<int64_t, 3>{64, 64, 64}, largest}) {
+      for (const std::array<int64_t, 3> patch : {std::array<int64_t, 3>{64, 64, 64}, largest}) {
         kdseg::SamplerOptions so;
         so.patch = patch;
         so.batch = 2;

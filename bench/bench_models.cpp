@@ -18,8 +18,8 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <climits>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -52,18 +52,20 @@ int main(int argc, char** argv) {
   const int repeats = std::max(1, argc > 3 ? std::atoi(argv[3]) : 3);
   const std::string malloc_mode = argc > 4 ? argv[4] : "reuse";
   if (malloc_mode == "reuse") {
-    mallopt(M_MMAP_MAX, 0);             // large blocks from the heap, not fresh mmaps
+    mallopt(M_MMAP_MAX, 0);              // large blocks from the heap, not fresh mmaps
     mallopt(M_TRIM_THRESHOLD, INT_MAX);  // and freed pages stay mapped for the next pass
   } else if (malloc_mode != "system") {
-    std::fprintf(stderr, "bench_models: malloc must be reuse or system, got %s\n", malloc_mode.c_str());
+    std::fprintf(stderr, "bench_models: malloc must be reuse or system, got %s\n",
+                 malloc_mode.c_str());
     return 2;
   }
   at::set_num_threads(threads);
   torch::manual_seed(0);
-  std::printf("bench_models: forward of (1,4,%lld,%lld,%lld), %d thread(s), fp32 CPU, eval + "
-              "InferenceMode, 1 warm-up + %d rounds, malloc %s; LibTorch %s\n",
-              static_cast<long long>(size), static_cast<long long>(size),
-              static_cast<long long>(size), threads, repeats, malloc_mode.c_str(), TORCH_VERSION);
+  std::printf(
+      "bench_models: forward of (1,4,%lld,%lld,%lld), %d thread(s), fp32 CPU, eval + "
+      "InferenceMode, 1 warm-up + %d rounds, malloc %s; LibTorch %s\n",
+      static_cast<long long>(size), static_cast<long long>(size), static_cast<long long>(size),
+      threads, repeats, malloc_mode.c_str(), TORCH_VERSION);
   const at::Tensor x = torch::randn({1, 4, size, size, size});
 
   // The student first: it is the baseline of every ratio.
@@ -84,8 +86,10 @@ int main(int argc, char** argv) {
     cfg["dropout"] = 0.0;
     kdseg::SegNet net = kdseg::make_net("resunet-vae", cfg);
     net->train();
-    rows.push_back({"resunet-vae (train fwd, VAE at " + std::to_string(size) + "^3)", net,
-                    kdseg::count_parameters(*net), {}});
+    rows.push_back({"resunet-vae (train fwd, VAE at " + std::to_string(size) + "^3)",
+                    net,
+                    kdseg::count_parameters(*net),
+                    {}});
   }
   // One warm-up each (oneDNN primitives, first touch of the heap), then `repeats` rounds that
   // time every network once in turn, so that load from other processes spreads over all rows.
@@ -99,14 +103,16 @@ int main(int argc, char** argv) {
     return r.wall[r.wall.size() / 2];
   };
   const Row& base = rows.front();
-  std::printf("\n%-38s %9s %8s %8s %8s %9s\n", "architecture", "params", "ratio", "best s",
-              "ratio", "median s");
+  std::printf("\n%-38s %9s %8s %8s %8s %9s\n", "architecture", "params", "ratio", "best s", "ratio",
+              "median s");
   for (const auto& r : rows)
     std::printf("%-38s %9s %7.2fx %8.2f %7.2fx %9.2f\n", r.name.c_str(),
                 kdseg::format_millions(r.n_parameters).c_str(),
                 static_cast<double>(r.n_parameters) / static_cast<double>(base.n_parameters),
                 best(r), best(r) / best(base), median(r));
-  std::printf("(ratios: to the student; best = fastest of the %d rounds, the least disturbed by "
-              "other processes)\n", repeats);
+  std::printf(
+      "(ratios: to the student; best = fastest of the %d rounds, the least disturbed by "
+      "other processes)\n",
+      repeats);
   return 0;
 }

@@ -128,8 +128,9 @@ int main(int argc, char** argv) {
   std::printf("  inflate only, zlib          %7.3f s   1.00x\n", zlib_inflate);
   std::printf("  inflate only, libdeflate    %7.3f s   %.2fx faster\n", deflate_inflate,
               zlib_inflate / deflate_inflate);
-  std::printf("  fresh-memory libdeflate read = %.0f%% inflate, %.0f%% file read + convert + "
-              "reorient (mostly first-touch page faults)\n",
-              100 * deflate_inflate / deflate_case, 100 * (1 - deflate_inflate / deflate_case));
+  std::printf(
+      "  fresh-memory libdeflate read = %.0f%% inflate, %.0f%% file read + convert + "
+      "reorient (mostly first-touch page faults)\n",
+      100 * deflate_inflate / deflate_case, 100 * (1 - deflate_inflate / deflate_case));
   return 0;
 }

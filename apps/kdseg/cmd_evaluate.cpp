@@ -43,9 +43,9 @@ void add_evaluate_command(CLI::App& app) {
     EvaluateReport report = evaluate(*opt);
     write_resolved_config(cmd, (std::filesystem::path(opt->out) / "config.json").string());
     std::cout << format_summary_table(report);
-    report_failures("evaluate", report.failures,
-                    "could not be scored (listed above); the others are in " + opt->out +
-                        "/metrics.csv");
+    report_failures(
+        "evaluate", report.failures,
+        "could not be scored (listed above); the others are in " + opt->out + "/metrics.csv");
   });
 }
 

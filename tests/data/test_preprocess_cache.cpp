@@ -325,7 +325,8 @@ TEST(DataFolders, ParsesWeightsAndRejectsUnlabelledOrEmptyFolders) {
 TEST(DataFolders, PrepareTrainingDataSplitsPoolsAndChecksThePatch) {
   test::ScratchDir dir("data_prepare");
   LabelMap l = test::phantom_labels({16, 16, 16}, {8, 8, 8}, 4);
-  for (const char* id : {"L1", "L2", "L3"}) test::write_case(dir.str("lab"), id, Layout::brats2021, l);
+  for (const char* id : {"L1", "L2", "L3"})
+    test::write_case(dir.str("lab"), id, Layout::brats2021, l);
   test::write_case(dir.str("pse"), "P1", Layout::brats2021, l);
   std::ofstream(dir.str("pse/dataset.json")) << R"({"kind": "pseudo", "cases": {}})";
   TrainingDataOptions o;

@@ -34,8 +34,8 @@ PreparedCase phantom(const std::string& id, std::array<int64_t, 3> dim,
   at::Tensor brain = (sq((x - (dim[0] - 1) / 2.0) / (0.45 * dim[0])) +
                       sq((y - (dim[1] - 1) / 2.0) / (0.45 * dim[1])) +
                       sq((z - (dim[2] - 1) / 2.0) / (0.45 * dim[2]))) <= 1;
-  at::Tensor r = (sq(x - tumour_centre[0]) + sq(y - tumour_centre[1]) + sq(z - tumour_centre[2]))
-                     .sqrt();
+  at::Tensor r =
+      (sq(x - tumour_centre[0]) + sq(y - tumour_centre[1]) + sq(z - tumour_centre[2])).sqrt();
   at::Tensor labels = torch::zeros({dim[0], dim[1], dim[2]}, torch::kUInt8);
   if (tumour_radius > 0) {
     labels.masked_fill_(r <= tumour_radius, 2);
@@ -264,8 +264,11 @@ TEST_F(DataSampling, MirrorMovesAMarkerToTheMirroredPositionAndNeverFlipsZ) {
   EXPECT_EQ(argmax3(affine_resample(vol, centre, spatial_matrix(a, {1, 1, 1}), patch)[0]),
             (std::array<int64_t, 3>{5, 8, 9}));
   a.mirror = {true, true};
-  const float diff = (affine_resample(vol, centre, spatial_matrix(a, {1, 1, 1}), patch) -
-                      both.image).abs().max().item<float>();
+  const float diff =
+      (affine_resample(vol, centre, spatial_matrix(a, {1, 1, 1}), patch) - both.image)
+          .abs()
+          .max()
+          .item<float>();
   EXPECT_LT(diff, 1e-3f) << "slicing and resampling paths must agree";
 
   // Random mirrors: X and Y both flip sometimes, Z never.
@@ -303,8 +306,8 @@ TEST(DataAugment, RotationAndScalingMoveAMarkerWhereTheMathsSays) {
             (std::array<int64_t, 3>{13, 7, 7}));
   // Identity at an integer centre is exact slicing.
   at::Tensor r = torch::rand({2, 20, 20, 20});
-  at::Tensor out = affine_resample(r, {10, 9, 8}, spatial_matrix(AugmentParams{}, {1, 1, 1}),
-                                   {9, 9, 9});
+  at::Tensor out =
+      affine_resample(r, {10, 9, 8}, spatial_matrix(AugmentParams{}, {1, 1, 1}), {9, 9, 9});
   EXPECT_TRUE(torch::allclose(out, r.slice(1, 6, 15).slice(2, 5, 14).slice(3, 4, 13), 0, 1e-5));
 }
 
@@ -340,8 +343,8 @@ TEST_F(DataSampling, IntensityAugmentationIsPerModalityAndKeepsBackgroundZero) {
     EXPECT_EQ(x.image[3].masked_select(bg).abs().sum().item<float>(), 0);
     const auto p = draw_augment(aug, spec.augment_key, 4);
     at::Tensor brain = plain.image[3] != 0;
-    EXPECT_NEAR(x.image[3].masked_select(brain).mean().item<double>(),
-                p.contrast[3] + p.shift[3], 1e-5);
+    EXPECT_NEAR(x.image[3].masked_select(brain).mean().item<double>(), p.contrast[3] + p.shift[3],
+                1e-5);
   }
 }
 

@@ -21,7 +21,8 @@ namespace {
 using test::tiny_config;
 
 void write_bytes(const std::string& path, const std::vector<char>& bytes) {
-  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 class CheckpointEveryArch : public ::testing::TestWithParam<std::string> {};
@@ -58,12 +59,12 @@ TEST_P(CheckpointEveryArch, SaveThenLoadGivesIdenticalOutputs) {
   EXPECT_TRUE(torch::equal(loaded->forward(x).logits, before));
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, CheckpointEveryArch,
-                         ::testing::ValuesIn(arch_names()),
+INSTANTIATE_TEST_SUITE_P(Models, CheckpointEveryArch, ::testing::ValuesIn(arch_names()),
                          [](const auto& info) { return test::arch_test_name(info.param); });
 
 // A dict like save_checkpoint's, with fields to break.
-c10::impl::GenericDict fake_checkpoint(int64_t version, const std::string& format = kCheckpointFormat) {
+c10::impl::GenericDict fake_checkpoint(int64_t version,
+                                       const std::string& format = kCheckpointFormat) {
   SegNet net = make_net("student", tiny_config("student"));
   c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
   dict.insert("format", format);
@@ -84,8 +85,10 @@ TEST(Checkpoint, AnotherVersionIsRefusedNamingTheFile) {
   } catch (const Error& e) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find(path), std::string::npos) << msg;
-    EXPECT_NE(msg.find("version " + std::to_string(kCheckpointVersion + 1)), std::string::npos) << msg;
-    EXPECT_NE(msg.find("reads version " + std::to_string(kCheckpointVersion)), std::string::npos) << msg;
+    EXPECT_NE(msg.find("version " + std::to_string(kCheckpointVersion + 1)), std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("reads version " + std::to_string(kCheckpointVersion)), std::string::npos)
+        << msg;
   }
   // The same dict at the right version loads.
   write_bytes(path, torch::pickle_save(c10::IValue(fake_checkpoint(kCheckpointVersion))));

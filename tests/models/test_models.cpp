@@ -119,8 +119,7 @@ TEST_P(EveryArch, OptionsRoundTripThroughJson) {
   EXPECT_EQ(count_parameters(*again), count_parameters(*net));
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, EveryArch,
-                         ::testing::ValuesIn(arch_names()),
+INSTANTIATE_TEST_SUITE_P(Models, EveryArch, ::testing::ValuesIn(arch_names()),
                          [](const auto& info) { return test::arch_test_name(info.param); });
 
 // ---------------------------------------------------------------- paper sizes
@@ -129,15 +128,15 @@ TEST(Models, StudentHasThePublishedParameterCount) {
   // Widths [16,32,64,128], encoder [1,2,2,4], decoder [1,1,1]; convs bias-free but the head,
   // affine GroupNorm. By hand: residual block of width c = 2·27c² + 2·2c.
   auto block = [](int64_t c) { return 54 * c * c + 4 * c; };
-  const int64_t expected = 4 * 16 * 27 + 2 * 16                          // input conv + GN
-                           + block(16)                                     // level 0
-                           + 16 * 32 * 8 + 2 * block(32)                   // level 1
-                           + 32 * 64 * 8 + 2 * block(64)                   // level 2
-                           + 64 * 128 * 8 + 4 * block(128)                 // level 3
-                           + (32 * 16 + 2 * 16 * 16 + block(16))           // decoder 0
-                           + (64 * 32 + 2 * 32 * 32 + block(32))           // decoder 1
-                           + (128 * 64 + 2 * 64 * 64 + block(64))          // decoder 2
-                           + 16 * 3 * 27 + 3;                              // head
+  const int64_t expected = 4 * 16 * 27 + 2 * 16                    // input conv + GN
+                           + block(16)                             // level 0
+                           + 16 * 32 * 8 + 2 * block(32)           // level 1
+                           + 32 * 64 * 8 + 2 * block(64)           // level 2
+                           + 64 * 128 * 8 + 4 * block(128)         // level 3
+                           + (32 * 16 + 2 * 16 * 16 + block(16))   // decoder 0
+                           + (64 * 32 + 2 * 32 * 32 + block(32))   // decoder 1
+                           + (128 * 64 + 2 * 64 * 64 + block(64))  // decoder 2
+                           + 16 * 3 * 27 + 3;                      // head
   EXPECT_EQ(expected, 4509939);
   EXPECT_EQ(count_parameters(*make_net("student")), 4509939);  // "about 4.51 M"
 }
@@ -145,10 +144,9 @@ TEST(Models, StudentHasThePublishedParameterCount) {
 TEST(Models, ResUNetCountMatchesItsDescription) {
   // Pre-activation blocks have the same count as the student's; stride-2 downsampling is 3³.
   auto block = [](int64_t c) { return 54 * c * c + 4 * c; };
-  const int64_t expected = 4 * 16 * 27 + block(16) + 16 * 32 * 27 + 2 * block(32) +
-                           32 * 64 * 27 + 2 * block(64) + 64 * 128 * 27 + 4 * block(128) +
-                           (32 * 16 + block(16)) + (64 * 32 + block(32)) +
-                           (128 * 64 + block(64)) + (2 * 16 + 16 * 3 + 3);
+  const int64_t expected = 4 * 16 * 27 + block(16) + 16 * 32 * 27 + 2 * block(32) + 32 * 64 * 27 +
+                           2 * block(64) + 64 * 128 * 27 + 4 * block(128) + (32 * 16 + block(16)) +
+                           (64 * 32 + block(32)) + (128 * 64 + block(64)) + (2 * 16 + 16 * 3 + 3);
   EXPECT_EQ(count_parameters(*make_net("resunet")), expected);
 }
 
@@ -185,8 +183,8 @@ TEST(Models, UnknownNamesAndOptionsAreErrorsThatListWhatIsKnown) {
     EXPECT_NE(std::string(e.what()).find("widthz"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("widths"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(make_net("student", {{"widths", {6, 12}}, {"encoder_blocks", {1, 1}},
-                                    {"decoder_blocks", {1}}}),
+  EXPECT_THROW(make_net("student",
+                        {{"widths", {6, 12}}, {"encoder_blocks", {1, 1}}, {"decoder_blocks", {1}}}),
                Error);  // 6 channels, GroupNorm(8)
   EXPECT_THROW(make_net("cascade", {{"n_scales", 3}, {"depth", 2}}), Error);
 }

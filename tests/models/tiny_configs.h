@@ -10,16 +10,17 @@
 namespace kdseg::test {
 
 inline nlohmann::json tiny_config(const std::string& arch) {
-  if (arch == "student")
-    return {{"widths", {8, 8, 16, 16}}, {"norm_groups", 4}};
+  if (arch == "student") return {{"widths", {8, 8, 16, 16}}, {"norm_groups", 4}};
   if (arch == "unet") return {{"widths", {4, 8, 16, 32}}};
-  if (arch == "resunet")
-    return {{"widths", {4, 8, 16, 32}}, {"norm_groups", 4}, {"dropout", 0.0}};
+  if (arch == "resunet") return {{"widths", {4, 8, 16, 32}}, {"norm_groups", 4}, {"dropout", 0.0}};
   if (arch == "resunet-vae")
-    return {{"widths", {4, 8, 16, 32}}, {"norm_groups", 4},        {"dropout", 0.0},
-            {"vae_input_shape", {16, 16, 16}}, {"vae_latent", 8}, {"vae_channels", 4}};
+    return {{"widths", {4, 8, 16, 32}},        {"norm_groups", 4}, {"dropout", 0.0},
+            {"vae_input_shape", {16, 16, 16}}, {"vae_latent", 8},  {"vae_channels", 4}};
   if (arch == "cascade")
-    return {{"base_features", 1}, {"encoder_multiplier", 2}, {"n_scales", 3}, {"depth", 4},
+    return {{"base_features", 1},
+            {"encoder_multiplier", 2},
+            {"n_scales", 3},
+            {"depth", 4},
             {"dropout", 0.0}};
   return {};
 }

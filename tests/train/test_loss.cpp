@@ -11,7 +11,9 @@
 namespace kdseg {
 namespace {
 
-double value(const at::Tensor& t) { return t.item<double>(); }
+double value(const at::Tensor& t) {
+  return t.item<double>();
+}
 
 // Region 0 all inside, region 1 half inside (x = 0 plane), region 2 empty; 1×3×2×2×2.
 at::Tensor three_regions() {
@@ -29,7 +31,8 @@ TEST(Loss, DiceAndBceAtHalfProbabilityByHand) {
   EXPECT_NEAR(value(soft_dice_loss(logits, g, {}, false, 0.0)), dice, 1e-6);
   // With ε = 1e-5: region 2 becomes ε/(2 + ε).
   const double eps = 1e-5;
-  const double dice_eps = 1.0 - ((8 + eps) / (10 + eps) + (4 + eps) / (6 + eps) + eps / (2 + eps)) / 3;
+  const double dice_eps =
+      1.0 - ((8 + eps) / (10 + eps) + (4 + eps) / (6 + eps) + eps / (2 + eps)) / 3;
   EXPECT_NEAR(value(soft_dice_loss(logits, g)), dice_eps, 1e-6);
   // Every voxel costs ln 2 in every region; voxel mean per region, summed over the 3 regions.
   EXPECT_NEAR(value(bce_loss(logits, g)), 3 * std::log(2.0), 1e-6);
@@ -71,8 +74,8 @@ Reference reference(const at::Tensor& logits, const at::Tensor& target, const at
         pg += W[b][c][i] * P[b][c][i] * G[b][c][i];
         p2 += W[b][c][i] * P[b][c][i] * P[b][c][i];
         g2 += W[b][c][i] * G[b][c][i] * G[b][c][i];
-        bce -= W[b][c][i] * (G[b][c][i] * std::log(P[b][c][i]) +
-                             (1 - G[b][c][i]) * std::log(1 - P[b][c][i]));
+        bce -= W[b][c][i] *
+               (G[b][c][i] * std::log(P[b][c][i]) + (1 - G[b][c][i]) * std::log(1 - P[b][c][i]));
         wsum += W[b][c][i];
       }
       r.dice_per_sample += (1 - (2 * pg + eps) / (p2 + g2 + eps)) / static_cast<double>(B * C);
@@ -174,9 +177,10 @@ TEST(Loss, DeepSupervisionWeightsCoarseToFine) {
   SegOutput out;
   out.deep = {torch::randn({1, 3, 2, 2, 2}), torch::randn({1, 3, 4, 4, 4})};  // 1/4, 1/2
   out.logits = torch::randn({1, 3, 8, 8, 8});
-  const double expected = 0.2 * value(dice_bce_loss(out.deep[0], downsample_to(g, {2, 2, 2})).total) +
-                          0.3 * value(dice_bce_loss(out.deep[1], downsample_to(g, {4, 4, 4})).total) +
-                          0.4 * value(dice_bce_loss(out.logits, g).total);
+  const double expected =
+      0.2 * value(dice_bce_loss(out.deep[0], downsample_to(g, {2, 2, 2})).total) +
+      0.3 * value(dice_bce_loss(out.deep[1], downsample_to(g, {4, 4, 4})).total) +
+      0.4 * value(dice_bce_loss(out.logits, g).total);
   LossTerms t = segmentation_loss(out, g, {});
   EXPECT_NEAR(value(t.total), expected, 1e-5);
   EXPECT_NEAR(value(t.total), value(t.dice) + value(t.bce), 1e-5);
@@ -184,8 +188,8 @@ TEST(Loss, DeepSupervisionWeightsCoarseToFine) {
   // A single output has weight 1, whatever the deep-supervision weights.
   SegOutput single;
   single.logits = out.logits;
-  EXPECT_NEAR(value(segmentation_loss(single, g, {}).total), value(dice_bce_loss(out.logits, g).total),
-              1e-6);
+  EXPECT_NEAR(value(segmentation_loss(single, g, {}).total),
+              value(dice_bce_loss(out.logits, g).total), 1e-6);
   LossOptions two;
   two.deep_supervision = {0.5, 1.0};
   EXPECT_THROW(segmentation_loss(out, g, {}, {}, two), Error);

@@ -29,8 +29,8 @@ at::Tensor extract_box(const at::Tensor& t, const std::array<int64_t, 3>& lo,
 
 void check_probability(double p, const char* name) {
   if (!(p >= 0 && p <= 1))
-    throw Error(std::string("augmentation ") + name, "probability must be in [0, 1], got " +
-                                                        std::to_string(p));
+    throw Error(std::string("augmentation ") + name,
+                "probability must be in [0, 1], got " + std::to_string(p));
 }
 
 }  // namespace
@@ -133,8 +133,8 @@ at::Tensor affine_resample(const at::Tensor& volume, const std::array<double, 3>
       .squeeze(0);
 }
 
-Sample make_sample(const CachedCase& c, const SampleSpec& spec,
-                   const std::array<int64_t, 3>& patch, const AugmentOptions& opt) {
+Sample make_sample(const CachedCase& c, const SampleSpec& spec, const std::array<int64_t, 3>& patch,
+                   const AugmentOptions& opt) {
   const int64_t n_ch = c.image().size(0);
   const AugmentParams a = draw_augment(opt, spec.augment_key, n_ch);
   const bool soft = c.soft().defined(), labelled = c.labels().defined();

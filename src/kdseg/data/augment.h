@@ -26,27 +26,27 @@
 namespace kdseg {
 
 struct AugmentOptions {
-  bool enabled = true;                          // false: patches as sampled, e.g. for validation
-  double p_scale = 0.2;                         // probability of scaling, e.g. 0.3
-  std::array<double, 2> scale{0.9, 1.1};        // zoom range (>1 enlarges the anatomy)
-  double p_rotate = 0.2;                        // probability of rotating, e.g. 0.3
-  std::array<double, 3> rotate_deg{15, 15, 15}; // max |angle| about the D(x), H(y), W(z) axes
-  double p_mirror = 0.5;                        // probability of each of the X and Y flips
-  double p_shift = 1.0;                         // probability of the intensity shift
-  double shift = 0.1;                           // per channel shift in [-shift, shift] (z-units)
-  double p_contrast = 1.0;                      // probability of the contrast scaling
-  std::array<double, 2> contrast{0.9, 1.1};     // per channel factor range
+  bool enabled = true;                           // false: patches as sampled, e.g. for validation
+  double p_scale = 0.2;                          // probability of scaling, e.g. 0.3
+  std::array<double, 2> scale{0.9, 1.1};         // zoom range (>1 enlarges the anatomy)
+  double p_rotate = 0.2;                         // probability of rotating, e.g. 0.3
+  std::array<double, 3> rotate_deg{15, 15, 15};  // max |angle| about the D(x), H(y), W(z) axes
+  double p_mirror = 0.5;                         // probability of each of the X and Y flips
+  double p_shift = 1.0;                          // probability of the intensity shift
+  double shift = 0.1;                            // per channel shift in [-shift, shift] (z-units)
+  double p_contrast = 1.0;                       // probability of the contrast scaling
+  std::array<double, 2> contrast{0.9, 1.1};      // per channel factor range
 };
 // Checks ranges (probabilities in [0,1], positive scale ...); throws kdseg::Error.
 void validate_augment(const AugmentOptions& opt);
 
 // One sample's drawn parameters.
 struct AugmentParams {
-  double scale = 1.0;                       // zoom factor
-  std::array<double, 3> angle{0, 0, 0};     // radians about D, H, W
-  std::array<bool, 2> mirror{false, false}; // flip D (X), flip H (Y)
-  std::vector<double> shift, contrast;      // per channel (empty: none)
-  bool spatial_identity() const {           // only flips: slicing suffices
+  double scale = 1.0;                        // zoom factor
+  std::array<double, 3> angle{0, 0, 0};      // radians about D, H, W
+  std::array<bool, 2> mirror{false, false};  // flip D (X), flip H (Y)
+  std::vector<double> shift, contrast;       // per channel (empty: none)
+  bool spatial_identity() const {            // only flips: slicing suffices
     return scale == 1.0 && angle[0] == 0 && angle[1] == 0 && angle[2] == 0;
   }
 };
@@ -71,7 +71,7 @@ struct Sample {
 
 // The sample `spec` of `c` (see sampler.h), augmented as drawn from spec.augment_key. An
 // unlabelled case gets an all-zero target (a configuration check keeps those out of training).
-Sample make_sample(const CachedCase& c, const SampleSpec& spec,
-                   const std::array<int64_t, 3>& patch, const AugmentOptions& opt);
+Sample make_sample(const CachedCase& c, const SampleSpec& spec, const std::array<int64_t, 3>& patch,
+                   const AugmentOptions& opt);
 
 }  // namespace kdseg

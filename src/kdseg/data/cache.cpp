@@ -3,8 +3,8 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -37,10 +37,14 @@ struct Mapping {
 
 const char* dtype_name(at::ScalarType t) {
   switch (t) {
-    case at::kHalf: return "float16";
-    case at::kByte: return "uint8";
-    case at::kShort: return "int16";
-    default: return "?";
+    case at::kHalf:
+      return "float16";
+    case at::kByte:
+      return "uint8";
+    case at::kShort:
+      return "int16";
+    default:
+      return "?";
   }
 }
 
@@ -56,17 +60,19 @@ at::Tensor point_sample(const at::Tensor& mask) {
   at::Tensor idx = mask.nonzero();  // (N,3) int64, raster order
   const int64_t n = idx.size(0);
   if (n > kMaxPoints) {
-    at::Tensor rows = torch::arange(kMaxPoints, torch::kInt64).mul(n).div(kMaxPoints,
-                                                                          "floor");
+    at::Tensor rows = torch::arange(kMaxPoints, torch::kInt64).mul(n).div(kMaxPoints, "floor");
     idx = idx.index_select(0, rows);
   }
   return idx.to(torch::kInt16).contiguous();
 }
 
 json geometry_json(const CaseGeometry& g) {
-  return {{"lo", g.box.lo},     {"hi", g.box.hi},
-          {"full", g.box.full}, {"shape", g.shape},
-          {"source_spacing", g.source_spacing}, {"spacing", g.spacing}};
+  return {{"lo", g.box.lo},
+          {"hi", g.box.hi},
+          {"full", g.box.full},
+          {"shape", g.shape},
+          {"source_spacing", g.source_spacing},
+          {"spacing", g.spacing}};
 }
 
 CaseGeometry geometry_from(const json& j) {
@@ -81,8 +87,11 @@ CaseGeometry geometry_from(const json& j) {
 }
 
 json plan_preprocessing_json(const PreprocessPlan& p) {
-  return {{"channels", p.channels}, {"spacing", p.spacing},         {"fixed_shape", p.fixed_shape},
-          {"crop", p.crop},         {"normalization", p.normalization}};
+  return {{"channels", p.channels},
+          {"spacing", p.spacing},
+          {"fixed_shape", p.fixed_shape},
+          {"crop", p.crop},
+          {"normalization", p.normalization}};
 }
 
 // (path, size, mtime) of every input file, in a fixed order.
@@ -131,8 +140,9 @@ std::vector<uint8_t> encode_cached_case(const PreparedCase& c, const std::string
   at::Tensor image = c.image.to(torch::kFloat32);
   const double max_abs = image.numel() ? image.abs().max().item<double>() : 0.0;
   if (max_abs > 65000)
-    throw Error(c.id, "preprocessed intensities up to " + std::to_string(max_abs) +
-                          " do not fit the cache's float16",
+    throw Error(c.id,
+                "preprocessed intensities up to " + std::to_string(max_abs) +
+                    " do not fit the cache's float16",
                 "use normalization \"zscore_nonzero\"");
   arrays.emplace_back("image", image.to(torch::kHalf).contiguous());
   if (c.labels.defined()) arrays.emplace_back("labels", c.labels.to(torch::kUInt8).contiguous());
@@ -143,18 +153,25 @@ std::vector<uint8_t> encode_cached_case(const PreparedCase& c, const std::string
   if (brain.size(0) == 0)
     throw Error(c.id, "the preprocessed case has no non-zero voxel", "check the case's images");
   arrays.emplace_back("brain", brain);
-  at::Tensor tumour = c.labels.defined() ? point_sample(c.labels > 0)
-                                         : torch::zeros({0, 3}, torch::kInt16);
+  at::Tensor tumour =
+      c.labels.defined() ? point_sample(c.labels > 0) : torch::zeros({0, 3}, torch::kInt16);
   arrays.emplace_back("tumour", tumour);
 
-  json header = {{"format", kFormat},   {"version", kCacheVersion}, {"id", c.id},
-                 {"case_key", case_key}, {"plan", plan},            {"inputs", inputs},
-                 {"geometry", geometry_json(c.geometry)}, {"byte_order", "little"}};
+  json header = {{"format", kFormat},
+                 {"version", kCacheVersion},
+                 {"id", c.id},
+                 {"case_key", case_key},
+                 {"plan", plan},
+                 {"inputs", inputs},
+                 {"geometry", geometry_json(c.geometry)},
+                 {"byte_order", "little"}};
   // Offsets depend on the header's length, which depends on the offsets: reserve digits.
   json desc = json::object();
   for (auto& [name, t] : arrays)
-    desc[name] = {{"dtype", dtype_name(t.scalar_type())}, {"shape", t.sizes().vec()},
-                  {"offset", uint64_t{0}}, {"bytes", static_cast<uint64_t>(t.nbytes())}};
+    desc[name] = {{"dtype", dtype_name(t.scalar_type())},
+                  {"shape", t.sizes().vec()},
+                  {"offset", uint64_t{0}},
+                  {"bytes", static_cast<uint64_t>(t.nbytes())}};
   header["arrays"] = desc;
   size_t header_room = header.dump().size() + 20 * arrays.size() + 64;
   size_t offset = (16 + header_room + kAlign - 1) / kAlign * kAlign;
@@ -204,9 +221,10 @@ std::shared_ptr<const CachedCase> CachedCase::open(const std::string& path) {
     throw Error(path, std::string("bad cache header: ") + e.what());
   }
   if (h.value("format", "") != kFormat || h.value("version", int64_t{-1}) != kCacheVersion)
-    throw Error(path, "cache file format " + h.value("format", std::string("?")) + " version " +
-                          std::to_string(h.value("version", int64_t{-1})) + ", expected " +
-                          kFormat + " version " + std::to_string(kCacheVersion),
+    throw Error(path,
+                "cache file format " + h.value("format", std::string("?")) + " version " +
+                    std::to_string(h.value("version", int64_t{-1})) + ", expected " + kFormat +
+                    " version " + std::to_string(kCacheVersion),
                 "delete it; it will be rebuilt");
   auto out = std::make_shared<CachedCase>();
   out->path_ = path;
@@ -226,15 +244,22 @@ std::shared_ptr<const CachedCase> CachedCase::open(const std::string& path) {
           torch::TensorOptions().dtype(dtype));
       if (static_cast<uint64_t>(t.nbytes()) != nbytes)
         throw Error(path, "array " + name + " size does not match its shape");
-      if (name == "image") out->image_ = t;
-      else if (name == "labels") out->labels_ = t;
-      else if (name == "soft") out->soft_ = t;
-      else if (name == "ignore") out->ignore_ = t;
-      else if (name == "brain") out->brain_ = t;
-      else if (name == "tumour") out->tumour_ = t;
+      if (name == "image")
+        out->image_ = t;
+      else if (name == "labels")
+        out->labels_ = t;
+      else if (name == "soft")
+        out->soft_ = t;
+      else if (name == "ignore")
+        out->ignore_ = t;
+      else if (name == "brain")
+        out->brain_ = t;
+      else if (name == "tumour")
+        out->tumour_ = t;
     }
   } catch (const json::exception& e) {
-    throw Error(path, std::string("bad cache header: ") + e.what(), "delete it; it will be rebuilt");
+    throw Error(path, std::string("bad cache header: ") + e.what(),
+                "delete it; it will be rebuilt");
   }
   if (!out->image_.defined() || !out->brain_.defined() || !out->tumour_.defined())
     throw Error(path, "cache file lacks the image or point arrays", "delete it");
@@ -254,7 +279,8 @@ PreparedCase CachedCase::prepared() const {
 
 std::string default_cache_dir() {
   if (const char* d = std::getenv("KDSEG_CACHE_DIR"); d && *d) return d;
-  if (const char* d = std::getenv("XDG_CACHE_HOME"); d && *d) return (fs::path(d) / "kdseg").string();
+  if (const char* d = std::getenv("XDG_CACHE_HOME"); d && *d)
+    return (fs::path(d) / "kdseg").string();
   if (const char* d = std::getenv("HOME"); d && *d)
     return (fs::path(d) / ".cache" / "kdseg").string();
   return ".kdseg-cache";
@@ -267,8 +293,10 @@ void check_cache_location(const std::string& cache_dir, const std::vector<std::s
     const fs::path data = fs::weakly_canonical(fs::absolute(d), ec);
     auto rel = cache.lexically_relative(data);
     if (!rel.empty() && *rel.begin() != "..")
-      throw Error("--cache " + cache_dir, "the preprocessing cache would lie inside the data "
-                                          "folder " + d,
+      throw Error("--cache " + cache_dir,
+                  "the preprocessing cache would lie inside the data "
+                  "folder " +
+                      d,
                   "pick a cache folder outside the data (default: " + default_cache_dir() + ")");
   }
 }
@@ -280,7 +308,9 @@ PreprocessCache::PreprocessCache(std::string dir, PreprocessPlan plan)
   plan_key_ = hash_hex("kdseg-cache v" + std::to_string(kCacheVersion) + " " + plan_json_.dump());
 }
 
-std::string PreprocessCache::plan_dir() const { return (fs::path(dir_) / plan_key_).string(); }
+std::string PreprocessCache::plan_dir() const {
+  return (fs::path(dir_) / plan_key_).string();
+}
 
 std::string PreprocessCache::case_key(const CaseInput& in) const {
   return hash_hex(plan_key_ + " " + layout_name(in.convention) + " " + inputs_json(in).dump());
@@ -292,8 +322,8 @@ std::string PreprocessCache::case_path(const CaseInput& in) const {
 
 std::shared_ptr<const CachedCase> PreprocessCache::get(const CaseInput& in, bool* built) const {
   const json inputs = inputs_json(in);
-  const std::string key = hash_hex(plan_key_ + " " + layout_name(in.convention) + " " +
-                                   inputs.dump());
+  const std::string key =
+      hash_hex(plan_key_ + " " + layout_name(in.convention) + " " + inputs.dump());
   const fs::path path = fs::path(plan_dir()) / (in.files.id + "." + key + ".kdc");
   std::error_code ec;
   if (fs::exists(path, ec)) {
@@ -316,12 +346,15 @@ std::shared_ptr<const CachedCase> PreprocessCache::get(const CaseInput& in, bool
       preprocess_case(data, plan_, soft ? &*soft : nullptr, ignore ? &*ignore : nullptr);
   std::vector<uint8_t> bytes = encode_cached_case(prepared, key, plan_json_, inputs);
   fs::create_directories(plan_dir(), ec);
-  if (ec) throw Error(plan_dir(), "cannot create the cache folder: " + ec.message(),
-                      "pass --cache DIR with a writable folder");
+  if (ec)
+    throw Error(plan_dir(), "cannot create the cache folder: " + ec.message(),
+                "pass --cache DIR with a writable folder");
   const fs::path plan_file = fs::path(plan_dir()) / "plan.json";
   if (!fs::exists(plan_file, ec)) {
-    std::string text = json{{"format", "kdseg-cache-plan"}, {"version", kCacheVersion},
-                            {"plan", plan_json_}}.dump(2) + "\n";
+    std::string text =
+        json{{"format", "kdseg-cache-plan"}, {"version", kCacheVersion}, {"plan", plan_json_}}.dump(
+            2) +
+        "\n";
     write_file_atomic(plan_file.string(), reinterpret_cast<const uint8_t*>(text.data()),
                       text.size());
   }

@@ -51,7 +51,7 @@ constexpr int64_t kMaxPoints = 20000;
 
 // One case's input files.
 struct CaseInput {
-  CaseFiles files;                               // from discover_dataset: images (+ seg)
+  CaseFiles files;                                 // from discover_dataset: images (+ seg)
   LabelConvention convention = Layout::brats2021;  // the folder's layout
   std::string soft;    // pseudo-label soft targets, 3-channel NIfTI (WT,TC,ET in [0,1]); "" none
   std::string ignore;  // pseudo-label ignore mask NIfTI (non-zero = ignore); "" none
@@ -70,10 +70,10 @@ class CachedCase {
   const CaseGeometry& geometry() const { return geometry_; }
   bool labelled() const { return labels_.defined(); }
 
-  at::Tensor image() const { return image_; }    // (C,D,H,W) float16
-  at::Tensor labels() const { return labels_; }  // (D,H,W) uint8, or undefined
-  at::Tensor soft() const { return soft_; }      // (3,D,H,W) uint8 (x/255), or undefined
-  at::Tensor ignore() const { return ignore_; }  // (D,H,W) uint8, or undefined
+  at::Tensor image() const { return image_; }           // (C,D,H,W) float16
+  at::Tensor labels() const { return labels_; }         // (D,H,W) uint8, or undefined
+  at::Tensor soft() const { return soft_; }             // (3,D,H,W) uint8 (x/255), or undefined
+  at::Tensor ignore() const { return ignore_; }         // (D,H,W) uint8, or undefined
   at::Tensor brain_points() const { return brain_; }    // (N,3) int16, N >= 1
   at::Tensor tumour_points() const { return tumour_; }  // (M,3) int16, M >= 0
 
@@ -102,9 +102,9 @@ class PreprocessCache {
 
   const std::string& dir() const { return dir_; }
   const std::string& plan_key() const { return plan_key_; }
-  std::string plan_dir() const;                       // dir/<plan key>
-  std::string case_key(const CaseInput& in) const;    // stats the input files
-  std::string case_path(const CaseInput& in) const;   // dir/<plan key>/<ID>.<case key>.kdc
+  std::string plan_dir() const;                      // dir/<plan key>
+  std::string case_key(const CaseInput& in) const;   // stats the input files
+  std::string case_path(const CaseInput& in) const;  // dir/<plan key>/<ID>.<case key>.kdc
 
   // The cached case: opened when present and valid, else built (load_case + preprocess_case)
   // and written first. *built tells which. Throws kdseg::Error naming the case.

@@ -154,10 +154,12 @@ TrainingData prepare_training_data(const TrainingDataOptions& opt, const Preproc
   std::vector<std::pair<int, int>> where;  // (folder, 0 train / 1 validation)
   for (size_t fi = 0; fi < td.folders.size(); ++fi)
     for (const auto& c : td.folders[fi].cases) {
-      if (train.count(c.files.id)) where.emplace_back(static_cast<int>(fi), 0);
+      if (train.count(c.files.id))
+        where.emplace_back(static_cast<int>(fi), 0);
       else if (val.count(c.files.id) && !td.folders[fi].pseudo)
         where.emplace_back(static_cast<int>(fi), 1);
-      else continue;
+      else
+        continue;
       needed.push_back(c);
     }
   // The first case alone first: a patch larger than the volume fails after one case, not all.
@@ -169,8 +171,10 @@ TrainingData prepare_training_data(const TrainingDataOptions& opt, const Preproc
   for (const auto& f : td.folders) td.pools.push_back({f.dir, f.weight, {}});
   for (size_t i = 0; i < cached.size(); ++i) {
     check_patch(patch, cached[i]->geometry(), cached[i]->id());
-    if (where[i].second == 0) td.pools[where[i].first].cases.push_back(cached[i]);
-    else td.validation.push_back(cached[i]);
+    if (where[i].second == 0)
+      td.pools[where[i].first].cases.push_back(cached[i]);
+    else
+      td.validation.push_back(cached[i]);
   }
   return td;
 }

@@ -57,10 +57,10 @@ struct TrainingDataOptions {
 
 struct TrainingData {
   Splits splits;
-  std::vector<DataFolder> folders;                           // as opened (after dropping)
-  std::vector<SamplePool> pools;                             // one per folder: its train cases
-  std::vector<std::shared_ptr<const CachedCase>> validation; // labelled validation cases
-  int n_built = 0;                                           // cache misses (files written)
+  std::vector<DataFolder> folders;                            // as opened (after dropping)
+  std::vector<SamplePool> pools;                              // one per folder: its train cases
+  std::vector<std::shared_ptr<const CachedCase>> validation;  // labelled validation cases
+  int n_built = 0;                                            // cache misses (files written)
 };
 
 // Opens the folders, makes or checks the split, checks the cache location, preprocesses (or

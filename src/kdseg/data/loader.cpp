@@ -36,7 +36,10 @@ Batch make_batch(const Sampler& sampler, const AugmentOptions& aug, int64_t step
 
 Loader::Loader(std::shared_ptr<const Sampler> sampler, AugmentOptions aug, LoaderOptions opt,
                int64_t first_step)
-    : sampler_(std::move(sampler)), aug_(aug), opt_(opt), next_make_(first_step),
+    : sampler_(std::move(sampler)),
+      aug_(aug),
+      opt_(opt),
+      next_make_(first_step),
       next_take_(first_step) {
   if (!sampler_) throw Error("loader", "no sampler");
   validate_augment(aug_);

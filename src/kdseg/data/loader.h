@@ -44,8 +44,7 @@ struct Batch {
 };
 
 // The batch of `step` for `rank`: samples draw(step, rank*B + i), i < B, through make_sample.
-Batch make_batch(const Sampler& sampler, const AugmentOptions& aug, int64_t step,
-                 int64_t rank = 0);
+Batch make_batch(const Sampler& sampler, const AugmentOptions& aug, int64_t step, int64_t rank = 0);
 
 class Loader {
  public:
@@ -58,9 +57,9 @@ class Loader {
 
   // The next batch, in step order; blocks until it is made. Rethrows a worker's error.
   Batch next();
-  int64_t next_step() const;         // the step of the batch next() returns
-  double wait_seconds() const;       // total time next() has blocked so far
-  double take_wait_seconds();        // the same, and restarts the count (e.g. per epoch)
+  int64_t next_step() const;    // the step of the batch next() returns
+  double wait_seconds() const;  // total time next() has blocked so far
+  double take_wait_seconds();   // the same, and restarts the count (e.g. per epoch)
 
  private:
   struct Slot {

@@ -30,8 +30,9 @@ std::pair<int64_t, int64_t> true_range(const at::Tensor& v) {
 
 void validate_plan(const PreprocessPlan& plan, const std::string& where) {
   if (plan.channels.size() != kNumModalities)
-    throw Error(where, "expected " + std::to_string(kNumModalities) + " channels, got " +
-                           std::to_string(plan.channels.size()),
+    throw Error(where,
+                "expected " + std::to_string(kNumModalities) + " channels, got " +
+                    std::to_string(plan.channels.size()),
                 "channels: t1, t1ce, t2, flair in any order");
   for (const auto& c : plan.channels) {
     bool known = false;
@@ -103,8 +104,8 @@ CropBox nonzero_bbox(const at::Tensor& image) {
 at::Tensor crop(const at::Tensor& t, const CropBox& box) {
   const int64_t n = t.dim();
   if (last3(t) != box.full)
-    throw Error("crop", "volume " + shape_str(last3(t)) + " is not the box's grid " +
-                            shape_str(box.full));
+    throw Error("crop",
+                "volume " + shape_str(last3(t)) + " is not the box's grid " + shape_str(box.full));
   return t.slice(n - 3, box.lo[0], box.hi[0])
       .slice(n - 2, box.lo[1], box.hi[1])
       .slice(n - 1, box.lo[2], box.hi[2]);
@@ -112,8 +113,8 @@ at::Tensor crop(const at::Tensor& t, const CropBox& box) {
 
 at::Tensor uncrop(const at::Tensor& t, const CropBox& box) {
   if (last3(t) != box.size())
-    throw Error("uncrop", "tensor " + shape_str(last3(t)) + " is not the box size " +
-                              shape_str(box.size()));
+    throw Error("uncrop",
+                "tensor " + shape_str(last3(t)) + " is not the box size " + shape_str(box.size()));
   std::vector<int64_t> sizes = t.sizes().vec();
   const size_t n = sizes.size();
   for (int i = 0; i < 3; ++i) sizes[n - 3 + i] = box.full[i];
@@ -239,8 +240,8 @@ PreparedCase preprocess_case(const CaseData& data, const PreprocessPlan& plan, c
   }
   if (ignore) {
     if (ignore->dim != data.image.dim)
-      throw Error(data.id, "ignore mask grid differs from the image grid " +
-                               shape_str(data.image.dim));
+      throw Error(data.id,
+                  "ignore mask grid differs from the image grid " + shape_str(data.image.dim));
     at::Tensor m = (crop(labels_to_tensor(*ignore), g.box) != 0).to(torch::kFloat32).unsqueeze(0);
     out.ignore = (resample_linear(m, g.shape)[0] >= 0.5).to(torch::kUInt8);
   }

@@ -40,10 +40,10 @@ struct CropBox {
 
 // Where a preprocessed case sits on its source grid: enough to undo crop and resampling.
 struct CaseGeometry {
-  CropBox box;                                   // in source voxels
-  std::array<int64_t, 3> shape{0, 0, 0};         // preprocessed (D,H,W), e.g. 128,128,128
-  std::array<double, 3> source_spacing{1, 1, 1}; // mm of the source grid
-  std::array<double, 3> spacing{1, 1, 1};        // mm of the preprocessed grid
+  CropBox box;                                    // in source voxels
+  std::array<int64_t, 3> shape{0, 0, 0};          // preprocessed (D,H,W), e.g. 128,128,128
+  std::array<double, 3> source_spacing{1, 1, 1};  // mm of the source grid
+  std::array<double, 3> spacing{1, 1, 1};         // mm of the preprocessed grid
 };
 
 // A case ready for sampling: all tensors CPU, contiguous, on one (D,H,W) grid.
@@ -62,8 +62,8 @@ void validate_plan(const PreprocessPlan& plan, const std::string& where = "prepr
 // --- pure steps (tensors are CPU; each returns a new tensor or a view) ---
 
 // Image<T> (x fastest) <-> (C,D,H,W) tensor; the copy back keeps `like`'s geometry.
-at::Tensor volume_to_tensor(const Volume& v);      // float32 (C,D,H,W)
-at::Tensor labels_to_tensor(const LabelMap& l);    // uint8 (D,H,W)
+at::Tensor volume_to_tensor(const Volume& v);                             // float32 (C,D,H,W)
+at::Tensor labels_to_tensor(const LabelMap& l);                           // uint8 (D,H,W)
 Volume tensor_to_volume(const at::Tensor& t, const Volume& like_this);    // t (C,D,H,W) or (D,H,W)
 LabelMap tensor_to_labels(const at::Tensor& t, const Volume& like_this);  // t (D,H,W) integer
 

@@ -26,9 +26,11 @@ int64_t corner_containing(int64_t point, int64_t size, int64_t patch, double u) 
   int64_t lo = std::min<int64_t>(0, size - patch), hi = std::max<int64_t>(0, size - patch);
   lo = std::max(lo, point - patch + 1);
   hi = std::min(hi, point);
-  if (hi < lo) return std::clamp(point - patch / 2, std::min<int64_t>(0, size - patch),
-                                 std::max<int64_t>(0, size - patch));
-  return lo + std::min<int64_t>(hi - lo, static_cast<int64_t>(u * static_cast<double>(hi - lo + 1)));
+  if (hi < lo)
+    return std::clamp(point - patch / 2, std::min<int64_t>(0, size - patch),
+                      std::max<int64_t>(0, size - patch));
+  return lo +
+         std::min<int64_t>(hi - lo, static_cast<int64_t>(u * static_cast<double>(hi - lo + 1)));
 }
 
 int64_t corner_centred(int64_t point, int64_t size, int64_t patch) {
@@ -50,9 +52,9 @@ void check_patch(const std::array<int64_t, 3>& patch, const CaseGeometry& g,
   const auto m = max_patch(g);
   for (int i = 0; i < 3; ++i)
     if (patch[i] > m[i])
-      throw Error(where, "patch " + shape_str(patch) + " is larger than the volume (" +
-                             shape_str(m) + " voxels at the plan's spacing) along axis " +
-                             "DHW"[i],
+      throw Error(where,
+                  "patch " + shape_str(patch) + " is larger than the volume (" + shape_str(m) +
+                      " voxels at the plan's spacing) along axis " + "DHW"[i],
                   "use a patch of at most " + shape_str(m) +
                       " (a multiple of the network's stride), or a finer spacing");
 }
@@ -60,11 +62,12 @@ void check_patch(const std::array<int64_t, 3>& patch, const CaseGeometry& g,
 Sampler::Sampler(std::vector<SamplePool> pools, SamplerOptions opt)
     : pools_(std::move(pools)), opt_(opt) {
   for (int i = 0; i < 3; ++i)
-    if (opt_.patch[i] < 1) throw Error("--patch", "patch sizes must be >= 1, got " + shape_str(opt_.patch));
+    if (opt_.patch[i] < 1)
+      throw Error("--patch", "patch sizes must be >= 1, got " + shape_str(opt_.patch));
   if (opt_.batch < 1) throw Error("--batch", "batch size must be >= 1");
   if (!(opt_.foreground_share >= 0 && opt_.foreground_share <= 1))
-    throw Error("--foreground-share", "must be in [0, 1], got " +
-                                          std::to_string(opt_.foreground_share));
+    throw Error("--foreground-share",
+                "must be in [0, 1], got " + std::to_string(opt_.foreground_share));
   if (pools_.empty()) throw Error("--data", "no training data", "pass --data DIR");
   double total = 0;
   bool first = true;
@@ -109,13 +112,13 @@ SampleSpec Sampler::draw(int64_t step, int64_t index) const {
   const at::Tensor tumour = c.tumour_points();
   if (want_fg && tumour.size(0) > 0) {
     s.foreground = true;
-    const auto p = point_at(tumour, std::min<int64_t>(tumour.size(0) - 1,
-                                                      static_cast<int64_t>(u_fg * tumour.size(0))));
+    const auto p = point_at(
+        tumour, std::min<int64_t>(tumour.size(0) - 1, static_cast<int64_t>(u_fg * tumour.size(0))));
     for (int i = 0; i < 3; ++i) s.corner[i] = corner_centred(p[i], shape[i], opt_.patch[i]);
   } else {
     const at::Tensor brain = c.brain_points();
-    const auto p = point_at(brain, std::min<int64_t>(brain.size(0) - 1,
-                                                     static_cast<int64_t>(u_brain * brain.size(0))));
+    const auto p = point_at(
+        brain, std::min<int64_t>(brain.size(0) - 1, static_cast<int64_t>(u_brain * brain.size(0))));
     for (int i = 0; i < 3; ++i)
       s.corner[i] = corner_containing(p[i], shape[i], opt_.patch[i], u_axis[i]);
   }

@@ -38,18 +38,18 @@ struct SamplerOptions {
 
 // The cases of one data folder and its share of the samples.
 struct SamplePool {
-  std::string name;                                   // the folder, for messages
-  double weight = 1.0;                                // e.g. 1 (labelled), 0.5 (pseudo)
+  std::string name;                                      // the folder, for messages
+  double weight = 1.0;                                   // e.g. 1 (labelled), 0.5 (pseudo)
   std::vector<std::shared_ptr<const CachedCase>> cases;  // the training split's cases
 };
 
 // One sample's decisions (everything else it needs is in the cached case).
 struct SampleSpec {
-  int64_t step = 0, index = 0;         // what it was drawn for
-  int64_t pool = 0, case_index = 0;    // which case
-  bool foreground = false;             // centred on tumour
+  int64_t step = 0, index = 0;             // what it was drawn for
+  int64_t pool = 0, case_index = 0;        // which case
+  bool foreground = false;                 // centred on tumour
   std::array<int64_t, 3> corner{0, 0, 0};  // first voxel of the patch (may be < 0: padding)
-  uint64_t augment_key = 0;            // seeds augment.h's draws
+  uint64_t augment_key = 0;                // seeds augment.h's draws
 };
 
 // --- pure helpers (unit-tested) ---
@@ -72,7 +72,9 @@ class Sampler {
   Sampler(std::vector<SamplePool> pools, SamplerOptions opt);
 
   SampleSpec draw(int64_t step, int64_t index) const;
-  const CachedCase& case_of(const SampleSpec& s) const { return *pools_[s.pool].cases[s.case_index]; }
+  const CachedCase& case_of(const SampleSpec& s) const {
+    return *pools_[s.pool].cases[s.case_index];
+  }
 
   const SamplerOptions& options() const { return opt_; }
   const std::vector<SamplePool>& pools() const { return pools_; }

@@ -29,8 +29,8 @@ std::string join(const std::vector<std::string>& v, size_t max_items = 5) {
 Splits make_splits(std::vector<std::string> labelled, const std::vector<std::string>& pseudo,
                    const std::vector<std::string>& test, const SplitOptions& opt) {
   if (!(opt.validation_fraction >= 0 && opt.validation_fraction < 1))
-    throw Error("validation fraction", "must be in [0, 1), got " +
-                                           std::to_string(opt.validation_fraction));
+    throw Error("validation fraction",
+                "must be in [0, 1), got " + std::to_string(opt.validation_fraction));
   std::sort(labelled.begin(), labelled.end());
   labelled.erase(std::unique(labelled.begin(), labelled.end()), labelled.end());
   data::CounterRng rng(data::mix64(opt.seed ^ 0x5157u));
@@ -87,9 +87,12 @@ Splits read_splits(const std::string& path) {
 }
 
 void write_splits(const std::string& path, const Splits& s) {
-  json j = {{"format", "kdseg-splits"}, {"version", kSplitsVersion},
-            {"seed", s.seed},           {"validation_fraction", s.validation_fraction},
-            {"train", s.train},         {"validation", s.validation},
+  json j = {{"format", "kdseg-splits"},
+            {"version", kSplitsVersion},
+            {"seed", s.seed},
+            {"validation_fraction", s.validation_fraction},
+            {"train", s.train},
+            {"validation", s.validation},
             {"test", s.test}};
   const std::string text = j.dump(2) + "\n";
   std::error_code ec;

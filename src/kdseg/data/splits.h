@@ -23,9 +23,9 @@ namespace kdseg {
 constexpr int64_t kSplitsVersion = 1;
 
 struct Splits {
-  uint64_t seed = 2019;                // e.g. 7
-  double validation_fraction = 0.2;    // share of labelled cases validated on, e.g. 0.25
-  std::vector<std::string> train;      // case IDs
+  uint64_t seed = 2019;              // e.g. 7
+  double validation_fraction = 0.2;  // share of labelled cases validated on, e.g. 0.25
+  std::vector<std::string> train;    // case IDs
   std::vector<std::string> validation;
   std::vector<std::string> test;
 };

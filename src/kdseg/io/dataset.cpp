@@ -334,7 +334,7 @@ CaseData load_case(const CaseFiles& files, LabelConvention labels, int threads) 
         throw Error(files.image[m],
                     "shape " + shape_text(v.dim) + " differs from " + kModalityNames[0] + "'s " +
                         shape_text(out.image.dim),
-            "the modalities of a case must be co-registered on one grid");
+                    "the modalities of a case must be co-registered on one grid");
       } else if (!same_grid(v, out.image, 1e-2)) {
         throw Error(files.image[m],
                     std::string("geometry (affine) differs from ") + kModalityNames[0] + "'s",

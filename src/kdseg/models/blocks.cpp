@@ -30,8 +30,9 @@ at::Tensor upsample2x(const at::Tensor& x) {
 // ---------------------------------------------------------------- Norm
 NormImpl::NormImpl(const NormOptions& opt) : options(opt) {
   if (options.groups < 0 || (options.groups > 0 && options.channels % options.groups != 0))
-    throw Error("Norm", std::to_string(options.channels) + " channels cannot be split into " +
-                            std::to_string(options.groups) + " groups",
+    throw Error("Norm",
+                std::to_string(options.channels) + " channels cannot be split into " +
+                    std::to_string(options.groups) + " groups",
                 "choose widths that are multiples of the GroupNorm group count");
   weight = register_parameter("weight", torch::ones({options.channels}));
   bias = register_parameter("bias", torch::zeros({options.channels}));
@@ -44,8 +45,8 @@ at::Tensor NormImpl::forward(const at::Tensor& x) {
 
 // ---------------------------------------------------------------- ConvNormAct
 ConvNormActImpl::ConvNormActImpl(const ConvNormActOptions& opt) : options(opt) {
-  conv = register_module("conv", conv3d(options.in, options.out, options.kernel, options.stride,
-                                        options.bias));
+  conv = register_module(
+      "conv", conv3d(options.in, options.out, options.kernel, options.stride, options.bias));
   norm = register_module("norm", Norm(NormOptions{options.out, options.norm_groups}));
 }
 
@@ -86,7 +87,9 @@ UpConvImpl::UpConvImpl(int64_t in, int64_t out, bool bias) {
   conv = register_module("conv", conv3d(in, out, 1, 1, bias));
 }
 
-at::Tensor UpConvImpl::forward(const at::Tensor& x) { return upsample2x(conv(x)); }
+at::Tensor UpConvImpl::forward(const at::Tensor& x) {
+  return upsample2x(conv(x));
+}
 
 // ---------------------------------------------------------------- checks
 std::string shape_string(const std::vector<int64_t>& dims) {
@@ -98,22 +101,26 @@ std::string shape_string(const std::vector<int64_t>& dims) {
 void check_input(const at::Tensor& x, int64_t in_channels, int64_t stride,
                  const std::string& arch) {
   if (!x.defined() || x.dim() != 5)
-    throw Error(arch, "expected a 5-D input (B,C,D,H,W), got " +
-                          (x.defined() ? std::to_string(x.dim()) + "-D " + shape_string(x.sizes().vec())
-                                       : std::string("an undefined tensor")));
+    throw Error(arch,
+                "expected a 5-D input (B,C,D,H,W), got " +
+                    (x.defined() ? std::to_string(x.dim()) + "-D " + shape_string(x.sizes().vec())
+                                 : std::string("an undefined tensor")));
   if (x.size(1) != in_channels)
-    throw Error(arch, "expected " + std::to_string(in_channels) + " input channels, got " +
-                          std::to_string(x.size(1)),
+    throw Error(arch,
+                "expected " + std::to_string(in_channels) + " input channels, got " +
+                    std::to_string(x.size(1)),
                 "the channel order is T1, T1ce, T2, FLAIR");
   const std::vector<int64_t> spatial{x.size(2), x.size(3), x.size(4)};
   bool ok = true;
   for (int64_t s : spatial) ok = ok && s > 0 && s % stride == 0;
   if (!ok) {
     std::vector<int64_t> up;
-    for (int64_t s : spatial) up.push_back(std::max<int64_t>(stride, (s + stride - 1) / stride * stride));
-    throw Error(arch, "input size " + shape_string(spatial) +
-                          " (D,H,W) is not a multiple of the network's total stride " +
-                          std::to_string(stride),
+    for (int64_t s : spatial)
+      up.push_back(std::max<int64_t>(stride, (s + stride - 1) / stride * stride));
+    throw Error(arch,
+                "input size " + shape_string(spatial) +
+                    " (D,H,W) is not a multiple of the network's total stride " +
+                    std::to_string(stride),
                 "pad or crop each side to a multiple of " + std::to_string(stride) + ", e.g. " +
                     shape_string(up));
   }
@@ -121,8 +128,9 @@ void check_input(const at::Tensor& x, int64_t in_channels, int64_t stride,
 
 void check_divisible(int64_t channels, int64_t groups, const std::string& arch, const char* what) {
   if (groups <= 0 || channels % groups != 0)
-    throw Error(arch, std::string(what) + ": " + std::to_string(channels) +
-                          " channels are not divisible by " + std::to_string(groups),
+    throw Error(arch,
+                std::string(what) + ": " + std::to_string(channels) +
+                    " channels are not divisible by " + std::to_string(groups),
                 "choose widths that are multiples of " + std::to_string(groups));
 }
 

@@ -49,13 +49,13 @@ TORCH_MODULE(Norm);
 
 // conv (k³, stride s) → norm → activation: one "stage conv" of the No-New-Net UNet.
 struct ConvNormActOptions {
-  int64_t in = 4;                // input channels, e.g. 30
-  int64_t out = 16;              // output channels, e.g. 60
-  int64_t kernel = 3;            // e.g. 3
-  int64_t stride = 1;            // 2 = strided downsampling conv
-  bool bias = false;             // conv bias (a norm follows, which cancels it)
-  int64_t norm_groups = 0;       // 0 = instance norm, e.g. 8 for GroupNorm(8)
-  Act act = Act::leaky_relu;     // e.g. Act::relu
+  int64_t in = 4;             // input channels, e.g. 30
+  int64_t out = 16;           // output channels, e.g. 60
+  int64_t kernel = 3;         // e.g. 3
+  int64_t stride = 1;         // 2 = strided downsampling conv
+  bool bias = false;          // conv bias (a norm follows, which cancels it)
+  int64_t norm_groups = 0;    // 0 = instance norm, e.g. 8 for GroupNorm(8)
+  Act act = Act::leaky_relu;  // e.g. Act::relu
 };
 
 class ConvNormActImpl : public torch::nn::Module {
@@ -74,15 +74,15 @@ TORCH_MODULE(ConvNormAct);
 //   pre-activation (Myronenko; Lachinov):     x + conv2(act(norm2(conv1(act(norm1(x))))))
 // Children: conv1, norm1, conv2, norm2.
 struct ResBlockOptions {
-  int64_t channels = 16;         // e.g. 128
-  int64_t norm_groups = 8;       // 0 = instance norm
-  Act act = Act::leaky_relu;     // e.g. Act::relu
-  bool pre_activation = false;   // see above
-  bool bias = false;             // pre-activation only: bias on conv2, whose output is added to
-                                 // the identity (e.g. true in the cascade, MXNet's default). Every
-                                 // other conv of a block is followed by a norm that would cancel a
-                                 // bias, so it has none.
-  int64_t conv_groups = 1;       // >1: grouped convs, one group per modality encoder (cascade)
+  int64_t channels = 16;        // e.g. 128
+  int64_t norm_groups = 8;      // 0 = instance norm
+  Act act = Act::leaky_relu;    // e.g. Act::relu
+  bool pre_activation = false;  // see above
+  bool bias = false;            // pre-activation only: bias on conv2, whose output is added to
+                                // the identity (e.g. true in the cascade, MXNet's default). Every
+                                // other conv of a block is followed by a norm that would cancel a
+                                // bias, so it has none.
+  int64_t conv_groups = 1;      // >1: grouped convs, one group per modality encoder (cascade)
 };
 
 class ResBlockImpl : public torch::nn::Module {

@@ -41,8 +41,9 @@ CascadeNetImpl::CascadeNetImpl(const CascadeNetOptions& opt) : options(opt) {
   check_divisible(enc_width(0), n_mod, "cascade", "per-modality encoders");
   for (int64_t l : options.side_levels)
     if (l < 0 || l > L - 2)
-      throw Error("cascade", "a coarser net's output cannot enter decoder level " +
-                                 std::to_string(l) + " of a net of depth " + std::to_string(L),
+      throw Error("cascade",
+                  "a coarser net's output cannot enter decoder level " + std::to_string(l) +
+                      " of a net of depth " + std::to_string(L),
                   "use depth >= n_scales");
 
   ResBlockOptions enc_block;
@@ -126,9 +127,9 @@ at::Tensor CascadeNetImpl::forward(const at::Tensor& x, const std::vector<at::Te
 // ---------------------------------------------------------------- the cascade
 CascadeImpl::CascadeImpl(const CascadeOptions& opt) : options(opt) {
   if (options.n_scales < 1 || options.depth < std::max<int64_t>(2, options.n_scales))
-    throw Error("cascade", "need n_scales >= 1 and depth >= max(2, n_scales), got n_scales " +
-                               std::to_string(options.n_scales) + ", depth " +
-                               std::to_string(options.depth),
+    throw Error("cascade",
+                "need n_scales >= 1 and depth >= max(2, n_scales), got n_scales " +
+                    std::to_string(options.n_scales) + ", depth " + std::to_string(options.depth),
                 "e.g. n_scales 3, depth 4 (the authors')");
   auto nets = register_module("nets", torch::nn::ModuleList());
   for (int64_t k = 0; k < options.n_scales; ++k) {

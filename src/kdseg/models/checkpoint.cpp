@@ -28,7 +28,9 @@ void load_state_dict(torch::nn::Module& module, const StateDict& state, const st
   for (const auto& item : buffers) expected.insert(item.key());
 
   std::string missing, unexpected, mismatched;
-  auto append = [](std::string& list, const std::string& s) { list += (list.empty() ? "" : ", ") + s; };
+  auto append = [](std::string& list, const std::string& s) {
+    list += (list.empty() ? "" : ", ") + s;
+  };
   for (const auto& name : expected)
     if (!state.contains(name)) append(missing, name);
   for (const auto& entry : state) {
@@ -48,7 +50,8 @@ void load_state_dict(torch::nn::Module& module, const StateDict& state, const st
     if (!missing.empty()) what += "; missing: " + missing;
     if (!unexpected.empty()) what += "; unexpected: " + unexpected;
     if (!mismatched.empty()) what += "; shape (file vs network): " + mismatched;
-    throw Error(where, what, "the checkpoint's config must describe the network its weights came from");
+    throw Error(where, what,
+                "the checkpoint's config must describe the network its weights came from");
   }
   torch::NoGradGuard no_grad;
   for (auto& item : params) item.value().copy_(state.at(item.key()));
@@ -66,8 +69,7 @@ void save_checkpoint(const std::string& path, const SegNetImpl& net, PreprocessP
   dict.insert("config", config.dump(2));
   dict.insert("state_dict", state_dict(net));
   for (const auto& entry : extra) {
-    if (!entry.key().isString())
-      throw Error(path, "extra checkpoint entries need string keys");
+    if (!entry.key().isString()) throw Error(path, "extra checkpoint entries need string keys");
     const std::string key = entry.key().toStringRef();
     if (dict.contains(key))
       throw Error(path, "extra checkpoint entry \"" + key + "\" would replace a reserved entry");
@@ -96,7 +98,9 @@ Checkpoint read_checkpoint(const std::string& path) {
   };
   c10::IValue format = get("format");
   if (!format.isString() || format.toStringRef() != kCheckpointFormat)
-    throw Error(path, std::string("not a kdseg checkpoint (format is not \"") + kCheckpointFormat + "\")", hint);
+    throw Error(path,
+                std::string("not a kdseg checkpoint (format is not \"") + kCheckpointFormat + "\")",
+                hint);
   c10::IValue version = get("version");
   if (!version.isInt()) throw Error(path, "checkpoint version is not an integer", hint);
   Checkpoint ckpt;
@@ -112,7 +116,8 @@ Checkpoint read_checkpoint(const std::string& path) {
   c10::IValue config = get("config");
   c10::IValue state = get("state_dict");
   if (!arch.isString() || !config.isString() || !state.isGenericDict())
-    throw Error(path, "malformed checkpoint (arch and config must be strings, state_dict a dict)", hint);
+    throw Error(path, "malformed checkpoint (arch and config must be strings, state_dict a dict)",
+                hint);
   ckpt.arch = arch.toStringRef();
   nlohmann::json cfg;
   try {
@@ -142,7 +147,8 @@ SegNet load_checkpoint(const std::string& path, Checkpoint* info) {
   try {
     net = make_net(ckpt.arch, ckpt.model);
   } catch (const Error& e) {
-    throw Error(path, "cannot build the network it describes: " + e.where() + ": " + e.problem(), e.hint());
+    throw Error(path, "cannot build the network it describes: " + e.where() + ": " + e.problem(),
+                e.hint());
   }
   load_state_dict(*net, ckpt.state, path);
   net->eval();

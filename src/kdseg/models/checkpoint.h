@@ -37,18 +37,18 @@ void load_state_dict(torch::nn::Module& module, const StateDict& state, const st
 
 struct Checkpoint {
   int64_t version = kCheckpointVersion;
-  std::string arch;                  // e.g. "student"
-  nlohmann::json model;              // the architecture's options
+  std::string arch;      // e.g. "student"
+  nlohmann::json model;  // the architecture's options
   PreprocessPlan plan;
-  StateDict state;                   // the weights
+  StateDict state;                                                            // the weights
   c10::impl::GenericDict extra{c10::StringType::get(), c10::AnyType::get()};  // other entries
 };
 
 // Writes `net` (its arch, options and weights) with `plan` (plan.stride is set to the net's) and
 // the `extra` entries (keys other than the five reserved ones) to `path`, atomically.
 void save_checkpoint(const std::string& path, const SegNetImpl& net, PreprocessPlan plan,
-                     const c10::impl::GenericDict& extra = c10::impl::GenericDict(
-                         c10::StringType::get(), c10::AnyType::get()));
+                     const c10::impl::GenericDict& extra =
+                         c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get()));
 
 // Reads and validates the file (format, version, keys, types); throws kdseg::Error naming it.
 Checkpoint read_checkpoint(const std::string& path);

@@ -16,11 +16,11 @@
 namespace kdseg {
 
 struct SegOutput {
-  at::Tensor logits;               // (B,3,D,H,W) WT, TC, ET logits at the input resolution
-  std::vector<at::Tensor> deep;    // cascade: coarser nets' logits, coarsest first,
-                                   // e.g. (B,3,D/4,H/4,W/4), (B,3,D/2,H/2,W/2); else empty
-  at::Tensor recon;                // resunet-vae in training mode: (B,4,D,H,W) reconstructed input
-  at::Tensor mu, logvar;           // resunet-vae in training mode: (B,Z) latent mean, log-variance
+  at::Tensor logits;             // (B,3,D,H,W) WT, TC, ET logits at the input resolution
+  std::vector<at::Tensor> deep;  // cascade: coarser nets' logits, coarsest first,
+                                 // e.g. (B,3,D/4,H/4,W/4), (B,3,D/2,H/2,W/2); else empty
+  at::Tensor recon;              // resunet-vae in training mode: (B,4,D,H,W) reconstructed input
+  at::Tensor mu, logvar;         // resunet-vae in training mode: (B,Z) latent mean, log-variance
 };
 
 class SegNetImpl : public torch::nn::Module {

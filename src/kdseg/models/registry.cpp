@@ -21,11 +21,17 @@ struct PaperFacts {
 };
 
 PaperFacts paper_facts(const std::string& arch) {
-  if (arch == "unet") return {"No-New-Net 3D UNet, InstanceNorm + LeakyReLU (Isensee 2018)", "128x128x128"};
-  if (arch == "resunet") return {"asymmetric residual UNet, GroupNorm + ReLU (Myronenko 2018)", "144x144x128"};
-  if (arch == "resunet-vae") return {"resunet + VAE regulariser branch (Myronenko 2018)", "144x144x128"};
-  if (arch == "cascade") return {"3-scale cascade of multi-encoder UNets, max merge (Lachinov 2018)", "128x128x128 (resampled)"};
-  if (arch == "student") return {"residual UNet as released for the distilled student (Lachinov 2019)", "144x144x128"};
+  if (arch == "unet")
+    return {"No-New-Net 3D UNet, InstanceNorm + LeakyReLU (Isensee 2018)", "128x128x128"};
+  if (arch == "resunet")
+    return {"asymmetric residual UNet, GroupNorm + ReLU (Myronenko 2018)", "144x144x128"};
+  if (arch == "resunet-vae")
+    return {"resunet + VAE regulariser branch (Myronenko 2018)", "144x144x128"};
+  if (arch == "cascade")
+    return {"3-scale cascade of multi-encoder UNets, max merge (Lachinov 2018)",
+            "128x128x128 (resampled)"};
+  if (arch == "student")
+    return {"residual UNet as released for the distilled student (Lachinov 2019)", "144x144x128"};
   return {"", ""};
 }
 

@@ -8,9 +8,12 @@
 namespace kdseg {
 
 void to_json(nlohmann::json& j, const ResUNetOptions& o) {
-  j = {{"in_channels", o.in_channels},       {"out_channels", o.out_channels},
-       {"widths", o.widths},                 {"encoder_blocks", o.encoder_blocks},
-       {"decoder_blocks", o.decoder_blocks}, {"norm_groups", o.norm_groups},
+  j = {{"in_channels", o.in_channels},
+       {"out_channels", o.out_channels},
+       {"widths", o.widths},
+       {"encoder_blocks", o.encoder_blocks},
+       {"decoder_blocks", o.decoder_blocks},
+       {"norm_groups", o.norm_groups},
        {"dropout", o.dropout}};
   if (o.vae) {
     j["vae_input_shape"] = o.vae_input_shape;
@@ -40,8 +43,9 @@ ResUNetImpl::ResUNetImpl(const ResUNetOptions& opt) : options(opt) {
   const size_t n_levels = w.size();
   if (n_levels < 2 || options.encoder_blocks.size() != n_levels ||
       options.decoder_blocks.size() != n_levels - 1)
-    throw Error(name, "need at least 2 levels, one encoder_blocks entry per width and one "
-                      "decoder_blocks entry per level but the deepest",
+    throw Error(name,
+                "need at least 2 levels, one encoder_blocks entry per width and one "
+                "decoder_blocks entry per level but the deepest",
                 "e.g. widths [16,32,64,128], encoder_blocks [1,2,2,4], decoder_blocks [1,1,1]");
   for (int64_t c : w) check_divisible(c, options.norm_groups, name, "GroupNorm");
 
@@ -79,11 +83,13 @@ ResUNetImpl::ResUNetImpl(const ResUNetOptions& opt) : options(opt) {
   const int64_t s2 = 2 * stride();
   for (int i = 0; i < 3; ++i)
     if (options.vae_input_shape[i] <= 0 || options.vae_input_shape[i] % s2 != 0)
-      throw Error(name, "vae_input_shape " + shape_string({options.vae_input_shape.begin(),
-                                                           options.vae_input_shape.end()}) +
-                            " is not a multiple of " + std::to_string(s2) +
-                            " (twice the network stride: the VAE downsamples the bottleneck once more)",
-                  "e.g. vae_input_shape [144,144,128] or [32,32,32]");
+      throw Error(
+          name,
+          "vae_input_shape " +
+              shape_string({options.vae_input_shape.begin(), options.vae_input_shape.end()}) +
+              " is not a multiple of " + std::to_string(s2) +
+              " (twice the network stride: the VAE downsamples the bottleneck once more)",
+          "e.g. vae_input_shape [144,144,128] or [32,32,32]");
   int64_t n_grid = 1;
   for (int i = 0; i < 3; ++i) {
     vae_grid_[i] = options.vae_input_shape[i] / s2;
@@ -111,7 +117,9 @@ ResUNetImpl::ResUNetImpl(const ResUNetOptions& opt) : options(opt) {
   vae_head_ = register_module("vae_head", conv3d(w[0], options.in_channels, 1, 1, true));
 }
 
-int64_t ResUNetImpl::stride() const { return int64_t{1} << (options.widths.size() - 1); }
+int64_t ResUNetImpl::stride() const {
+  return int64_t{1} << (options.widths.size() - 1);
+}
 
 std::vector<at::Tensor> ResUNetImpl::encode(const at::Tensor& x) {
   namespace F = torch::nn::functional;
@@ -139,15 +147,15 @@ at::Tensor ResUNetImpl::decode(const std::vector<at::Tensor>& features) {
 void ResUNetImpl::vae_reconstruct(const at::Tensor& bottleneck, SegOutput& out) {
   const int64_t batch = bottleneck.size(0);
   at::Tensor h = vae_conv_(torch::relu(vae_norm_(bottleneck)));  // (B,vc,D/2s,H/2s,W/2s)
-  h = h.flatten(1);                                               // (B,vc·n_grid)
-  out.mu = vae_mu_(h);                                            // (B,Z)
-  out.logvar = vae_logvar_(h);                                    // (B,Z)
+  h = h.flatten(1);                                              // (B,vc·n_grid)
+  out.mu = vae_mu_(h);                                           // (B,Z)
+  out.logvar = vae_logvar_(h);                                   // (B,Z)
   at::Tensor z = out.mu + torch::exp(0.5 * out.logvar) * torch::randn_like(out.mu);
-  h = torch::relu(vae_fc_(z)).view(
-      {batch, options.vae_channels, vae_grid_[0], vae_grid_[1], vae_grid_[2]});
+  h = torch::relu(vae_fc_(z))
+          .view({batch, options.vae_channels, vae_grid_[0], vae_grid_[1], vae_grid_[2]});
   h = vae_up_[0](h);  // (B,w[L-1],D/s,…)
   for (size_t k = 0; k < vae_decoder_.size(); ++k)
-    h = vae_decoder_[k]->forward(vae_up_[k + 1](h));  // up one level, one residual block
+    h = vae_decoder_[k]->forward(vae_up_[k + 1](h));      // up one level, one residual block
   out.recon = vae_head_(torch::relu(vae_head_norm_(h)));  // (B,4,D,H,W)
 }
 
@@ -158,10 +166,12 @@ SegOutput ResUNetImpl::forward(const at::Tensor& x) {
   if (run_vae) {
     const auto& s = options.vae_input_shape;
     if (x.size(2) != s[0] || x.size(3) != s[1] || x.size(4) != s[2])
-      throw Error(name, "in training mode the VAE branch needs inputs of exactly " +
-                            shape_string({s[0], s[1], s[2]}) + " (vae_input_shape), got " +
-                            shape_string({x.size(2), x.size(3), x.size(4)}),
-                  "train with patch = vae_input_shape, or call eval() for inference at other sizes");
+      throw Error(
+          name,
+          "in training mode the VAE branch needs inputs of exactly " +
+              shape_string({s[0], s[1], s[2]}) + " (vae_input_shape), got " +
+              shape_string({x.size(2), x.size(3), x.size(4)}),
+          "train with patch = vae_input_shape, or call eval() for inference at other sizes");
   }
   std::vector<at::Tensor> features = encode(x);
   SegOutput out;

@@ -30,17 +30,18 @@
 namespace kdseg {
 
 struct ResUNetOptions {
-  int64_t in_channels = 4;                           // T1, T1ce, T2, FLAIR
-  int64_t out_channels = 3;                          // WT, TC, ET
-  std::vector<int64_t> widths{16, 32, 64, 128};      // doubling per level, e.g. 8,16,32,64
-  std::vector<int64_t> encoder_blocks{1, 2, 2, 4};   // residual blocks per encoder level
-  std::vector<int64_t> decoder_blocks{1, 1, 1};      // per decoder level, finest first
-  int64_t norm_groups = 8;                           // GroupNorm groups, e.g. 4 for tiny widths
-  double dropout = 0.2;                              // spatial dropout after the input conv; 0 = off
-  bool vae = false;                                  // set by the name: "resunet-vae"
-  std::array<int64_t, 3> vae_input_shape{144, 144, 128};  // (D,H,W) the VAE is built for, e.g. 32,32,32
-  int64_t vae_latent = 128;                          // latent size Z (Myronenko: 128)
-  int64_t vae_channels = 16;                         // channels before the dense layer (Myronenko: 16)
+  int64_t in_channels = 4;                          // T1, T1ce, T2, FLAIR
+  int64_t out_channels = 3;                         // WT, TC, ET
+  std::vector<int64_t> widths{16, 32, 64, 128};     // doubling per level, e.g. 8,16,32,64
+  std::vector<int64_t> encoder_blocks{1, 2, 2, 4};  // residual blocks per encoder level
+  std::vector<int64_t> decoder_blocks{1, 1, 1};     // per decoder level, finest first
+  int64_t norm_groups = 8;                          // GroupNorm groups, e.g. 4 for tiny widths
+  double dropout = 0.2;                             // spatial dropout after the input conv; 0 = off
+  bool vae = false;                                 // set by the name: "resunet-vae"
+  std::array<int64_t, 3> vae_input_shape{144, 144,
+                                         128};  // (D,H,W) the VAE is built for, e.g. 32,32,32
+  int64_t vae_latent = 128;                     // latent size Z (Myronenko: 128)
+  int64_t vae_channels = 16;                    // channels before the dense layer (Myronenko: 16)
 };
 void to_json(nlohmann::json& j, const ResUNetOptions& o);  // vae_* keys only when vae
 void from_json(const nlohmann::json& j, ResUNetOptions& o);

@@ -8,9 +8,12 @@
 namespace kdseg {
 
 void to_json(nlohmann::json& j, const StudentOptions& o) {
-  j = {{"in_channels", o.in_channels},       {"out_channels", o.out_channels},
-       {"widths", o.widths},                 {"encoder_blocks", o.encoder_blocks},
-       {"decoder_blocks", o.decoder_blocks}, {"norm_groups", o.norm_groups}};
+  j = {{"in_channels", o.in_channels},
+       {"out_channels", o.out_channels},
+       {"widths", o.widths},
+       {"encoder_blocks", o.encoder_blocks},
+       {"decoder_blocks", o.decoder_blocks},
+       {"norm_groups", o.norm_groups}};
 }
 
 void from_json(const nlohmann::json& j, StudentOptions& o) {
@@ -29,8 +32,9 @@ StudentImpl::StudentImpl(const StudentOptions& opt) : options(opt) {
   const size_t n_levels = w.size();
   if (n_levels < 2 || options.encoder_blocks.size() != n_levels ||
       options.decoder_blocks.size() != n_levels - 1)
-    throw Error("student", "need at least 2 levels, one encoder_blocks entry per width and one "
-                           "decoder_blocks entry per level but the deepest",
+    throw Error("student",
+                "need at least 2 levels, one encoder_blocks entry per width and one "
+                "decoder_blocks entry per level but the deepest",
                 "e.g. widths [16,32,64,128], encoder_blocks [1,2,2,4], decoder_blocks [1,1,1]");
   for (int64_t c : w) check_divisible(c, options.norm_groups, "student", "GroupNorm");
 
@@ -68,13 +72,15 @@ StudentImpl::StudentImpl(const StudentOptions& opt) : options(opt) {
   head_ = register_module("head", conv3d(w[0], options.out_channels, 3, 1, true));
 }
 
-int64_t StudentImpl::stride() const { return int64_t{1} << (options.widths.size() - 1); }
+int64_t StudentImpl::stride() const {
+  return int64_t{1} << (options.widths.size() - 1);
+}
 
 std::vector<at::Tensor> StudentImpl::encode(const at::Tensor& x) {
   std::vector<at::Tensor> features;
   at::Tensor h = norm_in_(conv_in_(x));  // (B,w0,D,H,W), no activation (as released)
   for (size_t l = 0; l < encoder_.size(); ++l) {
-    if (l > 0) h = down_[l - 1](h);     // (B,w[l],D/2^l,H/2^l,W/2^l)
+    if (l > 0) h = down_[l - 1](h);  // (B,w[l],D/2^l,H/2^l,W/2^l)
     h = encoder_[l]->forward(h);
     features.push_back(h);
   }
@@ -84,7 +90,7 @@ std::vector<at::Tensor> StudentImpl::encode(const at::Tensor& x) {
 at::Tensor StudentImpl::decode(const std::vector<at::Tensor>& features) {
   at::Tensor h = features.back();  // bottleneck (B,w[L-1],D/2^(L-1),…)
   for (size_t i = decoder_.size(); i-- > 0;) {
-    h = torch::leaky_relu(up_[i](h), 0.01);  // (B,w[i],D/2^i,…)
+    h = torch::leaky_relu(up_[i](h), 0.01);          // (B,w[i],D/2^i,…)
     h = merge_[i](torch::cat({features[i], h}, 1));  // (B,2w[i],…) → (B,w[i],…)
     h = decoder_[i]->forward(h);
   }

@@ -8,9 +8,7 @@
 namespace kdseg {
 
 void to_json(nlohmann::json& j, const UNetOptions& o) {
-  j = {{"in_channels", o.in_channels},
-       {"out_channels", o.out_channels},
-       {"widths", o.widths}};
+  j = {{"in_channels", o.in_channels}, {"out_channels", o.out_channels}, {"widths", o.widths}};
 }
 
 void from_json(const nlohmann::json& j, UNetOptions& o) {
@@ -24,7 +22,8 @@ void from_json(const nlohmann::json& j, UNetOptions& o) {
 UNetImpl::UNetImpl(const UNetOptions& opt) : options(opt) {
   const auto& w = options.widths;
   const size_t n_levels = w.size();
-  if (n_levels < 2) throw Error("unet", "need at least 2 levels", "e.g. widths [30,60,120,240,480]");
+  if (n_levels < 2)
+    throw Error("unet", "need at least 2 levels", "e.g. widths [30,60,120,240,480]");
 
   auto stage = [&](int64_t in, int64_t out, int64_t stride) {
     ConvNormActOptions c;
@@ -55,7 +54,9 @@ UNetImpl::UNetImpl(const UNetOptions& opt) : options(opt) {
   head_ = register_module("head", conv3d(w[0], options.out_channels, 1, 1, true));
 }
 
-int64_t UNetImpl::stride() const { return int64_t{1} << (options.widths.size() - 1); }
+int64_t UNetImpl::stride() const {
+  return int64_t{1} << (options.widths.size() - 1);
+}
 
 std::vector<at::Tensor> UNetImpl::encode(const at::Tensor& x) {
   std::vector<at::Tensor> features;
@@ -70,7 +71,7 @@ std::vector<at::Tensor> UNetImpl::encode(const at::Tensor& x) {
 at::Tensor UNetImpl::decode(const std::vector<at::Tensor>& features) {
   at::Tensor h = features.back();
   for (size_t i = decoder_.size(); i-- > 0;) {
-    h = up_[i](h);                                           // (B,w[i],D/2^i,…)
+    h = up_[i](h);                                              // (B,w[i],D/2^i,…)
     h = decoder_[i]->forward(torch::cat({features[i], h}, 1));  // (B,2w[i],…) → (B,w[i],…)
   }
   return head_(h);  // (B,3,D,H,W)

@@ -18,8 +18,8 @@
 namespace kdseg {
 
 struct UNetOptions {
-  int64_t in_channels = 4;                           // T1, T1ce, T2, FLAIR
-  int64_t out_channels = 3;                          // WT, TC, ET
+  int64_t in_channels = 4;                             // T1, T1ce, T2, FLAIR
+  int64_t out_channels = 3;                            // WT, TC, ET
   std::vector<int64_t> widths{30, 60, 120, 240, 480};  // per level, e.g. 4,8,16,32 for CPU tests
 };
 void to_json(nlohmann::json& j, const UNetOptions& o);

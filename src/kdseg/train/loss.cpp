@@ -73,26 +73,27 @@ at::Tensor downsample_to(const at::Tensor& target, const std::vector<int64_t>& s
   for (int i = 0; i < 3; ++i) {
     const int64_t from = target.size(2 + i);
     if (size[i] <= 0 || from % size[i] != 0)
-      throw Error("deep supervision", "cannot average-pool a target of " +
-                                          shape_string({target.size(2), target.size(3), target.size(4)}) +
-                                          " to " + shape_string(size) + " (not an integer factor)");
+      throw Error("deep supervision",
+                  "cannot average-pool a target of " +
+                      shape_string({target.size(2), target.size(3), target.size(4)}) + " to " +
+                      shape_string(size) + " (not an integer factor)");
     factor[i] = from / size[i];
   }
   if (factor[0] == 1 && factor[1] == 1 && factor[2] == 1) return target;
   return torch::avg_pool3d(target.to(torch::kFloat), factor);
 }
 
-LossTerms segmentation_loss(const SegOutput& out, const at::Tensor& target,
-                            const at::Tensor& input, const at::Tensor& weight,
-                            const LossOptions& options) {
+LossTerms segmentation_loss(const SegOutput& out, const at::Tensor& target, const at::Tensor& input,
+                            const at::Tensor& weight, const LossOptions& options) {
   std::vector<at::Tensor> outputs = out.deep;  // coarsest first
   outputs.push_back(out.logits);
   std::vector<double> w_out{1.0};
   if (outputs.size() > 1) {
     const auto& ds = options.deep_supervision;
     if (ds.size() < outputs.size())
-      throw Error("deep supervision", std::to_string(outputs.size()) + " outputs but only " +
-                                          std::to_string(ds.size()) + " weights",
+      throw Error("deep supervision",
+                  std::to_string(outputs.size()) + " outputs but only " +
+                      std::to_string(ds.size()) + " weights",
                   "give one weight per output, coarse to fine, e.g. 0.2,0.3,0.4");
     w_out.assign(ds.end() - static_cast<std::ptrdiff_t>(outputs.size()), ds.end());
   }

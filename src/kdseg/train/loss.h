@@ -22,10 +22,10 @@ namespace kdseg {
 struct SegOutput;  // models/net.h
 
 struct LossOptions {
-  bool batch_dice = false;    // Dice over the whole batch (the authors' code) instead of per sample
-  double dice_eps = 1e-5;     // ε in numerator and denominator: empty target + empty prediction = 1
-  double dice_weight = 1.0;   // e.g. 1
-  double bce_weight = 1.0;    // e.g. 1 (0 = Dice only)
+  bool batch_dice = false;   // Dice over the whole batch (the authors' code) instead of per sample
+  double dice_eps = 1e-5;    // ε in numerator and denominator: empty target + empty prediction = 1
+  double dice_weight = 1.0;  // e.g. 1
+  double bce_weight = 1.0;   // e.g. 1 (0 = Dice only)
   double vae_l2_weight = 0.1;  // resunet-vae reconstruction term (Myronenko: 0.1)
   double vae_kl_weight = 0.1;  // resunet-vae KL term (Myronenko: 0.1)
   std::vector<double> deep_supervision{0.2, 0.3, 0.4};  // cascade, coarse → fine (the last
@@ -65,8 +65,7 @@ at::Tensor downsample_to(const at::Tensor& target, const std::vector<int64_t>& s
 // supervision (out.deep coarsest first + out.logits, weighted by options.deep_supervision's
 // last entries, targets and weight average-pooled to each output's size) and, when out.recon is
 // defined, the VAE terms against `input`.
-LossTerms segmentation_loss(const SegOutput& out, const at::Tensor& target,
-                            const at::Tensor& input, const at::Tensor& weight = {},
-                            const LossOptions& options = {});
+LossTerms segmentation_loss(const SegOutput& out, const at::Tensor& target, const at::Tensor& input,
+                            const at::Tensor& weight = {}, const LossOptions& options = {});
 
 }  // namespace kdseg
