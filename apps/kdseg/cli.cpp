@@ -60,14 +60,13 @@ std::vector<CLI::ConfigItem> JsonConfig::from_config(std::istream& input) const 
   std::vector<std::string> parents;
   for (const CLI::App* sub : root_->get_subcommands()) parents = {sub->get_name()};
   for (auto& [key, value] : j.items()) {
-    if (value.is_object())
-      throw CLI::ConversionError("--config: key \"" + key +
-                                 "\" holds an object; use flat flag names, e.g. {\"threads\": 2}");
     if (value.is_null()) continue;  // "not set": the default stands
     CLI::ConfigItem item;
     item.parents = parents;
     item.name = key;
-    if (value.is_array()) {
+    if (value.is_object()) {  // an option that takes JSON text, e.g. "model-options"
+      item.inputs.push_back(value.dump());
+    } else if (value.is_array()) {
       for (auto& v : value) item.inputs.push_back(as_input(v));
     } else {
       item.inputs.push_back(as_input(value));
@@ -99,12 +98,13 @@ void add_common_flags(CLI::App* cmd, RuntimeOptions& runtime) {
   cmd->add_option("--device", runtime.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
 }
 
-void apply_runtime_flags(const RuntimeOptions& runtime) {
+std::string apply_runtime_flags(const RuntimeOptions& runtime) {
 #ifdef KDSEG_WITH_TORCH
-  apply_runtime(runtime);
+  return apply_runtime(runtime);
 #else
   if (runtime.device != "cpu" && runtime.device != "auto")
     throw Error("--device " + runtime.device, "this kdseg was built without LibTorch: CPU only");
+  return "cpu";
 #endif
 }
 

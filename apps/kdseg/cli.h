@@ -34,8 +34,9 @@ void configure_root(CLI::App& app);
 void add_common_flags(CLI::App* cmd, RuntimeOptions& runtime);
 
 // Applies --threads and --device for the process (LibTorch's intra-op threads, which default to
-// 1 on Debian's build; the device is checked to exist). Every command calls it first.
-void apply_runtime_flags(const RuntimeOptions& runtime);
+// 1 on Debian's build; the device is checked to exist). Every command calls it first. Returns
+// the device in force ("auto" resolved), e.g. "cpu" or "cuda".
+std::string apply_runtime_flags(const RuntimeOptions& runtime);
 
 // The command's every flag with the value in force (given, from --config, or the default).
 nlohmann::json resolved_config(const CLI::App* cmd);

@@ -1,0 +1,115 @@
+// kdseg predict --model CKPT [--model CKPT2 ...] --in DIR --out DIR: segment cases with one
+// network or an ensemble; kdseg pseudo-label: the same over unlabelled cases, written as a
+// pseudo-labelled dataset (DESIGN §2).
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include "kdseg/cli.h"
+#include "kdseg/cmd_train.h"
+#include "kdseg/util/error.h"
+
+namespace kdseg::cli {
+namespace fs = std::filesystem;
+
+void add_inference_flags(CLI::App* cmd, PredictOptions& opt) {
+  cmd->add_option("--model", opt.models,
+                  "Checkpoint (repeat for an ensemble; architectures may differ)")
+      ->required();
+  cmd->add_option("--weights", opt.weights, "One weight per --model (default: equal)");
+  cmd->add_option("--in", opt.in, "Cases in any layout (BraTS 2018-2021/2023, MSD) or one case")
+      ->required();
+  cmd->add_option("--out", opt.out, "Output folder")->required();
+  auto& i = opt.inference;
+  cmd->add_option("--tta", i.tta, "Mirror test-time augmentation: none, xy (4 flips), all (8)")
+      ->capture_default_str();
+  cmd->add_flag("--fuse-tta", i.fuse_tta, "Run a window's flips as one batch (more memory)");
+  cmd->add_option("--overlap", i.overlap, "Sliding-window overlap in [0,1)")->capture_default_str();
+  cmd->add_option("--window", i.window,
+                  "plan (the checkpoint's patch), whole (the whole crop at once) or DxHxW")
+      ->capture_default_str();
+  cmd->add_option("--window-batch", i.window_batch, "Windows per forward pass")
+      ->capture_default_str();
+  cmd->add_flag("--bf16", i.bf16, "bf16 autocast for the forward passes");
+  cmd->add_option("--threshold", opt.threshold, "Region probability threshold")
+      ->capture_default_str();
+  cmd->add_option("--et-min-mm3", opt.post.et_min_mm3,
+                  "ET smaller than this (mm³) becomes necrosis (1); 0 = off")
+      ->capture_default_str();
+  cmd->add_option("--min-component-fraction", opt.post.min_component_fraction,
+                  "Remove tumour components below this share of the tumour; 0 = off")
+      ->capture_default_str();
+  cmd->add_option("--min-component-mm3", opt.post.min_component_mm3,
+                  "Remove tumour components below this volume (mm³); 0 = off")
+      ->capture_default_str();
+  cmd->add_flag("--overwrite", opt.overwrite, "Redo cases whose output exists");
+  cmd->add_flag("--quiet", opt.quiet, "No per-case progress");
+}
+
+CLI::App* add_predict_flags(CLI::App& app, PredictOptions& opt, RuntimeOptions& runtime) {
+  CLI::App* cmd = app.add_subcommand(
+      "predict",
+      "Segment every case of a folder with one checkpoint or an ensemble; writes <ID>.nii.gz "
+      "on each input's grid, in its label convention (BraTS submission format)");
+  add_inference_flags(cmd, opt);
+  cmd->add_flag("--save-probs", opt.save_probs,
+                "Also write <ID>_prob.nii.gz (WT, TC, ET probabilities, uint8 x 1/255)");
+  cmd->add_option("--labels", opt.labels,
+                  "Label convention written: auto, brats2021, brats2023, msd")
+      ->capture_default_str();
+  add_common_flags(cmd, runtime);
+  return cmd;
+}
+
+void add_predict_command(CLI::App& app) {
+  auto opt = std::make_shared<PredictOptions>();
+  auto runtime = std::make_shared<RuntimeOptions>();
+  CLI::App* cmd = add_predict_flags(app, *opt, *runtime);
+  cmd->callback([opt, runtime, cmd] {
+    opt->inference.device = apply_runtime_flags(*runtime);
+    const PredictReport r = predict_folder(*opt);
+    write_resolved_config(cmd, (fs::path(opt->out) / "config.json").string());
+    std::cout << "predict: " << r.written.size() << " case(s) written, " << r.skipped.size()
+              << " already done, in " << opt->out << "\n";
+    report_failures("predict", r.failures, "failed (listed above); the others are in " + opt->out);
+  });
+}
+
+CLI::App* add_pseudo_label_flags(CLI::App& app, PseudoLabelOptions& opt, std::string& shard,
+                                 RuntimeOptions& runtime) {
+  CLI::App* cmd = app.add_subcommand(
+      "pseudo-label",
+      "Label unlabelled cases with an ensemble and write a pseudo-labelled dataset "
+      "(images, <ID>_seg, optional soft targets and ignore masks, dataset.json) that "
+      "kdseg train --data reads");
+  add_inference_flags(cmd, opt.predict);
+  cmd->add_option("--target", opt.target, "hard (thresholded labels) or soft (also probabilities)")
+      ->capture_default_str();
+  cmd->add_option("--ignore-band", opt.ignore_band,
+                  "Ignore mask where a probability is within this of the threshold; 0 = none")
+      ->capture_default_str();
+  cmd->add_option("--shard", shard, "i/N: this machine's share (case k goes to shard k mod N)")
+      ->capture_default_str();
+  add_common_flags(cmd, runtime);
+  return cmd;
+}
+
+void add_pseudo_label_command(CLI::App& app) {
+  auto opt = std::make_shared<PseudoLabelOptions>();
+  auto shard = std::make_shared<std::string>("0/1");
+  auto runtime = std::make_shared<RuntimeOptions>();
+  CLI::App* cmd = add_pseudo_label_flags(app, *opt, *shard, *runtime);
+  cmd->callback([opt, shard, runtime, cmd] {
+    opt->predict.inference.device = apply_runtime_flags(*runtime);
+    std::tie(opt->shard, opt->n_shards) = parse_shard(*shard);
+    const PseudoLabelReport r = pseudo_label(*opt);
+    write_resolved_config(cmd, (fs::path(opt->predict.out) / "config.json").string());
+    std::cout << "pseudo-label: " << r.predict.written.size() << " case(s) labelled, "
+              << r.predict.skipped.size() << " already done; " << r.dataset_json << " lists "
+              << r.n_cases << " case(s)\n";
+    report_failures("pseudo-label", r.predict.failures,
+                    "failed (listed above); the others are in " + opt->predict.out);
+  });
+}
+
+}  // namespace kdseg::cli

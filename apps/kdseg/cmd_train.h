@@ -1,0 +1,23 @@
+#pragma once
+// kdseg train, kdseg predict, kdseg pseudo-label: the LibTorch commands of the method.
+#include <CLI/CLI.hpp>
+
+#include "kdseg/distill/pseudo_label.h"
+#include "kdseg/infer/predict.h"
+#include "kdseg/train/trainer.h"
+#include "kdseg/util/runtime_options.h"
+
+namespace kdseg::cli {
+
+// Flag sets shared by the commands (each defined once).
+void add_inference_flags(CLI::App* cmd, PredictOptions& opt);
+
+CLI::App* add_train_flags(CLI::App& app, TrainOptions& opt, RuntimeOptions& runtime);
+void add_train_command(CLI::App& app);
+CLI::App* add_predict_flags(CLI::App& app, PredictOptions& opt, RuntimeOptions& runtime);
+void add_predict_command(CLI::App& app);
+CLI::App* add_pseudo_label_flags(CLI::App& app, PseudoLabelOptions& opt, std::string& shard,
+                                 RuntimeOptions& runtime);
+void add_pseudo_label_command(CLI::App& app);
+
+}  // namespace kdseg::cli

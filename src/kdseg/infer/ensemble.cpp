@@ -1,0 +1,101 @@
+#include "kdseg/infer/ensemble.h"
+
+#include <torch/torch.h>
+
+#include <map>
+#include <sstream>
+
+#include "kdseg/data/cache.h"
+#include "kdseg/data/preprocess.h"
+#include "kdseg/infer/sliding_window.h"
+#include "kdseg/io/gzip.h"
+#include "kdseg/runtime/autocast.h"
+#include "kdseg/util/error.h"
+
+namespace kdseg {
+
+std::array<int64_t, 3> resolve_window(const std::string& window, const PreprocessPlan& plan,
+                                      const std::array<int64_t, 3>& shape, int64_t stride) {
+  if (window == "whole") return whole_window(shape, stride);
+  std::array<int64_t, 3> w = plan.patch;
+  if (window != "plan") {
+    std::istringstream in(window);
+    char x1 = 0, x2 = 0;
+    if (!(in >> w[0] >> x1 >> w[1] >> x2 >> w[2]) || x1 != 'x' || x2 != 'x' || !in.eof())
+      throw Error("--window", "\"" + window + "\" is not plan, whole or DxHxW",
+                  "e.g. --window 128x128x128");
+  }
+  for (int a = 0; a < 3; ++a)
+    if (w[a] <= 0 || w[a] % stride != 0)
+      throw Error("--window",
+                  "window " + shape_text(w) +
+                      " is not a multiple of the network's "
+                      "stride " +
+                      std::to_string(stride),
+                  "use sides divisible by " + std::to_string(stride));
+  return w;
+}
+
+at::Tensor predict_image(SegNetImpl& net, const at::Tensor& image, const PreprocessPlan& plan,
+                         const InferenceOptions& opt) {
+  c10::InferenceMode guard;
+  const std::array<int64_t, 3> shape{image.size(1), image.size(2), image.size(3)};
+  WindowOptions w;
+  w.window = resolve_window(opt.window, plan, shape, net.stride());
+  w.overlap = opt.overlap;
+  w.batch = opt.window_batch;
+  const torch::Device device(opt.device);
+  Predictor forward = [&net, &opt](const at::Tensor& batch) {
+    AutocastGuard autocast(opt.bf16, opt.device);
+    return torch::sigmoid(net.forward(batch).logits.to(at::kFloat));
+  };
+  at::Tensor probs =
+      sliding_window(image.to(device), with_mirror_tta(forward, opt.tta, opt.fuse_tta), w);
+  return probs.to(at::kCPU);
+}
+
+Ensemble::Ensemble(const std::vector<std::string>& checkpoints, const std::vector<double>& weights,
+                   InferenceOptions opt)
+    : opt_(std::move(opt)) {
+  if (checkpoints.empty())
+    throw Error("--model", "no checkpoint given", "pass --model runs/NAME/checkpoints/best.pt");
+  if (!weights.empty() && weights.size() != checkpoints.size())
+    throw Error("--weights",
+                std::to_string(weights.size()) + " weight(s) for " +
+                    std::to_string(checkpoints.size()) + " model(s)",
+                "give one weight per --model, or none");
+  mirror_sets(opt_.tta);  // validates the mode before any loading
+  for (size_t i = 0; i < checkpoints.size(); ++i) {
+    EnsembleMember m;
+    m.path = checkpoints[i];
+    m.weight = weights.empty() ? 1.0 : weights[i];
+    if (!(m.weight > 0)) throw Error("--weights", "weights must be positive");
+    m.net = load_checkpoint(m.path, &m.info);
+    m.info.state = StateDict();  // the weights live in the net
+    m.net->to(torch::Device(opt_.device));
+    m.net->eval();
+    const auto bytes = read_file(m.path);
+    m.digest = hash_hex(std::string(bytes.begin(), bytes.end()));
+    validate_plan(m.info.plan, m.path);
+    members_.push_back(std::move(m));
+  }
+}
+
+at::Tensor Ensemble::predict_case(const CaseData& data) const {
+  std::map<std::string, PreparedCase> prepared;  // by plan, shared between members
+  at::Tensor sum;
+  double total = 0;
+  for (const auto& m : members_) {
+    const std::string key = nlohmann::json(m.info.plan).dump();
+    auto it = prepared.find(key);
+    if (it == prepared.end()) it = prepared.emplace(key, preprocess_case(data, m.info.plan)).first;
+    const PreparedCase& pc = it->second;
+    at::Tensor p = predict_image(*m.net.ptr(), pc.image, m.info.plan, opt_);
+    p = undo_geometry(p, pc.geometry);
+    sum = sum.defined() ? sum.add_(p, m.weight) : p.mul_(m.weight);
+    total += m.weight;
+  }
+  return sum.div_(total).clamp_(0, 1);
+}
+
+}  // namespace kdseg

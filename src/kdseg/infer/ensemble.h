@@ -1,0 +1,66 @@
+#pragma once
+// One network or an ensemble of several (architectures may differ) applied to whole cases
+// (DESIGN §2 "Prediction"): each member preprocesses the case with its own checkpoint's plan,
+// predicts region probabilities with the sliding window (+ mirror TTA), puts them back on the
+// case's own grid (undoing crop and resampling), and the members are averaged there, weighted.
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kdseg/io/dataset.h"
+#include "kdseg/models/checkpoint.h"
+
+namespace kdseg {
+
+struct InferenceOptions {
+  std::string tta = "xy";       // mirror TTA: none, xy (the authors' 4 flips) or all (8)
+  bool fuse_tta = false;        // the flips of a window in one batch (memory for speed)
+  double overlap = 0.5;         // sliding-window overlap, e.g. 0.25
+  std::string window = "plan";  // "plan" (the checkpoint's patch), "whole" (the whole crop in
+                                // one window) or "DxHxW", e.g. "128x128x128"
+  int64_t window_batch = 1;     // windows per forward pass, e.g. 2
+  bool bf16 = false;            // bf16 autocast for the forward passes
+  std::string device = "cpu";   // e.g. "cuda"
+};
+
+// The window a network uses on an image of `shape` (D,H,W) under `opt.window`; multiples of
+// the network's stride. Throws kdseg::Error for a malformed or misaligned "DxHxW".
+std::array<int64_t, 3> resolve_window(const std::string& window, const PreprocessPlan& plan,
+                                      const std::array<int64_t, 3>& shape, int64_t stride);
+
+// Region probabilities (3,D,H,W) float32 (CPU) of `net` on a preprocessed image (C,D,H,W).
+// The net must be in eval mode on opt.device.
+at::Tensor predict_image(SegNetImpl& net, const at::Tensor& image, const PreprocessPlan& plan,
+                         const InferenceOptions& opt);
+
+struct EnsembleMember {
+  std::string path;    // the checkpoint file
+  std::string digest;  // hash of its bytes (recorded by pseudo-labelling), 16 hex digits
+  double weight = 1;   // relative weight in the average
+  SegNet net = nullptr;
+  Checkpoint info;  // arch, model options, plan (weights moved into `net`)
+};
+
+class Ensemble {
+ public:
+  // Loads every checkpoint (errors name the file). weights: empty = equal, else one per model,
+  // positive.
+  Ensemble(const std::vector<std::string>& checkpoints, const std::vector<double>& weights,
+           InferenceOptions opt);
+
+  // (3, X, Y, Z) float32 CPU: the weighted mean of the members' region probabilities on the
+  // case's own (canonical) grid. Members with the same plan share one preprocessing.
+  at::Tensor predict_case(const CaseData& data) const;
+
+  const std::vector<EnsembleMember>& members() const { return members_; }
+  const InferenceOptions& options() const { return opt_; }
+
+ private:
+  std::vector<EnsembleMember> members_;
+  InferenceOptions opt_;
+};
+
+}  // namespace kdseg

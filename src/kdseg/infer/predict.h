@@ -1,0 +1,63 @@
+#pragma once
+// `kdseg predict`: segments every case of a folder (any layout, or one case folder) with one
+// network or an ensemble, and writes <ID>.nii.gz label maps on each input's own grid, in the
+// input's label convention (or the one asked for) — the BraTS submission format.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kdseg/infer/ensemble.h"
+#include "kdseg/infer/postprocess.h"
+
+namespace kdseg {
+
+struct PredictOptions {
+  std::vector<std::string> models;  // checkpoints, e.g. runs/unet/checkpoints/best.pt (repeated)
+  std::vector<double> weights;      // one per model, e.g. 1 1 2; empty = equal
+  std::string in;                   // cases in any layout, or one case folder, e.g. cohort/test
+  std::string out;                  // folder for <ID>.nii.gz, e.g. pred/
+  InferenceOptions inference;
+  double threshold = 0.5;  // region probability threshold
+  PostprocessOptions post;
+  bool save_probs = false;      // also <ID>_prob.nii.gz: WT,TC,ET as uint8 x 1/255
+  bool overwrite = false;       // redo cases whose output exists
+  std::string labels = "auto";  // label convention written: auto (the input's), brats2021,
+                                // brats2023 or msd
+  int read_threads = 2;         // threads reading one case's files
+  bool quiet = false;           // no per-case progress lines
+};
+
+struct PredictReport {
+  std::vector<std::string> written, skipped;  // case IDs
+  std::vector<std::string> failures;          // "<ID>: reason"
+};
+
+// What a case's prediction produced; passed to PredictHooks::after_case.
+struct CasePrediction {
+  const CaseData* data = nullptr;  // the loaded case
+  at::Tensor probs;                // (3,X,Y,Z) float32 on the case's grid
+  LabelMap labels;                 // internal labels after postprocessing
+};
+
+struct PredictHooks {
+  // Decides whether a case is done already (default: <out>/<ID>.nii.gz exists).
+  std::function<bool(const std::string& id)> is_done;
+  // Writes a case's outputs (default: <ID>.nii.gz [+ _prob]). Must write atomically.
+  std::function<void(const CaseFiles& files, Layout layout, const CasePrediction& p)> write;
+};
+
+// Predicts every case of opt.in (restricted to `ids` when not empty); a bad case is reported in
+// failures and skipped. Loading of the next case overlaps the prediction of the current one.
+PredictReport predict_cases(const PredictOptions& opt, const Ensemble& ensemble,
+                            const std::vector<CaseFiles>& cases, Layout layout,
+                            const PredictHooks& hooks = {});
+// discover_dataset(opt.in) + Ensemble + predict_cases with the default outputs.
+PredictReport predict_folder(const PredictOptions& opt);
+
+// Threshold + labels + postprocessing of (3,X,Y,Z) probabilities, as a label map like `image`.
+LabelMap probabilities_to_labels(const at::Tensor& probs, const Volume& image, double threshold,
+                                 const PostprocessOptions& post);
+// Writes (3,X,Y,Z) probabilities like `image` as uint8 with scl_slope 1/255, atomically.
+void write_probabilities(const std::string& path, const at::Tensor& probs, const Volume& image);
+
+}  // namespace kdseg

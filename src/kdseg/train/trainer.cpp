@@ -1,0 +1,497 @@
+#include "kdseg/train/trainer.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "kdseg/data/loader.h"
+#include "kdseg/infer/ensemble.h"
+#include "kdseg/io/gzip.h"
+#include "kdseg/models/checkpoint.h"
+#include "kdseg/models/plan.h"
+#include "kdseg/runtime/autocast.h"
+#include "kdseg/util/error.h"
+#include "kdseg/util/progress.h"
+
+namespace kdseg {
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr const char* kLogHeader =
+    "step,epoch,loss,dice_loss,bce_loss,lr,samples_per_s,wait_fraction,elapsed_s,val_dice_wt,"
+    "val_dice_tc,val_dice_et,val_mean_dice";
+
+// Keys of config.json's "train" that may differ when a run is resumed.
+const std::vector<std::string> kResumableKeys{"resume",    "steps",           "quiet",  "threads",
+                                              "workers",   "prefetch",        "device", "val_every",
+                                              "log_every", "checkpoint_every"};
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string fmt(double v, const char* f = "%.6g") {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+void write_json_atomic(const std::string& path, const json& j) {
+  const std::string text = j.dump(2) + "\n";
+  write_file_atomic(path, reinterpret_cast<const uint8_t*>(text.data()), text.size());
+}
+
+// Keeps the log's header and rows with step <= last_step (what the resumed checkpoint had seen).
+void trim_log(const std::string& path, int64_t last_step) {
+  std::ifstream in(path);
+  std::string line, kept;
+  bool header = true;
+  while (std::getline(in, line)) {
+    if (header) {
+      kept += line + "\n";
+      header = false;
+      continue;
+    }
+    if (!line.empty() && std::stoll(line.substr(0, line.find(','))) <= last_step)
+      kept += line + "\n";
+  }
+  write_file_atomic(path, reinterpret_cast<const uint8_t*>(kept.data()), kept.size());
+}
+
+// Soft targets made sharper (T < 1) or softer (T > 1): sigmoid(logit(p) / T); 0 and 1 stay.
+at::Tensor temper(const at::Tensor& target, double t) {
+  if (t == 1) return target;
+  at::Tensor p = target.clamp(1e-6, 1 - 1e-6);
+  at::Tensor out = torch::sigmoid(torch::log(p / (1 - p)) / t);
+  return torch::where((target > 0) & (target < 1), out, target);
+}
+
+}  // namespace
+
+TrainOptions with_paper_defaults(TrainOptions o) {
+  const bool cascade = o.model == "cascade";
+  if (o.optimizer == "auto") o.optimizer = cascade ? "sgd" : "adam";
+  if (o.lr == 0) o.lr = o.optimizer == "sgd" ? 0.1 : 1e-4;
+  if (o.schedule == "auto") o.schedule = o.optimizer == "sgd" ? "exp" : "step";
+  if (o.batch == 0) o.batch = cascade ? 4 : 2;
+  const PreprocessPlan paper = paper_plan(o.model);
+  if (o.patch == std::array<int64_t, 3>{0, 0, 0}) o.patch = paper.patch;
+  if (o.fixed_shape[0] < 0 || o.fixed_shape[1] < 0 || o.fixed_shape[2] < 0)
+    o.fixed_shape = paper.fixed_shape;
+  return o;
+}
+
+json to_json(const TrainOptions& o) {
+  std::vector<json> data;
+  for (const auto& d : o.data) data.push_back({{"dir", d.dir}, {"weight", d.weight}});
+  const auto& a = o.augment;
+  const auto& l = o.loss;
+  const auto& s = o.schedule_options;
+  const auto& p = o.optimizer_options;
+  return {{"model", o.model},
+          {"model_options", o.model_options},
+          {"data", data},
+          {"out", o.out},
+          {"cache", o.cache},
+          {"splits", o.splits},
+          {"val_fraction", o.val_fraction},
+          {"steps", o.steps},
+          {"steps_per_epoch", o.steps_per_epoch},
+          {"batch", o.batch},
+          {"patch", o.patch},
+          {"spacing", o.spacing},
+          {"fixed_shape", o.fixed_shape},
+          {"foreground_share", o.foreground_share},
+          {"optimizer", o.optimizer},
+          {"lr", o.lr},
+          {"schedule", o.schedule},
+          {"schedule_options",
+           {{"drop_at", s.drop_at},
+            {"drop", s.drop},
+            {"gamma", s.gamma},
+            {"power", s.power},
+            {"warmup", s.warmup}}},
+          {"optimizer_options",
+           {{"beta1", p.beta1},
+            {"beta2", p.beta2},
+            {"eps", p.eps},
+            {"momentum", p.momentum},
+            {"nesterov", p.nesterov},
+            {"weight_decay", p.weight_decay}}},
+          {"val_every", o.val_every},
+          {"val_overlap", o.val_overlap},
+          {"log_every", o.log_every},
+          {"checkpoint_every", o.checkpoint_every},
+          {"seed", o.seed},
+          {"resume", o.resume},
+          {"bf16", o.bf16},
+          {"augment",
+           {{"enabled", a.enabled},
+            {"p_scale", a.p_scale},
+            {"scale", a.scale},
+            {"p_rotate", a.p_rotate},
+            {"rotate_deg", a.rotate_deg},
+            {"p_mirror", a.p_mirror},
+            {"p_shift", a.p_shift},
+            {"shift", a.shift},
+            {"p_contrast", a.p_contrast},
+            {"contrast", a.contrast}}},
+          {"loss",
+           {{"batch_dice", l.batch_dice},
+            {"dice_eps", l.dice_eps},
+            {"dice_weight", l.dice_weight},
+            {"bce_weight", l.bce_weight},
+            {"vae_l2_weight", l.vae_l2_weight},
+            {"vae_kl_weight", l.vae_kl_weight},
+            {"deep_supervision", l.deep_supervision}}},
+          {"soft_temperature", o.soft_temperature},
+          {"workers", o.workers},
+          {"prefetch", o.prefetch},
+          {"min_confidence", o.min_confidence},
+          {"drop_fraction", o.drop_fraction},
+          {"threads", o.threads},
+          {"device", o.device},
+          {"quiet", o.quiet}};
+}
+
+std::array<double, 3> region_dice(const at::Tensor& probs, const at::Tensor& labels) {
+  at::Tensor pred = probs.to(at::kCPU) > 0.5;
+  at::Tensor ref = labels_to_regions(labels.to(at::kCPU)) > 0.5;
+  std::array<double, 3> d{};
+  for (int64_t r = 0; r < 3; ++r) {
+    const double inter = (pred[r] & ref[r]).sum().item<double>();
+    const double total = pred[r].sum().item<double>() + ref[r].sum().item<double>();
+    d[r] = total == 0 ? 1.0 : 2.0 * inter / total;
+  }
+  return d;
+}
+
+TrainResult train(const TrainOptions& given) {
+  const TrainOptions opt = with_paper_defaults(given);
+  const auto t_setup = Clock::now();
+  // ---- configuration checks, before any work
+  if (opt.out.empty()) throw Error("--out", "no run folder given", "e.g. --out runs/unet");
+  if (opt.steps < 1) throw Error("--steps", "must be at least 1");
+  if (opt.steps_per_epoch < 1) throw Error("--steps-per-epoch", "must be at least 1");
+  if (opt.batch < 1) throw Error("--batch", "must be at least 1");
+  if (opt.log_every < 1 || opt.checkpoint_every < 1 || opt.val_every < 0)
+    throw Error("--log-every/--checkpoint-every/--val-every", "must be positive");
+  if (!(opt.soft_temperature > 0)) throw Error("--soft-temperature", "must be positive");
+  ScheduleOptions sched = opt.schedule_options;
+  sched.kind = opt.schedule;
+  sched.lr = opt.lr;
+  validate_schedule(sched);
+  validate_augment(opt.augment);
+  OptimizerOptions optim = opt.optimizer_options;
+  optim.kind = opt.optimizer;
+
+  json model_options = opt.model_options.is_null() ? json::object() : opt.model_options;
+  if (opt.model == "resunet-vae" && !model_options.contains("vae_input_shape"))
+    model_options["vae_input_shape"] = opt.patch;  // the VAE decodes training patches
+  torch::manual_seed(opt.seed);
+  SegNet net = make_net(opt.model, model_options);  // unknown model / options: error here
+  for (int a = 0; a < 3; ++a)
+    if (opt.patch[a] < 1 || opt.patch[a] % net->stride() != 0)
+      throw Error("--patch",
+                  "patch " + shape_text(opt.patch) + " is not a multiple of " + opt.model +
+                      "'s stride " + std::to_string(net->stride()),
+                  "use sides divisible by " + std::to_string(net->stride()));
+
+  PreprocessPlan plan = paper_plan(opt.model);
+  plan.spacing = opt.spacing;
+  plan.fixed_shape = opt.fixed_shape;
+  plan.patch = opt.patch;
+  validate_plan(plan, "training plan");
+
+  const fs::path out(opt.out), ckpt_dir = out / "checkpoints";
+  const std::string last_path = (ckpt_dir / "last.pt").string(),
+                    best_path = (ckpt_dir / "best.pt").string(),
+                    log_path = (out / "log.csv").string();
+  json config = {{"train", to_json(opt)},
+                 {"arch", opt.model},
+                 {"model", net->options_json()},
+                 {"plan", plan},
+                 {"parameters", count_parameters(*net)}};
+
+  // ---- resume: the checkpoint must be this run's
+  Checkpoint resumed;
+  bool resuming = false;
+  if (opt.resume && fs::exists(last_path)) {
+    resumed = read_checkpoint(last_path);
+    if (!resumed.extra.contains("train_config"))
+      throw Error(last_path, "not a resumable checkpoint (no training state)");
+    json saved = json::parse(resumed.extra.at("train_config").toStringRef());
+    json now = config["train"];
+    for (const auto& k : kResumableKeys) saved["train"].erase(k), now.erase(k);
+    if (saved["train"] != now || saved["arch"] != config["arch"] ||
+        saved["model"] != config["model"]) {
+      std::string diff;
+      for (auto it = now.begin(); it != now.end(); ++it)
+        if (!saved["train"].contains(it.key()) || saved["train"][it.key()] != it.value())
+          diff += (diff.empty() ? "" : ", ") + it.key();
+      throw Error(last_path,
+                  "--resume with a different configuration (" +
+                      (diff.empty() ? std::string("model") : diff) + ")",
+                  "resume with the run's own options (see " + (out / "config.json").string() +
+                      "), or train into a new --out");
+    }
+    resuming = true;
+  } else if (!opt.resume && fs::exists(last_path)) {
+    throw Error(opt.out, "the folder already holds a training run",
+                "pass --resume to continue it, or choose another --out");
+  }
+  if (resuming && fs::exists(out / "done.json")) {
+    const json done = json::parse(std::ifstream((out / "done.json").string()));
+    if (done.value("steps", int64_t{0}) >= opt.steps) {
+      if (!opt.quiet)
+        std::fprintf(stderr, "train: %s already finished (%lld steps)\n", opt.out.c_str(),
+                     static_cast<long long>(opt.steps));
+      TrainResult r;
+      r.steps = done.value("steps", int64_t{0});
+      r.best_step = done.value("best_step", int64_t{-1});
+      r.best_mean_dice = done.value("best_mean_dice", -1.0);
+      return r;
+    }
+  }
+
+  // ---- data (errors: empty folder, unlabelled folder, patch larger than a volume)
+  TrainingDataOptions dopt;
+  dopt.data = opt.data;
+  dopt.cache_dir = opt.cache;
+  dopt.splits_path = opt.splits.empty() ? (out / "splits.json").string() : opt.splits;
+  dopt.split.seed = opt.seed;
+  dopt.split.validation_fraction = opt.val_fraction;
+  dopt.min_confidence = opt.min_confidence;
+  dopt.drop_fraction = opt.drop_fraction;
+  dopt.threads = opt.threads;
+  fs::create_directories(ckpt_dir);
+  if (!opt.quiet) std::fprintf(stderr, "train: preparing data (cache, split)\n");
+  TrainingData td = prepare_training_data(dopt, plan, opt.patch);
+  if (!opt.quiet)
+    std::fprintf(stderr, "train: %zu train + %zu validation case(s), %d preprocessed now\n",
+                 td.splits.train.size(), td.validation.size(), td.n_built);
+  // The saved plan records the spacing trained at (nnU-Net: the median of the training cases),
+  // so that predict resamples inputs of another spacing.
+  PreprocessPlan saved_plan = plan;
+  {
+    std::array<std::vector<double>, 3> sp;
+    for (const auto& pool : td.pools)
+      for (const auto& c : pool.cases)
+        for (int a = 0; a < 3; ++a) sp[a].push_back(c->geometry().spacing[a]);
+    for (int a = 0; a < 3; ++a)
+      if (saved_plan.spacing[a] == 0 && !sp[a].empty() && plan.fixed_shape[0] == 0) {
+        std::nth_element(sp[a].begin(), sp[a].begin() + sp[a].size() / 2, sp[a].end());
+        saved_plan.spacing[a] = sp[a][sp[a].size() / 2];
+      }
+  }
+  config["plan"] = saved_plan;
+  write_json_atomic((out / "config.json").string(), config);
+
+  // ---- model, optimiser, state
+  const torch::Device device(opt.device);
+  net->to(device);
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (const auto& p : net->named_parameters()) named.emplace_back(p.key(), p.value());
+  Optimizer optimizer(named, optim);
+  int64_t step = 0, best_step = -1;
+  double best = -1, elapsed_before = 0;
+  if (resuming) {
+    load_state_dict(*net, resumed.state, last_path);
+    const auto& x = resumed.extra;
+    optimizer.load_state(
+        c10::impl::toTypedDict<std::string, at::Tensor>(x.at("optimizer").toGenericDict()),
+        last_path);
+    step = x.at("step").toInt();
+    best = x.at("best_mean_dice").toDouble();
+    best_step = x.at("best_step").toInt();
+    elapsed_before = x.at("elapsed_s").toDouble();
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(x.at("rng").toTensor());
+    trim_log(log_path, step);
+    if (!opt.quiet)
+      std::fprintf(stderr, "train: resuming %s at step %lld\n", opt.out.c_str(),
+                   static_cast<long long>(step));
+  } else {
+    std::ofstream(log_path) << kLogHeader << "\n";
+  }
+
+  auto save_last = [&](int64_t done_steps, double elapsed) {
+    c10::impl::GenericDict extra(c10::StringType::get(), c10::AnyType::get());
+    c10::impl::GenericDict ostate(c10::StringType::get(), c10::TensorType::get());
+    for (const auto& kv : optimizer.state()) ostate.insert(kv.key(), kv.value());
+    extra.insert("train_config", config.dump());
+    extra.insert("optimizer", ostate);
+    extra.insert("step", done_steps);
+    extra.insert("best_mean_dice", best);
+    extra.insert("best_step", best_step);
+    extra.insert("elapsed_s", elapsed);
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    extra.insert("rng", gen.get_state());
+    save_checkpoint(last_path, *net, saved_plan, extra);
+  };
+
+  InferenceOptions vopt;
+  vopt.tta = "none";
+  vopt.overlap = opt.val_overlap;
+  vopt.device = opt.device;
+  vopt.bf16 = opt.bf16;
+  auto validate = [&]() -> std::array<double, 4> {
+    net->eval();
+    std::array<double, 4> sum{0, 0, 0, 0};
+    for (const auto& c : td.validation) {
+      PreparedCase pc = c->prepared();
+      const auto d = region_dice(predict_image(*net, pc.image, plan, vopt), pc.labels);
+      for (int r = 0; r < 3; ++r) sum[r] += d[r] / static_cast<double>(td.validation.size());
+    }
+    sum[3] = (sum[0] + sum[1] + sum[2]) / 3;
+    net->train();
+    return sum;
+  };
+
+  // ---- the loop
+  SamplerOptions sopt;
+  sopt.patch = opt.patch;
+  sopt.batch = opt.batch;
+  sopt.foreground_share = opt.foreground_share;
+  sopt.seed = opt.seed;
+  auto sampler = std::make_shared<const Sampler>(td.pools, sopt);
+  LoaderOptions lopt;
+  lopt.workers = opt.workers;
+  lopt.prefetch = opt.prefetch;
+  Loader loader(sampler, opt.augment, lopt, step);
+
+  int64_t kill_at = -1;  // test hook: the process kills itself (SIGKILL) after this step
+  if (const char* k = std::getenv("KDSEG_DEBUG_KILL_AFTER_STEP")) kill_at = std::atoll(k);
+
+  TrainResult result;
+  std::ofstream log(log_path, std::ios::app);
+  net->train();
+  const auto t0 = Clock::now();
+  auto t_row = Clock::now();
+  double sum_loss = 0, sum_dice = 0, sum_bce = 0, wait_total = 0;
+  int64_t n_row = 0, first_step = step;
+  if (!opt.quiet)
+    std::fprintf(stderr,
+                 "train: %s, %lld parameters, %lld steps of batch %lld, patch %s (setup %s)\n",
+                 opt.model.c_str(), static_cast<long long>(count_parameters(*net)),
+                 static_cast<long long>(opt.steps), static_cast<long long>(opt.batch),
+                 shape_text(opt.patch).c_str(), format_seconds(seconds_since(t_setup)).c_str());
+  while (step < opt.steps) {
+    const double lr = learning_rate(sched, step, opt.steps, opt.steps_per_epoch);
+    Batch batch = loader.next();
+    at::Tensor x = batch.image.to(device),
+               y = temper(batch.target, opt.soft_temperature).to(device);
+    at::Tensor w = batch.weight.defined() ? batch.weight.to(device) : at::Tensor();
+    optimizer.zero_grad();
+    LossTerms loss;
+    {
+      SegOutput o;
+      {
+        AutocastGuard autocast(opt.bf16, opt.device);
+        o = net->forward(x);
+      }
+      o.logits = o.logits.to(at::kFloat);
+      for (auto& d : o.deep) d = d.to(at::kFloat);
+      if (o.recon.defined()) {
+        o.recon = o.recon.to(at::kFloat);
+        o.mu = o.mu.to(at::kFloat);
+        o.logvar = o.logvar.to(at::kFloat);
+      }
+      loss = segmentation_loss(o, y, x, w, opt.loss);
+    }
+    loss.total.backward();
+    optimizer.step(lr);
+    const double l = loss.total.item<double>();
+    if (!std::isfinite(l))
+      throw Error(opt.out, "the loss is not finite at step " + std::to_string(step),
+                  "lower --lr, or check the data (kdseg check)");
+    result.losses.push_back(l);
+    sum_loss += l;
+    sum_dice += loss.dice.item<double>();
+    sum_bce += loss.bce.item<double>();
+    ++n_row;
+    ++step;
+
+    const bool last = step == opt.steps;
+    std::string val_cells = ",,,";
+    if ((opt.val_every > 0 && step % opt.val_every == 0) || last) {
+      if (!td.validation.empty()) {
+        const auto v = validate();
+        val_cells = fmt(v[0]) + "," + fmt(v[1]) + "," + fmt(v[2]) + "," + fmt(v[3]);
+        result.val_steps.push_back(step);
+        result.val_mean_dice.push_back(v[3]);
+        if (v[3] > best) {
+          best = v[3];
+          best_step = step;
+          save_checkpoint(best_path, *net, saved_plan);
+        }
+        if (!opt.quiet)
+          std::fprintf(stderr,
+                       "train: step %lld validation Dice WT %.4f TC %.4f ET %.4f mean %.4f (best "
+                       "%.4f at %lld)\n",
+                       static_cast<long long>(step), v[0], v[1], v[2], v[3], best,
+                       static_cast<long long>(best_step));
+      } else if (last) {
+        best_step = step;  // nothing to validate on: best = last
+        save_checkpoint(best_path, *net, saved_plan);
+      }
+    }
+    if (step % opt.log_every == 0 || last || val_cells != ",,,") {
+      const double row_s = seconds_since(t_row);
+      const double wait = loader.take_wait_seconds();
+      wait_total += wait;
+      const double elapsed = seconds_since(t0);
+      const double per_step = elapsed / static_cast<double>(step - first_step);
+      log << step << "," << fmt(static_cast<double>(step) / opt.steps_per_epoch, "%.3f") << ","
+          << fmt(sum_loss / n_row) << "," << fmt(sum_dice / n_row) << "," << fmt(sum_bce / n_row)
+          << "," << fmt(lr) << "," << fmt(n_row * opt.batch / row_s, "%.4g") << ","
+          << fmt(wait / row_s, "%.4f") << "," << fmt(elapsed_before + elapsed, "%.2f") << ","
+          << val_cells << "\n";
+      log.flush();
+      if (!opt.quiet)
+        std::fprintf(
+            stderr,
+            "train: step %lld/%lld  loss %.4f  lr %.2e  %.2f samples/s  wait %.1f%%  ETA %s\n",
+            static_cast<long long>(step), static_cast<long long>(opt.steps), sum_loss / n_row, lr,
+            n_row * opt.batch / row_s, 100 * wait / row_s,
+            format_seconds(per_step * static_cast<double>(opt.steps - step)).c_str());
+      sum_loss = sum_dice = sum_bce = 0;
+      n_row = 0;
+      t_row = Clock::now();
+    }
+    if (step % opt.checkpoint_every == 0 || last)
+      save_last(step, elapsed_before + seconds_since(t0));
+    if (step == kill_at) std::raise(SIGKILL);
+  }
+  result.seconds = seconds_since(t0);
+  result.wait_fraction = result.seconds > 0 ? wait_total / result.seconds : 0;
+  result.steps = step;
+  result.best_step = best_step;
+  result.best_mean_dice = best;
+  write_json_atomic((out / "done.json").string(), {{"steps", step},
+                                                   {"best_step", best_step},
+                                                   {"best_mean_dice", best},
+                                                   {"seconds", elapsed_before + result.seconds},
+                                                   {"wait_fraction", result.wait_fraction}});
+  if (!opt.quiet)
+    std::fprintf(stderr,
+                 "train: done, %lld steps in %s (waited for data %.1f%%), best mean Dice %.4f at "
+                 "step %lld\n",
+                 static_cast<long long>(step), format_seconds(result.seconds).c_str(),
+                 100 * result.wait_fraction, best, static_cast<long long>(best_step));
+  return result;
+}
+
+}  // namespace kdseg
