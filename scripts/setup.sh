@@ -13,6 +13,7 @@ packages=(
   python3-nibabel python3-numpy                  # cross-reader round-trip tests (/usr/bin/python3)
   python3-torch                                  # checkpoints must load in Python (torch.load)
   clang libclang-rt-14-dev                       # libFuzzer target for the NIfTI reader
+  chromium                                       # report: the headless page test
 )
 
 missing=()
@@ -21,6 +22,10 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+
+# npm fetches the report's NiiVue (web_deps.sh); a Node.js that bundles its own npm (NodeSource's
+# nodejs) conflicts with Debian's npm package, so that one is only asked for when npm is missing.
+if ! command -v npm >/dev/null 2>&1; then missing+=(npm); fi
 
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
@@ -45,3 +50,6 @@ for lib in libblas.so.3 liblapack.so.3; do
     fi
   fi
 done
+
+# The report's web dependency (NiiVue) into the git-ignored third_party/niivue/; quiet when there.
+bash "$(dirname "$0")/web_deps.sh"

@@ -2,9 +2,11 @@
 // subcommands; each lives in apps/kdseg/cmd_<name>.cpp and its work in src/kdseg/.
 #include "kdseg/cli.h"
 #include "kdseg/cmd_models.h"
+#include "kdseg/cmd_report.h"
 #include "kdseg/util/memory.h"
 
 #ifdef KDSEG_WITH_TORCH
+#include "kdseg/cmd_train.h"
 #include "kdseg/runtime/runtime.h"
 #endif
 
@@ -28,5 +30,11 @@ int main(int argc, char** argv) {
   kdseg::cli::add_models_command(app);
   kdseg::cli::add_check_command(app);
   kdseg::cli::add_evaluate_command(app);
+  kdseg::cli::add_report_command(app);
+#ifdef KDSEG_WITH_TORCH
+  kdseg::cli::add_train_command(app);
+  kdseg::cli::add_predict_command(app);
+  kdseg::cli::add_pseudo_label_command(app);
+#endif
   return kdseg::cli::run(app, argc, argv);
 }
