@@ -4,6 +4,7 @@
 
 #include "kdseg/distill/pseudo_label.h"
 #include "kdseg/infer/predict.h"
+#include "kdseg/pipeline/reproduce.h"
 #include "kdseg/train/trainer.h"
 #include "kdseg/util/runtime_options.h"
 
@@ -19,5 +20,7 @@ void add_predict_command(CLI::App& app);
 CLI::App* add_pseudo_label_flags(CLI::App& app, PseudoLabelOptions& opt, std::string& shard,
                                  RuntimeOptions& runtime);
 void add_pseudo_label_command(CLI::App& app);
+CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptions& runtime);
+void add_reproduce_command(CLI::App& app);
 
 }  // namespace kdseg::cli

@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   kdseg::cli::add_train_command(app);
   kdseg::cli::add_predict_command(app);
   kdseg::cli::add_pseudo_label_command(app);
+  kdseg::cli::add_reproduce_command(app);
 #endif
   return kdseg::cli::run(app, argc, argv);
 }
