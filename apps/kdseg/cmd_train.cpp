@@ -129,6 +129,15 @@ CLI::App* add_train_flags(CLI::App& app, TrainOptions& opt, RuntimeOptions& runt
       ->capture_default_str();
   cmd->add_option("--bce-weight", l.bce_weight, "Weight of the BCE term")->capture_default_str();
   cmd->add_flag("--quiet", opt.quiet, "No progress lines");
+  cmd->add_flag("--distributed", opt.distributed,
+                "Data-parallel training over the processes of a torchrun-style launch (each "
+                "reads RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK); --batch is per "
+                "process, rank 0 writes the run folder");
+  cmd->add_option("--dist-timeout", opt.dist_timeout_s,
+                  "Seconds a process waits for the others (each step, rank 0's data preparation "
+                  "and validation) before it fails")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   add_common_flags(cmd, runtime);
   return cmd;
 }

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <thread>
 
+#include "kdseg/dist/process_group.h"
 #include "kdseg/util/error.h"
 
 namespace kdseg {
@@ -59,11 +60,7 @@ std::string build_info() {
     << (torch::cuda::is_available() ? std::to_string(torch::cuda::device_count()) + " device(s)"
                                     : std::string("no"))
     << "\n";
-#ifdef KDSEG_HAVE_GLOO
-  s << "distributed gloo\n";
-#else
-  s << "distributed unavailable (built without c10d Gloo headers)\n";
-#endif
+  s << "distributed " << distributed_backends() << "\n";  // e.g. "gloo", "none (built ...)"
   return s.str();
 }
 

@@ -12,6 +12,8 @@
 #include <sstream>
 
 #include "kdseg/data/loader.h"
+#include "kdseg/data/random.h"
+#include "kdseg/dist/process_group.h"
 #include "kdseg/infer/ensemble.h"
 #include "kdseg/io/gzip.h"
 #include "kdseg/models/checkpoint.h"
@@ -31,10 +33,11 @@ constexpr const char* kLogHeader =
     "step,epoch,loss,dice_loss,bce_loss,lr,samples_per_s,wait_fraction,elapsed_s,val_dice_wt,"
     "val_dice_tc,val_dice_et,val_mean_dice";
 
-// Keys of config.json's "train" that may differ when a run is resumed.
-const std::vector<std::string> kResumableKeys{"resume",    "steps",           "quiet",  "threads",
-                                              "workers",   "prefetch",        "device", "val_every",
-                                              "log_every", "checkpoint_every"};
+// Keys of config.json's "train" that may differ when a run is resumed. "distributed" may, the
+// world size (config.json's "world_size") may not: another world is not bit-exact.
+const std::vector<std::string> kResumableKeys{
+    "resume", "steps",     "quiet",     "threads",          "workers",     "prefetch",
+    "device", "val_every", "log_every", "checkpoint_every", "distributed", "dist_timeout_s"};
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -74,6 +77,41 @@ at::Tensor temper(const at::Tensor& target, double t) {
   at::Tensor p = target.clamp(1e-6, 1 - 1e-6);
   at::Tensor out = torch::sigmoid(torch::log(p / (1 - p)) / t);
   return torch::where((target > 0) & (target < 1), out, target);
+}
+
+// Runs a collective of a distributed run; a failure names what the ranks were doing.
+template <class F>
+void collective(const std::string& during, F&& body) {
+  try {
+    body();
+  } catch (const Error& e) {
+    throw Error(e.where(), e.problem() + " (" + during + ")", e.hint());
+  }
+}
+
+// Throws the same Error on every rank unless `value` is the same on all of them (two small
+// collectives: the mean, then whether any rank differs from it).
+void expect_same_on_all_ranks(ProcessGroup& pg, double value, const std::string& where,
+                              const std::string& problem, const std::string& hint) {
+  const double mean = pg.mean_across_ranks({value})[0];
+  if (pg.mean_across_ranks({mean == value ? 0.0 : 1.0})[0] > 0) throw Error(where, problem, hint);
+}
+
+// A 40-bit digest of the case IDs a rank trains and validates on (exact as a double, and summable
+// over thousands of ranks without rounding).
+double data_digest(const TrainingData& td) {
+  uint64_t h = data::mix64(td.pools.size());
+  auto add = [&h](const std::string& text) {
+    uint64_t f = 1469598103934665603ull;  // FNV-1a
+    for (unsigned char c : text) f = (f ^ c) * 1099511628211ull;
+    h = data::mix64(h ^ f);
+  };
+  for (const auto& pool : td.pools) {
+    add("pool of weight " + std::to_string(pool.weight));  // not its path: hosts may differ
+    for (const auto& c : pool.cases) add(c->id());
+  }
+  for (const auto& c : td.validation) add("val " + c->id());
+  return static_cast<double>(h >> 24);
 }
 
 }  // namespace
@@ -161,7 +199,9 @@ json to_json(const TrainOptions& o) {
           {"drop_fraction", o.drop_fraction},
           {"threads", o.threads},
           {"device", o.device},
-          {"quiet", o.quiet}};
+          {"quiet", o.quiet},
+          {"distributed", o.distributed},
+          {"dist_timeout_s", o.dist_timeout_s}};
 }
 
 std::array<double, 3> region_dice(const at::Tensor& probs, const at::Tensor& labels) {
@@ -213,6 +253,20 @@ TrainResult train(const TrainOptions& given) {
   plan.patch = opt.patch;
   validate_plan(plan, "training plan");
 
+  // ---- distributed: join the group (a bad environment or an absent peer fails here, before any
+  // work). Every rank runs the same configuration; rank 0 alone writes.
+  std::unique_ptr<ProcessGroup> pg;
+  std::string device_name = opt.device;
+  if (opt.distributed) {
+    if (opt.dist_timeout_s < 1) throw Error("--dist-timeout", "must be at least 1 s");
+    const DistEnv env = dist_env_from_environment();
+    if (device_name == "cuda") device_name = "cuda:" + std::to_string(env.local_rank);
+    pg = std::make_unique<ProcessGroup>(env, std::chrono::seconds(opt.dist_timeout_s), device_name);
+  }
+  const int64_t rank = pg ? pg->rank() : 0, world = pg ? pg->world() : 1;
+  const bool rank0 = rank == 0;
+  const bool talk = rank0 && !opt.quiet;  // progress lines: rank 0's
+
   const fs::path out(opt.out), ckpt_dir = out / "checkpoints";
   const std::string last_path = (ckpt_dir / "last.pt").string(),
                     best_path = (ckpt_dir / "best.pt").string(),
@@ -221,7 +275,9 @@ TrainResult train(const TrainOptions& given) {
                  {"arch", opt.model},
                  {"model", net->options_json()},
                  {"plan", plan},
-                 {"parameters", count_parameters(*net)}};
+                 {"parameters", count_parameters(*net)},
+                 {"world_size", world},
+                 {"global_batch", opt.batch * world}};
 
   // ---- resume: the checkpoint must be this run's
   Checkpoint resumed;
@@ -245,15 +301,35 @@ TrainResult train(const TrainOptions& given) {
                   "resume with the run's own options (see " + (out / "config.json").string() +
                       "), or train into a new --out");
     }
+    const int64_t saved_world = saved.value("world_size", int64_t{1});
+    if (saved_world != world)
+      throw Error(last_path,
+                  "--resume with " + std::to_string(world) + " process(es); the run was trained " +
+                      "with " + std::to_string(saved_world) +
+                      " (another world size changes the arithmetic: not bit-exact)",
+                  "resume with WORLD_SIZE=" + std::to_string(saved_world) +
+                      (saved_world > 1 ? " and --distributed" : "") +
+                      ", or train into a new --out");
     resuming = true;
   } else if (!opt.resume && fs::exists(last_path)) {
     throw Error(opt.out, "the folder already holds a training run",
                 "pass --resume to continue it, or choose another --out");
   }
+  if (pg && world > 1)
+    expect_same_on_all_ranks(
+        *pg, resuming ? static_cast<double>(resumed.extra.at("step").toInt()) : -1.0,
+        opt.out + " (rank " + std::to_string(rank) + " of " + std::to_string(world) + ")",
+        "the ranks do not resume from the same checkpoint (" +
+            (resuming
+                 ? "this rank resumes at step " + std::to_string(resumed.extra.at("step").toInt())
+                 : std::string("this rank starts afresh")) +
+            ")",
+        "--resume of a distributed run needs --out on a filesystem every rank sees (or the "
+        "same checkpoints/last.pt copied to each host)");
   if (resuming && fs::exists(out / "done.json")) {
     const json done = json::parse(std::ifstream((out / "done.json").string()));
     if (done.value("steps", int64_t{0}) >= opt.steps) {
-      if (!opt.quiet)
+      if (talk)
         std::fprintf(stderr, "train: %s already finished (%lld steps)\n", opt.out.c_str(),
                      static_cast<long long>(opt.steps));
       TrainResult r;
@@ -274,10 +350,30 @@ TrainResult train(const TrainOptions& given) {
   dopt.min_confidence = opt.min_confidence;
   dopt.drop_fraction = opt.drop_fraction;
   dopt.threads = opt.threads;
-  fs::create_directories(ckpt_dir);
-  if (!opt.quiet) std::fprintf(stderr, "train: preparing data (cache, split)\n");
-  TrainingData td = prepare_training_data(dopt, plan, opt.patch);
-  if (!opt.quiet)
+  TrainingData td;
+  if (rank0) {  // distributed: rank 0 first (it writes the split and the cache), the others wait
+    fs::create_directories(ckpt_dir);
+    if (talk) std::fprintf(stderr, "train: preparing data (cache, split)\n");
+    td = prepare_training_data(dopt, plan, opt.patch);
+  }
+  if (pg && world > 1) {
+    collective(
+        "waiting for rank 0 to prepare the data; raise --dist-timeout above its "
+        "preprocessing time on a first run",
+        [&] { pg->barrier(); });
+    if (!rank0) {
+      // Cache hits now (unless this host sees another cache). Where rank 0's split file is on a
+      // filesystem this host does not see, the same split is made in memory (not written).
+      if (opt.splits.empty() && !fs::exists(dopt.splits_path)) dopt.splits_path.clear();
+      td = prepare_training_data(dopt, plan, opt.patch);
+    }
+    expect_same_on_all_ranks(
+        *pg, data_digest(td),
+        "--data (rank " + std::to_string(rank) + " of " + std::to_string(world) + ")",
+        "the ranks see different training or validation cases",
+        "every rank needs the same --data folders, split and cache plan");
+  }
+  if (talk)
     std::fprintf(stderr, "train: %zu train + %zu validation case(s), %d preprocessed now\n",
                  td.splits.train.size(), td.validation.size(), td.n_built);
   // The saved plan records the spacing trained at (nnU-Net: the median of the training cases),
@@ -295,10 +391,10 @@ TrainResult train(const TrainOptions& given) {
       }
   }
   config["plan"] = saved_plan;
-  write_json_atomic((out / "config.json").string(), config);
+  if (rank0) write_json_atomic((out / "config.json").string(), config);
 
   // ---- model, optimiser, state
-  const torch::Device device(opt.device);
+  const torch::Device device(device_name);
   net->to(device);
   std::vector<std::pair<std::string, at::Tensor>> named;
   for (const auto& p : net->named_parameters()) named.emplace_back(p.key(), p.value());
@@ -318,12 +414,23 @@ TrainResult train(const TrainOptions& given) {
     at::Generator gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(x.at("rng").toTensor());
-    trim_log(log_path, step);
-    if (!opt.quiet)
+    if (rank0) trim_log(log_path, step);
+    if (talk)
       std::fprintf(stderr, "train: resuming %s at step %lld\n", opt.out.c_str(),
                    static_cast<long long>(step));
-  } else {
+  } else if (rank0) {
     std::ofstream(log_path) << kLogHeader << "\n";
+  }
+  if (pg && world > 1) {  // rank 0's weights everywhere (the same seed made them; this makes sure)
+    std::vector<at::Tensor> state = net->parameters();
+    for (const auto& b : net->buffers()) state.push_back(b);
+    collective("broadcasting rank 0's initial weights", [&] { pg->broadcast(state); });
+    if (talk)
+      std::fprintf(stderr,
+                   "train: distributed over %lld processes (%s), %lld samples per rank = global "
+                   "batch %lld\n",
+                   static_cast<long long>(world), distributed_backends().c_str(),
+                   static_cast<long long>(opt.batch), static_cast<long long>(opt.batch * world));
   }
 
   auto save_last = [&](int64_t done_steps, double elapsed) {
@@ -336,6 +443,7 @@ TrainResult train(const TrainOptions& given) {
     extra.insert("best_mean_dice", best);
     extra.insert("best_step", best_step);
     extra.insert("elapsed_s", elapsed);
+    extra.insert("world_size", world);
     at::Generator gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     extra.insert("rng", gen.get_state());
@@ -345,7 +453,7 @@ TrainResult train(const TrainOptions& given) {
   InferenceOptions vopt;
   vopt.tta = "none";
   vopt.overlap = opt.val_overlap;
-  vopt.device = opt.device;
+  vopt.device = device_name;
   vopt.bf16 = opt.bf16;
   auto validate = [&]() -> std::array<double, 4> {
     net->eval();
@@ -370,19 +478,24 @@ TrainResult train(const TrainOptions& given) {
   LoaderOptions lopt;
   lopt.workers = opt.workers;
   lopt.prefetch = opt.prefetch;
+  lopt.rank = rank;
+  lopt.world = world;
   Loader loader(sampler, opt.augment, lopt, step);
 
   int64_t kill_at = -1;  // test hook: the process kills itself (SIGKILL) after this step
   if (const char* k = std::getenv("KDSEG_DEBUG_KILL_AFTER_STEP")) kill_at = std::atoll(k);
 
   TrainResult result;
-  std::ofstream log(log_path, std::ios::app);
+  result.world = world;
+  std::ofstream log;
+  if (rank0) log.open(log_path, std::ios::app);
   net->train();
   const auto t0 = Clock::now();
   auto t_row = Clock::now();
   double sum_loss = 0, sum_dice = 0, sum_bce = 0, wait_total = 0;
   int64_t n_row = 0, first_step = step;
-  if (!opt.quiet)
+  const double collective_before = pg ? pg->allreduce_seconds() : 0;
+  if (talk)
     std::fprintf(stderr,
                  "train: %s, %lld parameters, %lld steps of batch %lld, patch %s (setup %s)\n",
                  opt.model.c_str(), static_cast<long long>(count_parameters(*net)),
@@ -395,11 +508,14 @@ TrainResult train(const TrainOptions& given) {
                y = temper(batch.target, opt.soft_temperature).to(device);
     at::Tensor w = batch.weight.defined() ? batch.weight.to(device) : at::Tensor();
     optimizer.zero_grad();
+    // Several ranks: each rank's own random stream per step (dropout, the VAE's noise), the same
+    // after a resume.
+    if (world > 1) torch::manual_seed(data::sample_key(data::mix64(opt.seed), step, rank));
     LossTerms loss;
     {
       SegOutput o;
       {
-        AutocastGuard autocast(opt.bf16, opt.device);
+        AutocastGuard autocast(opt.bf16, device_name);
         o = net->forward(x);
       }
       o.logits = o.logits.to(at::kFloat);
@@ -412,15 +528,45 @@ TrainResult train(const TrainOptions& given) {
       loss = segmentation_loss(o, y, x, w, opt.loss);
     }
     loss.total.backward();
+    double l = 0, l_dice = 0, l_bce = 0;
+    if (pg) {
+      // One collective: every gradient (undefined ones as zeros) + the loss terms + which
+      // gradients were defined, averaged over the ranks. A gradient no rank had stays undefined,
+      // as in one process.
+      std::vector<at::Tensor> packed;
+      std::vector<float> had(named.size(), 1.0f);
+      for (size_t i = 0; i < named.size(); ++i) {
+        at::Tensor& p = named[i].second;
+        if (!p.grad().defined()) {
+          p.mutable_grad() = torch::zeros_like(p);
+          had[i] = 0;
+        }
+        packed.push_back(p.grad());
+      }
+      packed.push_back(
+          torch::cat({torch::stack({loss.total.detach(), loss.dice.detach(), loss.bce.detach()})
+                          .to(at::kFloat),
+                      torch::tensor(had).to(device)}));
+      collective("step " + std::to_string(step + 1) + ": averaging the gradients",
+                 [&] { pg->allreduce_mean(packed); });
+      const at::Tensor stats = packed.back().to(at::kCPU, at::kDouble);
+      const double* v = stats.data_ptr<double>();
+      l = v[0], l_dice = v[1], l_bce = v[2];
+      for (size_t i = 0; i < named.size(); ++i)
+        if (v[3 + i] == 0) named[i].second.mutable_grad() = at::Tensor();
+    } else {
+      l = loss.total.item<double>();
+      l_dice = loss.dice.item<double>();
+      l_bce = loss.bce.item<double>();
+    }
     optimizer.step(lr);
-    const double l = loss.total.item<double>();
-    if (!std::isfinite(l))
+    if (!std::isfinite(l))  // the mean over the ranks: every rank stops here together
       throw Error(opt.out, "the loss is not finite at step " + std::to_string(step),
                   "lower --lr, or check the data (kdseg check)");
     result.losses.push_back(l);
     sum_loss += l;
-    sum_dice += loss.dice.item<double>();
-    sum_bce += loss.bce.item<double>();
+    sum_dice += l_dice;
+    sum_bce += l_bce;
     ++n_row;
     ++step;
 
@@ -428,16 +574,25 @@ TrainResult train(const TrainOptions& given) {
     std::string val_cells = ",,,";
     if ((opt.val_every > 0 && step % opt.val_every == 0) || last) {
       if (!td.validation.empty()) {
-        const auto v = validate();
+        std::array<double, 4> v{};
+        if (rank0) v = validate();  // distributed: rank 0 validates, the others wait for its Dice
+        if (pg && world > 1) {
+          std::vector<at::Tensor> shared{
+              torch::tensor(std::vector<double>(v.begin(), v.end()), at::kDouble).to(device)};
+          collective("step " + std::to_string(step) + ": waiting for rank 0's validation",
+                     [&] { pg->broadcast(shared); });
+          const at::Tensor cpu = shared[0].cpu();
+          for (int i = 0; i < 4; ++i) v[i] = cpu.data_ptr<double>()[i];
+        }
         val_cells = fmt(v[0]) + "," + fmt(v[1]) + "," + fmt(v[2]) + "," + fmt(v[3]);
         result.val_steps.push_back(step);
         result.val_mean_dice.push_back(v[3]);
         if (v[3] > best) {
           best = v[3];
           best_step = step;
-          save_checkpoint(best_path, *net, saved_plan);
+          if (rank0) save_checkpoint(best_path, *net, saved_plan);
         }
-        if (!opt.quiet)
+        if (talk)
           std::fprintf(stderr,
                        "train: step %lld validation Dice WT %.4f TC %.4f ET %.4f mean %.4f (best "
                        "%.4f at %lld)\n",
@@ -445,7 +600,7 @@ TrainResult train(const TrainOptions& given) {
                        static_cast<long long>(best_step));
       } else if (last) {
         best_step = step;  // nothing to validate on: best = last
-        save_checkpoint(best_path, *net, saved_plan);
+        if (rank0) save_checkpoint(best_path, *net, saved_plan);
       }
     }
     if (step % opt.log_every == 0 || last || val_cells != ",,,") {
@@ -454,24 +609,27 @@ TrainResult train(const TrainOptions& given) {
       wait_total += wait;
       const double elapsed = seconds_since(t0);
       const double per_step = elapsed / static_cast<double>(step - first_step);
-      log << step << "," << fmt(static_cast<double>(step) / opt.steps_per_epoch, "%.3f") << ","
-          << fmt(sum_loss / n_row) << "," << fmt(sum_dice / n_row) << "," << fmt(sum_bce / n_row)
-          << "," << fmt(lr) << "," << fmt(n_row * opt.batch / row_s, "%.4g") << ","
-          << fmt(wait / row_s, "%.4f") << "," << fmt(elapsed_before + elapsed, "%.2f") << ","
-          << val_cells << "\n";
-      log.flush();
-      if (!opt.quiet)
+      const double samples = static_cast<double>(n_row * opt.batch * world);  // all ranks'
+      if (rank0) {
+        log << step << "," << fmt(static_cast<double>(step) / opt.steps_per_epoch, "%.3f") << ","
+            << fmt(sum_loss / n_row) << "," << fmt(sum_dice / n_row) << "," << fmt(sum_bce / n_row)
+            << "," << fmt(lr) << "," << fmt(samples / row_s, "%.4g") << ","
+            << fmt(wait / row_s, "%.4f") << "," << fmt(elapsed_before + elapsed, "%.2f") << ","
+            << val_cells << "\n";
+        log.flush();
+      }
+      if (talk)
         std::fprintf(
             stderr,
             "train: step %lld/%lld  loss %.4f  lr %.2e  %.2f samples/s  wait %.1f%%  ETA %s\n",
             static_cast<long long>(step), static_cast<long long>(opt.steps), sum_loss / n_row, lr,
-            n_row * opt.batch / row_s, 100 * wait / row_s,
+            samples / row_s, 100 * wait / row_s,
             format_seconds(per_step * static_cast<double>(opt.steps - step)).c_str());
       sum_loss = sum_dice = sum_bce = 0;
       n_row = 0;
       t_row = Clock::now();
     }
-    if (step % opt.checkpoint_every == 0 || last)
+    if (rank0 && (step % opt.checkpoint_every == 0 || last))
       save_last(step, elapsed_before + seconds_since(t0));
     if (step == kill_at) std::raise(SIGKILL);
   }
@@ -480,12 +638,20 @@ TrainResult train(const TrainOptions& given) {
   result.steps = step;
   result.best_step = best_step;
   result.best_mean_dice = best;
-  write_json_atomic((out / "done.json").string(), {{"steps", step},
-                                                   {"best_step", best_step},
-                                                   {"best_mean_dice", best},
-                                                   {"seconds", elapsed_before + result.seconds},
-                                                   {"wait_fraction", result.wait_fraction}});
-  if (!opt.quiet)
+  result.collective_seconds = pg ? pg->allreduce_seconds() - collective_before : 0;
+  if (rank0)
+    write_json_atomic((out / "done.json").string(),
+                      {{"steps", step},
+                       {"best_step", best_step},
+                       {"best_mean_dice", best},
+                       {"seconds", elapsed_before + result.seconds},
+                       {"wait_fraction", result.wait_fraction},
+                       {"world_size", world},
+                       {"collective_fraction",
+                        result.seconds > 0 ? result.collective_seconds / result.seconds : 0}});
+  // Every rank ends together: a failure of rank 0's last writes fails the others too.
+  if (pg && world > 1) collective("waiting for rank 0's last writes", [&] { pg->barrier(); });
+  if (talk)
     std::fprintf(stderr,
                  "train: done, %lld steps in %s (waited for data %.1f%%), best mean Dice %.4f at "
                  "step %lld\n",

@@ -6,6 +6,19 @@
 //
 // Output folder (docs/outputs.md): config.json, splits.json, log.csv, checkpoints/{last,best}.pt,
 // done.json.
+//
+// Distributed (data-parallel) training, `distributed = true`: every process of a torchrun-style
+// launch (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) calls train() with the same
+// options. The ranks join one c10d group (dist/process_group.h) before any work; rank 0's
+// initial weights are broadcast; `batch` is per rank (global batch = batch x world), rank r
+// making samples r*B .. r*B+B-1 of each step's global batch (data/loader.h), so after K steps the
+// weights equal, up to float summation order, those of one process with batch B x world. Each
+// step's gradients (and the logged loss) are averaged over the ranks before the optimiser step.
+// Only rank 0 writes (config.json, splits.json, the cache on a first run, log.csv, checkpoints,
+// done.json); it prepares the data and validates while the others wait (at most dist_timeout_s).
+// --resume: every rank reads the same last.pt, which must come from a run of the same world
+// size. Not equivalent to one big batch: loss.batch_dice (Dice sums run over each rank's own
+// samples) and per-voxel ignore weights (BCE is averaged over each rank's own voxels).
 #include <array>
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -59,8 +72,11 @@ struct TrainOptions {
   double min_confidence = 0;    // pseudo-labelled cases below it are left out
   double drop_fraction = 0;     // and then this share of the least confident ones, e.g. 0.2
   int threads = 1;              // preprocessing threads (model threads: --threads of the process)
-  std::string device = "cpu";   // e.g. "cuda"
+  std::string device = "cpu";   // e.g. "cuda" (distributed: rank's cuda:LOCAL_RANK)
   bool quiet = false;           // no progress lines
+  bool distributed = false;     // data-parallel over the processes of a torchrun-style launch
+  int dist_timeout_s = 300;     // longest wait for another rank (collectives, rank 0's data
+                                // preparation and validation) before failing, e.g. 600
 };
 
 // The paper's settings for a model, applied where `opt` says auto/0/-1: optimiser, lr,
@@ -77,6 +93,8 @@ struct TrainResult {
   std::vector<double> losses;         // the loss of every step run by this process
   double seconds = 0;                 // wall time of this process's training
   double wait_fraction = 0;           // share of it spent waiting for data
+  int64_t world = 1;                  // processes that trained together (1: not distributed)
+  double collective_seconds = 0;      // of `seconds`, spent in collectives (distributed)
 };
 
 // Runs (or resumes) a training run. Throws kdseg::Error for any configuration problem before
