@@ -42,7 +42,7 @@ CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptio
   cmd->add_option("--pseudo-weight", opt.pseudo_weight,
                   "Share of samples from pseudo-labels (labelled: 1); 0 = by case counts")
       ->capture_default_str();
-  cmd->add_option("--tta", opt.tta, "Test-time mirroring: none, xy, all")->capture_default_str();
+  cmd->add_option("--tta", opt.tta, "Test-time mirroring: none, xy, all; \"\" = the preset's");
   cmd->add_option_function<std::string>(
       "--models",
       [&opt](const std::string& text) {

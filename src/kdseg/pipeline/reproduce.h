@@ -44,7 +44,8 @@ struct ReproduceOptions {
   std::string pseudo_target = "";  // hard (the paper) or soft; "" = the preset's
   double pseudo_weight = 0;        // share of samples from the pseudo-labelled folder (labelled:
                                    // 1); 0 = proportional to the case counts
-  std::string tta = "xy";          // test-time mirroring for every prediction
+  std::string tta = "";            // test-time mirroring of every prediction (none, xy, all);
+                                   // "" = the preset's (cpu, tiny: none; paper: xy)
   nlohmann::json models =
       nlohmann::json::object();  // recipe overrides by name, e.g.
                                  // {"unet": {"steps": 500, "options": {"widths": [8,16,32,64]}}}
