@@ -63,7 +63,7 @@ TEST(Distillation, TeachersEnsemblePseudoLabelsAndStudentsWithEachTarget) {
 
   // The ensemble on the test cases: one label map per case on the input's grid
   r = run_kdseg("predict" + models + " --in " + kCohort + "/test --out " + dir.str("pred") +
-                " --tta xy --save-probs --quiet --threads 2");
+                " --tta xy --window whole --save-probs --quiet --threads 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (const auto& c : discover_dataset(kCohort + "/test").cases) {
     const LabelMap l = read_labels(dir.str("pred/" + c.id + ".nii.gz"));
@@ -79,7 +79,8 @@ TEST(Distillation, TeachersEnsemblePseudoLabelsAndStudentsWithEachTarget) {
   for (const std::string target : {"hard", "soft"}) {
     r = run_kdseg("pseudo-label" + models + " --in " + kCohort + "/unlabeled --out " +
                   dir.str("pseudo_" + target) + " --target " + target +
-                  (target == "soft" ? " --ignore-band 0.2" : "") + " --tta none --quiet");
+                  (target == "soft" ? " --ignore-band 0.2" : "") +
+                  " --tta none --window whole --quiet");
     ASSERT_EQ(r.exit_code, 0) << r.output;
     nlohmann::json ds =
         nlohmann::json::parse(std::ifstream(dir.str("pseudo_" + target + "/dataset.json")));
