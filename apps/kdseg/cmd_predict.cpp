@@ -26,7 +26,8 @@ void add_inference_flags(CLI::App* cmd, PredictOptions& opt) {
   cmd->add_flag("--fuse-tta", i.fuse_tta, "Run a window's flips as one batch (more memory)");
   cmd->add_option("--overlap", i.overlap, "Sliding-window overlap in [0,1)")->capture_default_str();
   cmd->add_option("--window", i.window,
-                  "plan (the checkpoint's patch), whole (the whole crop at once) or DxHxW")
+                  "auto (whole up to 8M voxels, else plan), plan (the checkpoint's patch), "
+                  "whole (the whole crop at once) or DxHxW")
       ->capture_default_str();
   cmd->add_option("--window-batch", i.window_batch, "Windows per forward pass")
       ->capture_default_str();

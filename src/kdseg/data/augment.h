@@ -4,9 +4,12 @@
 // Spatial transforms — scaling, rotation about the three axes, mirroring across X and Y (tensor
 // dims D and H; never Z = W) — are composed into one affine map from patch voxels to case voxels,
 // about the patch centre, in mm (so rotations stay rotations on anisotropic grids). Image,
-// targets and ignore mask are then resampled together in ONE at::grid_sample call on a sub-box
-// just covering the transformed patch: trilinear, align_corners = true, zeros outside the
-// volume. Label maps travel as their region one-hot channels WT, TC, ET, interpolated linearly
+// targets and ignore mask are then resampled together in ONE pass over a sub-box just covering
+// the transformed patch: trilinear, align_corners = true semantics (voxel centres), zeros outside
+// the volume — what at::grid_sample computes, written out in plain C++ over a channel-interleaved
+// float copy of the box (fp16 read through a table, weights shared by all channels), ~10x
+// faster than grid_sample on one thread. Label maps travel as their region one-hot channels
+// WT, TC, ET (made from the labels while copying the box), interpolated linearly
 // like the image and thresholded at 0.5 (so a region boundary moves exactly as the image's
 // edges move, without nearest-neighbour's half-voxel jitter); soft targets are interpolated and
 // not thresholded; the ignore mask is thresholded at 0.5. When the draw has no rotation and no

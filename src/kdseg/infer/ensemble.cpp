@@ -17,12 +17,16 @@ namespace kdseg {
 std::array<int64_t, 3> resolve_window(const std::string& window, const PreprocessPlan& plan,
                                       const std::array<int64_t, 3>& shape, int64_t stride) {
   if (window == "whole") return whole_window(shape, stride);
+  if (window == "auto") {
+    const auto whole = whole_window(shape, stride);
+    if (whole[0] * whole[1] * whole[2] <= kAutoWholeVoxels) return whole;
+  }
   std::array<int64_t, 3> w = plan.patch;
-  if (window != "plan") {
+  if (window != "plan" && window != "auto") {
     std::istringstream in(window);
     char x1 = 0, x2 = 0;
     if (!(in >> w[0] >> x1 >> w[1] >> x2 >> w[2]) || x1 != 'x' || x2 != 'x' || !in.eof())
-      throw Error("--window", "\"" + window + "\" is not plan, whole or DxHxW",
+      throw Error("--window", "\"" + window + "\" is not auto, plan, whole or DxHxW",
                   "e.g. --window 128x128x128");
   }
   for (int a = 0; a < 3; ++a)
@@ -78,6 +82,19 @@ Ensemble::Ensemble(const std::vector<std::string>& checkpoints, const std::vecto
     m.digest = hash_hex(std::string(bytes.begin(), bytes.end()));
     validate_plan(m.info.plan, m.path);
     members_.push_back(std::move(m));
+  }
+}
+
+Ensemble::Ensemble(std::vector<EnsembleMember> members, InferenceOptions opt)
+    : members_(std::move(members)), opt_(std::move(opt)) {
+  if (members_.empty()) throw Error("ensemble", "no member given");
+  mirror_sets(opt_.tta);
+  for (auto& m : members_) {
+    if (m.net.is_empty()) throw Error("ensemble", "member " + m.path + " has no network");
+    if (!(m.weight > 0)) throw Error("--weights", "weights must be positive");
+    m.net->to(torch::Device(opt_.device));
+    m.net->eval();
+    validate_plan(m.info.plan, m.path);
   }
 }
 

@@ -19,12 +19,20 @@ struct InferenceOptions {
   std::string tta = "xy";       // mirror TTA: none, xy (the authors' 4 flips) or all (8)
   bool fuse_tta = false;        // the flips of a window in one batch (memory for speed)
   double overlap = 0.5;         // sliding-window overlap, e.g. 0.25
-  std::string window = "plan";  // "plan" (the checkpoint's patch), "whole" (the whole crop in
-                                // one window) or "DxHxW", e.g. "128x128x128"
+  std::string window = "auto";  // "auto" (whole when the padded crop has at most
+                                // kAutoWholeVoxels voxels, else plan), "plan" (the checkpoint's
+                                // patch), "whole" (the whole crop in one window) or "DxHxW",
+                                // e.g. "128x128x128"
   int64_t window_batch = 1;     // windows per forward pass, e.g. 2
   bool bf16 = false;            // bf16 autocast for the forward passes
   std::string device = "cpu";   // e.g. "cuda"
 };
+
+// "auto" uses one window over the whole crop up to this many voxels (8 M ≈ 200³: every 1 mm
+// BraTS brain box; measured on a 2-core CPU, the plan's 144x144x128 windows at overlap 0.5 cost
+// ~4x the convolutions of one whole-crop pass and give no memory back at this size), else the
+// plan's windows.
+constexpr int64_t kAutoWholeVoxels = 8 * 1024 * 1024;
 
 // The window a network uses on an image of `shape` (D,H,W) under `opt.window`; multiples of
 // the network's stride. Throws kdseg::Error for a malformed or misaligned "DxHxW".
@@ -50,6 +58,10 @@ class Ensemble {
   // positive.
   Ensemble(const std::vector<std::string>& checkpoints, const std::vector<double>& weights,
            InferenceOptions opt);
+  // Members built in memory (e.g. a network wrapped for timing): each needs `net` and
+  // `info.plan`; `path` and `digest` are labels only. Nets are moved to opt.device and put in
+  // eval mode.
+  Ensemble(std::vector<EnsembleMember> members, InferenceOptions opt);
 
   // (3, X, Y, Z) float32 CPU: the weighted mean of the members' region probabilities on the
   // case's own (canonical) grid. Members with the same plan share one preprocessing.

@@ -79,7 +79,8 @@ at::Tensor sliding_window(const at::Tensor& image, const Predictor& predict,
                             .slice(2, c[1], c[1] + win[1])
                             .slice(3, c[2], c[2] + win[2]));
     }
-    at::Tensor out = predict(at::stack(windows)).to(at::kFloat);  // (N,K,d,h,w)
+    // One window over the whole (padded) volume: the volume itself, no stacked copy.
+    at::Tensor out = predict(single ? x.unsqueeze(0) : at::stack(windows)).to(at::kFloat);
     if (single) {
       at::Tensor p = out[0];
       return p.slice(1, 0, shape[0]).slice(2, 0, shape[1]).slice(3, 0, shape[2]).contiguous();

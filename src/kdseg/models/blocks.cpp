@@ -2,6 +2,10 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
 #include "kdseg/util/error.h"
 
 namespace kdseg {
@@ -23,8 +27,13 @@ torch::nn::Conv3d conv3d(int64_t in, int64_t out, int64_t kernel, int64_t stride
 at::Tensor upsample2x(const at::Tensor& x) {
   namespace F = torch::nn::functional;
   const std::vector<int64_t> size{2 * x.size(2), 2 * x.size(3), 2 * x.size(4)};
-  return F::interpolate(
-      x, F::InterpolateFuncOptions().size(size).mode(torch::kTrilinear).align_corners(false));
+  const auto opt =
+      F::InterpolateFuncOptions().size(size).mode(torch::kTrilinear).align_corners(false);
+  // bf16 (autocast) on a CPU: LibTorch 1.13's trilinear kernel is ~10x slower in bf16 than in
+  // float32 (measured: 3.1 s against 0.3 s at 16x176x208x152), so interpolate in float32.
+  if (x.scalar_type() == at::kBFloat16 && x.device().is_cpu())
+    return F::interpolate(x.to(at::kFloat), opt).to(at::kBFloat16);
+  return F::interpolate(x, opt);
 }
 
 // ---------------------------------------------------------------- Norm
@@ -38,8 +47,115 @@ NormImpl::NormImpl(const NormOptions& opt) : options(opt) {
   bias = register_parameter("bias", torch::zeros({options.channels}));
 }
 
+namespace {
+
+float bf16_to_float(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+uint16_t float_to_bf16(float f) {  // round to nearest even (GroupNorm outputs are finite)
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// Group normalisation of a bf16 (N,C,...) tensor with float32 statistics and affine parameters
+// and a bf16 result: the arithmetic of group_norm(x.float(), ...).to(bf16) without the two
+// float32 copies (3x less memory traffic, no float32 temporaries at full resolution). No
+// autograd: inference only.
+inline __attribute__((always_inline)) void group_norm_bf16_groups(
+    const uint16_t* x, uint16_t* y, int64_t begin, int64_t end, int64_t channels, int64_t groups,
+    int64_t spatial, const float* gamma, const float* beta, double eps) {
+  const int64_t cpg = channels / groups, n_group = cpg * spatial;
+  for (int64_t ng = begin; ng < end; ++ng) {
+    const uint16_t* xg = x + ng * n_group;
+    uint16_t* yg = y + ng * n_group;
+    double sum = 0, sum_sq = 0;
+    constexpr int64_t kChunk = 2048;  // float partial sums, added up in double
+    for (int64_t i0 = 0; i0 < n_group; i0 += kChunk) {
+      const int64_t i1 = std::min(n_group, i0 + kChunk);
+      float s[8] = {}, q[8] = {};  // 8 independent lanes: the loop vectorises
+      int64_t i = i0;
+      for (; i + 8 <= i1; i += 8)
+        for (int j = 0; j < 8; ++j) {
+          const float v = bf16_to_float(xg[i + j]);
+          s[j] += v;
+          q[j] += v * v;
+        }
+      for (; i < i1; ++i) {
+        const float v = bf16_to_float(xg[i]);
+        s[0] += v;
+        q[0] += v * v;
+      }
+      for (int j = 0; j < 8; ++j) {
+        sum += s[j];
+        sum_sq += q[j];
+      }
+    }
+    const double mean = sum / static_cast<double>(n_group);
+    const double var = std::max(sum_sq / static_cast<double>(n_group) - mean * mean, 0.0);
+    const double rstd = 1.0 / std::sqrt(var + eps);
+    const int64_t g = ng % groups;
+    for (int64_t c = 0; c < cpg; ++c) {
+      const int64_t ch = g * cpg + c;
+      const float scale = static_cast<float>(gamma[ch] * rstd);
+      const float shift = static_cast<float>(beta[ch] - mean * gamma[ch] * rstd);
+      const uint16_t* xc = xg + c * spatial;
+      uint16_t* yc = yg + c * spatial;
+      for (int64_t i = 0; i < spatial; ++i)
+        yc[i] = float_to_bf16(bf16_to_float(xc[i]) * scale + shift);
+    }
+  }
+}
+
+#if defined(__x86_64__)
+// The same code compiled for AVX2 (no FMA: rounds as the SSE2 build does).
+__attribute__((target("avx2"))) void group_norm_bf16_avx2(const uint16_t* x, uint16_t* y,
+                                                          int64_t begin, int64_t end,
+                                                          int64_t channels, int64_t groups,
+                                                          int64_t spatial, const float* gamma,
+                                                          const float* beta, double eps) {
+  group_norm_bf16_groups(x, y, begin, end, channels, groups, spatial, gamma, beta, eps);
+}
+#endif
+
+at::Tensor group_norm_bf16_inference(const at::Tensor& input, int64_t groups,
+                                     const at::Tensor& weight, const at::Tensor& bias, double eps) {
+  const at::Tensor x = input.contiguous();
+  at::Tensor y = at::empty_like(x);
+  const at::Tensor w = weight.to(at::kFloat).contiguous(), b = bias.to(at::kFloat).contiguous();
+  const int64_t n = x.size(0), c = x.size(1), spatial = x.numel() / std::max<int64_t>(1, n * c);
+  const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+  auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
+  const float *gp = w.data_ptr<float>(), *bp = b.data_ptr<float>();
+  at::parallel_for(0, n * groups, 1, [&](int64_t begin, int64_t end) {
+#if defined(__x86_64__)
+    static const bool avx2 = __builtin_cpu_supports("avx2");
+    if (avx2) return group_norm_bf16_avx2(xp, yp, begin, end, c, groups, spatial, gp, bp, eps);
+#endif
+    group_norm_bf16_groups(xp, yp, begin, end, c, groups, spatial, gp, bp, eps);
+  });
+  return y;
+}
+
+}  // namespace
+
 at::Tensor NormImpl::forward(const at::Tensor& x) {
   const int64_t groups = options.groups == 0 ? options.channels : options.groups;
+  if (x.scalar_type() != weight.scalar_type() &&
+      (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf)) {
+    // Under bf16 autocast the convolutions hand over bf16, which LibTorch 1.13's CPU group_norm
+    // refuses with float32 parameters: normalise in float32 (statistics and affine), return x's
+    // type. Inference on a CPU: one pass over the bf16 data, no float32 copies.
+    if (x.scalar_type() == at::kBFloat16 && x.device().is_cpu() && !at::GradMode::is_enabled() &&
+        x.dim() >= 2)
+      return group_norm_bf16_inference(x, groups, weight, bias, options.eps);
+    return torch::group_norm(x.to(at::kFloat), groups, weight, bias, options.eps)
+        .to(x.scalar_type());
+  }
   return torch::group_norm(x, groups, weight, bias, options.eps);
 }
 

@@ -1,0 +1,153 @@
+// Accuracy guard of the fast inference path (issue 9): bf16 autocast + the flips fused in one
+// batch + one window over the whole crop must give the same label maps as the plain path (fp32,
+// one pass per flip) — Dice >= 0.99 per region and case — for a tiny student trained on phantom
+// cases, and the comparison must be able to fail (a shifted threshold lowers it below the bar).
+// One test (one process under CTest), so that the model is trained once.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "kdseg/data/folders.h"
+#include "kdseg/data/preprocess.h"
+#include "kdseg/infer/predict.h"
+#include "kdseg/models/registry.h"
+#include "kdseg/runtime/autocast.h"
+#include "kdseg/train/loss.h"
+#include "kdseg/train/optimizer.h"
+#include "models/tiny_configs.h"
+#include "support/test_support.h"
+
+namespace kdseg {
+namespace {
+
+double dice(const LabelMap& a, const LabelMap& b, int region) {
+  auto in = [region](uint8_t v) {
+    return region == 0 ? v != 0 : region == 1 ? (v == 1 || v == 4) : v == 4;
+  };
+  int64_t inter = 0, n = 0;
+  for (size_t i = 0; i < a.data.size(); ++i) {
+    inter += in(a.data[i]) && in(b.data[i]);
+    n += in(a.data[i]) + in(b.data[i]);
+  }
+  return n == 0 ? 1.0 : 2.0 * static_cast<double>(inter) / static_cast<double>(n);
+}
+
+// (C,D,H,W) padded with zeros at the far end to multiples of 8 (the tiny student's stride).
+at::Tensor pad8(const at::Tensor& t) {
+  std::vector<int64_t> pad;
+  for (int64_t a = t.dim() - 1; a >= 1; --a) {
+    pad.push_back(0);
+    pad.push_back((8 - t.size(a) % 8) % 8);
+  }
+  return at::constant_pad_nd(t, pad, 0);
+}
+
+struct Prediction {
+  at::Tensor probs;  // (3,X,Y,Z) on the case's grid
+  LabelMap labels;   // threshold 0.5
+};
+
+TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
+  test::ScratchDir dir("fast_path");
+  // Three phantoms (tumour centre x,y,z and radius in voxels), written as BraTS cases.
+  const std::array<std::array<double, 4>, 3> tumours{
+      {{16, 17, 14, 11}, {22, 18, 16, 10}, {19, 16, 15, 12}}};
+  std::vector<LabelMap> truth;
+  for (size_t i = 0; i < tumours.size(); ++i) {
+    const auto& t = tumours[i];
+    truth.push_back(test::phantom_labels({40, 36, 32}, {t[0], t[1], t[2]}, t[3]));
+    test::write_case(dir.str("cases"), "C" + std::to_string(i), Layout::brats2021, truth.back());
+  }
+  const Dataset ds = discover_dataset(dir.str("cases"));
+
+  // A tiny student trained on the three whole crops (Adam, bf16 autocast: several times faster
+  // on this kind of CPU, and the model only has to be good, not fp32-trained): confident enough
+  // that its label maps mean something, small enough to train in seconds.
+  torch::manual_seed(3);
+  SegNet net = make_net("student", test::tiny_config("student"));
+  PreprocessPlan plan;
+  plan.patch = {16, 16, 16};
+  std::vector<at::Tensor> xs, ys;
+  for (const auto& c : ds.cases) {
+    PreparedCase p = preprocess_case(load_case(c, ds.layout), plan);
+    xs.push_back(pad8(p.image));
+    ys.push_back(pad8(labels_to_regions(p.labels)));
+  }
+  const at::Tensor x = at::stack(xs), y = at::stack(ys);
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (const auto& p : net->named_parameters()) named.emplace_back(p.key(), p.value());
+  Optimizer opt(named, OptimizerOptions{});
+  net->train();
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  for (int step = 0; step < 40; ++step) {
+    opt.zero_grad();
+    SegOutput out;
+    {
+      AutocastGuard bf16(true, "cpu");
+      out = net->forward(x);
+    }
+    out.logits = out.logits.to(at::kFloat);
+    segmentation_loss(out, y, x).total.backward();
+    opt.step(1e-2);
+  }
+  at::set_num_threads(threads);
+  const std::string checkpoint = dir.str("tiny_student.pt");
+  save_checkpoint(checkpoint, *net, plan);
+
+  // Every case through Ensemble::predict_case + probabilities_to_labels under `o`.
+  auto predict = [&](const InferenceOptions& o) {
+    Ensemble ensemble({checkpoint}, {}, o);
+    std::vector<Prediction> out;
+    for (const auto& c : ds.cases) {
+      const CaseData data = load_case(c, ds.layout);
+      at::Tensor probs = ensemble.predict_case(data);
+      out.push_back({probs, probabilities_to_labels(probs, data.image, 0.5, {})});
+    }
+    return out;
+  };
+  InferenceOptions plain;
+  plain.tta = "xy";
+  plain.window = "whole";
+  plain.fuse_tta = false;
+  plain.bf16 = false;
+  InferenceOptions fast = plain;
+  fast.bf16 = true;
+  fast.fuse_tta = true;
+  InferenceOptions fused = plain;
+  fused.fuse_tta = true;
+  const auto a = predict(plain), b = predict(fast), f = predict(fused);
+
+  double min_dice = 1, worst_shifted = 1;
+  for (size_t i = 0; i < a.size(); ++i) {
+    // The model has learnt the phantoms: its labels are the tumour, not noise or nothing.
+    EXPECT_GT(dice(a[i].labels, truth[i], 0), 0.8) << "case " << i << ": the model is untrained";
+    EXPECT_GT(dice(a[i].labels, truth[i], 1), 0.5) << "case " << i << ": the model is untrained";
+    for (int r = 0; r < 3; ++r) {
+      const double d = dice(a[i].labels, b[i].labels, r);
+      min_dice = std::min(min_dice, d);
+      EXPECT_GE(d, 0.99) << "case " << i << " region " << r;
+    }
+    // bf16 does change the probabilities (else the comparison would be vacuous) ...
+    EXPECT_GT((a[i].probs - b[i].probs).abs().max().item<double>(), 1e-6);
+    // Fusing the flips into one batch alone is the same arithmetic per image in fp32.
+    EXPECT_TRUE(at::allclose(a[i].probs, f[i].probs, 1e-4, 1e-5)) << "case " << i;
+  }
+  // ... and the comparison can fail: the fast path's probabilities at a shifted threshold
+  // disagree with the plain labels by more than the bar allows.
+  for (double threshold : {0.25, 0.75})
+    for (size_t i = 0; i < a.size(); ++i) {
+      const LabelMap shifted = probabilities_to_labels(
+          b[i].probs, load_case(ds.cases[i], ds.layout).image, threshold, {});
+      for (int r = 0; r < 3; ++r)
+        worst_shifted = std::min(worst_shifted, dice(a[i].labels, shifted, r));
+    }
+  EXPECT_LT(worst_shifted, 0.99) << "a shifted threshold must lower the agreement below the bar";
+  std::printf(
+      "fast path vs plain: min Dice %.5f over cases and regions; at thresholds 0.25/0.75: "
+      "%.4f\n",
+      min_dice, worst_shifted);
+}
+
+}  // namespace
+}  // namespace kdseg
