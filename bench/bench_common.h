@@ -11,12 +11,15 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #ifdef KDSEG_BENCH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -25,6 +28,14 @@
 #include "kdseg/runtime/autocast.h"
 
 namespace bench {
+
+// Writes `j` to `path` through a temporary name (no half-written file), making its folder.
+inline void write_json_atomic(const std::string& path, const nlohmann::json& j) {
+  namespace fs = std::filesystem;
+  if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
+  std::ofstream(path + ".tmp") << j.dump(2) << "\n";
+  fs::rename(path + ".tmp", path);
+}
 
 // --name value / --flag arguments. Unknown flags are an error.
 class Args {

@@ -29,6 +29,7 @@
 // Random weights (seed 1) unless --model: timing is the same; a trained model's logits sit
 // further from the threshold, so its label agreement is higher than a random network's.
 #include <ATen/record_function.h>
+#include <malloc.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -498,6 +499,13 @@ int main(int argc, char** argv) {
     // ---- per-variant peak memory (and the process-wide variants) in subprocesses
     std::vector<Variant> extra;  // subprocess-only variants to add to the table
     if (table && !args.has("--no-subprocess")) {
+      // This process keeps its freed heap (keep_freed_memory): hand it back before the children
+      // run, or a child running a large variant next to it can exhaust the machine's memory.
+      for (auto& r : res) r.probs = at::Tensor();
+      ens.clear();
+#if defined(__GLIBC__)
+      malloc_trim(0);
+#endif
       for (const auto& v : variants)
         if (v.subprocess_only && !smoke) extra.push_back(v);
       auto run_child = [&](const Variant& v) -> json {
@@ -641,12 +649,7 @@ int main(int argc, char** argv) {
         out[k] = f[k];
       out["fastest"] = chosen[fastest].name;
     }
-    if (args.has("--json")) {
-      const std::string path = args.get("--json");
-      if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
-      std::ofstream(path + ".tmp") << out.dump(2) << "\n";
-      fs::rename(path + ".tmp", path);
-    }
+    if (args.has("--json")) bench::write_json_atomic(args.get("--json"), out);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_infer: %s\n", e.what());
     return 1;

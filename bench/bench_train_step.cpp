@@ -10,10 +10,10 @@
 //
 // Sample (CPU only, one thread): kdseg::make_sample of a 144×144×128 patch of a preprocessed case
 // with scaling, rotation, both mirrors and the intensity transforms forced on (every draw
-// resamples), against the grid_sample implementation kdseg used before (kept here verbatim as
-// the in-process baseline: sub-box extraction, one-hot regions, affine_grid + grid_sample of all
-// channels, thresholds, intensity via torch::where); their outputs are compared. The Python
-// reference (bench/reference/train_reference.py --what aug) took 2–2.5 s per sample here.
+// resamples), against the grid_sample implementation kdseg used before (rebuilt here as the
+// in-process baseline: sub-box extraction, one-hot regions, kdseg::affine_resample_grid_sample of
+// all channels, thresholds, intensity via torch::where); their outputs are compared. bench/cpu.sh
+// runs the Python reference (bench/reference/train_reference.py --what aug) in the same command.
 //
 //   bench_train_step [--patch 144,144,128] [--batch 1] [--steps 3] [--warmup 1] [--threads N]
 //                    [--model student] [--case DIR] [--aug-samples 4] [--no-aug] [--json FILE]
@@ -128,44 +128,8 @@ double train_step(Trainer& t, const at::Tensor& x, const at::Tensor& y, const st
 }
 
 // ---------------------------------------------------------------- the previous make_sample
-// kdseg's make_sample spatial path before issue 9 (grid_sample), verbatim in substance: the
-// baseline of the sample timing.
-at::Tensor old_extract_box(const at::Tensor& t, const std::array<int64_t, 3>& lo,
-                           const std::array<int64_t, 3>& size) {
-  at::Tensor out = torch::zeros({t.size(0), size[0], size[1], size[2]}, t.options());
-  at::Tensor src = t, dst = out;
-  for (int i = 0; i < 3; ++i) {
-    const int64_t a = std::max<int64_t>(lo[i], 0), b = std::min(lo[i] + size[i], t.size(i + 1));
-    if (b <= a) return out;
-    src = src.slice(i + 1, a, b);
-    dst = dst.slice(i + 1, a - lo[i], b - lo[i]);
-  }
-  dst.copy_(src);
-  return out;
-}
-
-at::Tensor old_affine_resample(const at::Tensor& volume, const std::array<double, 3>& centre,
-                               const std::array<double, 9>& m,
-                               const std::array<int64_t, 3>& patch) {
-  double a[3][3], b[3];
-  for (int i = 0; i < 3; ++i) {
-    const double size = static_cast<double>(volume.size(i + 1));
-    const double g = size > 1 ? 2.0 / (size - 1) : 0.0;
-    for (int j = 0; j < 3; ++j) a[i][j] = g * m[3 * i + j] * (patch[j] - 1) / 2.0;
-    b[i] = g * centre[i] - 1.0;
-  }
-  at::Tensor theta = torch::empty({1, 3, 4}, torch::kFloat64);
-  auto th = theta.accessor<double, 3>();
-  for (int k = 0; k < 3; ++k) {
-    for (int l = 0; l < 3; ++l) th[0][k][l] = a[2 - k][2 - l];
-    th[0][k][3] = b[2 - k];
-  }
-  at::Tensor x = volume.to(torch::kFloat32).unsqueeze(0);
-  at::Tensor grid = at::affine_grid_generator(theta.to(torch::kFloat32),
-                                              {1, x.size(1), patch[0], patch[1], patch[2]}, true);
-  return at::grid_sampler(x, grid, 0, 0, true).squeeze(0);
-}
-
+// kdseg's make_sample spatial path before issue 9 (grid_sample): the baseline of the sample
+// timing.
 kdseg::Sample old_make_sample(const kdseg::CachedCase& c, const kdseg::SampleSpec& spec,
                               const std::array<int64_t, 3>& patch,
                               const kdseg::AugmentOptions& opt) {
@@ -190,9 +154,10 @@ kdseg::Sample old_make_sample(const kdseg::CachedCase& c, const kdseg::SampleSpe
     size[i] = static_cast<int64_t>(std::ceil(hi_f[i])) + 2 - lo[i];
     local[i] = centre[i] - lo[i];
   }
-  std::vector<at::Tensor> parts{old_extract_box(c.image(), lo, size).to(torch::kFloat32)};
-  parts.push_back(kdseg::labels_to_regions(old_extract_box(c.labels().unsqueeze(0), lo, size)[0]));
-  at::Tensor out = old_affine_resample(torch::cat(parts, 0), local, m, patch);
+  std::vector<at::Tensor> parts{kdseg::extract_box(c.image(), lo, size).to(torch::kFloat32)};
+  parts.push_back(
+      kdseg::labels_to_regions(kdseg::extract_box(c.labels().unsqueeze(0), lo, size)[0]));
+  at::Tensor out = kdseg::affine_resample_grid_sample(torch::cat(parts, 0), local, m, patch);
   kdseg::Sample s;
   s.image = out.slice(0, 0, n_ch);
   s.target = (out.slice(0, n_ch, n_ch + 3) >= 0.5f).to(torch::kFloat32);
@@ -420,12 +385,7 @@ int main(int argc, char** argv) {
                     {"target_voxels_differing", target_diff},
                     {"python_reference_s", ref_py}};
     }
-    if (args.has("--json")) {
-      const std::string path = args.get("--json");
-      if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
-      std::ofstream(path + ".tmp") << out.dump(2) << "\n";
-      fs::rename(path + ".tmp", path);
-    }
+    if (args.has("--json")) bench::write_json_atomic(args.get("--json"), out);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_train_step: %s\n", e.what());
     return 1;

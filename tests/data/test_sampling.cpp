@@ -311,31 +311,6 @@ TEST(DataAugment, RotationAndScalingMoveAMarkerWhereTheMathsSays) {
   EXPECT_TRUE(torch::allclose(out, r.slice(1, 6, 15).slice(2, 5, 14).slice(3, 4, 13), 0, 1e-5));
 }
 
-// LibTorch's own trilinear resampling (affine_grid + grid_sample, align_corners = true, zeros
-// outside) of the same map out(o) = volume(centre + M (o - (patch-1)/2)): the reference the
-// sampler's hand-written pass must reproduce.
-at::Tensor grid_sample_reference(const at::Tensor& volume, const std::array<double, 3>& centre,
-                                 const std::array<double, 9>& m,
-                                 const std::array<int64_t, 3>& patch) {
-  double a[3][3], b[3];  // normalised output u -> normalised input v = A u + b
-  for (int i = 0; i < 3; ++i) {
-    const double size = static_cast<double>(volume.size(i + 1));
-    const double g = size > 1 ? 2.0 / (size - 1) : 0.0;
-    for (int j = 0; j < 3; ++j) a[i][j] = g * m[3 * i + j] * (patch[j] - 1) / 2.0;
-    b[i] = g * centre[i] - 1.0;
-  }
-  at::Tensor theta = torch::empty({1, 3, 4}, torch::kFloat64);
-  auto th = theta.accessor<double, 3>();
-  for (int k = 0; k < 3; ++k) {  // grid_sample's coordinates run W, H, D
-    for (int l = 0; l < 3; ++l) th[0][k][l] = a[2 - k][2 - l];
-    th[0][k][3] = b[2 - k];
-  }
-  at::Tensor x = volume.to(torch::kFloat64).unsqueeze(0);
-  at::Tensor grid = at::affine_grid_generator(theta, {1, x.size(1), patch[0], patch[1], patch[2]},
-                                              /*align_corners=*/true);
-  return at::grid_sampler(x, grid, 0, 0, /*align_corners=*/true).squeeze(0).to(torch::kFloat32);
-}
-
 TEST(DataAugment, ResamplingMatchesGridSampleInsideAndAcrossTheBorder) {
   torch::manual_seed(11);
   const at::Tensor vol = torch::rand({5, 23, 19, 17});  // 5 channels: padded to 8 in the pass
@@ -351,7 +326,7 @@ TEST(DataAugment, ResamplingMatchesGridSampleInsideAndAcrossTheBorder) {
     for (const auto& c : centres) {
       const auto m = spatial_matrix(a, sp);
       const at::Tensor ours = affine_resample(vol, c, m, patch);
-      const at::Tensor ref = grid_sample_reference(vol, c, m, patch);
+      const at::Tensor ref = affine_resample_grid_sample(vol, c, m, patch);
       ASSERT_EQ(ours.sizes(), ref.sizes());
       EXPECT_LT((ours - ref).abs().max().item<float>(), 1e-5f)
           << "spacing " << sp[1] << ", centre " << c[0];
@@ -364,7 +339,7 @@ TEST(DataAugment, ResamplingMatchesGridSampleInsideAndAcrossTheBorder) {
     const at::Tensor v = torch::rand({k, 16, 16, 16});
     const auto m = spatial_matrix(a, {1, 1, 1});
     EXPECT_LT((affine_resample(v, {7.5, 8.2, 6.9}, m, {9, 9, 9}) -
-               grid_sample_reference(v, {7.5, 8.2, 6.9}, m, {9, 9, 9}))
+               affine_resample_grid_sample(v, {7.5, 8.2, 6.9}, m, {9, 9, 9}))
                   .abs()
                   .max()
                   .item<float>(),

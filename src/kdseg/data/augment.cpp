@@ -14,21 +14,6 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 
-// The (K, size) box of t (K,D,H,W) starting at `lo` (may reach outside: zeros there).
-at::Tensor extract_box(const at::Tensor& t, const std::array<int64_t, 3>& lo,
-                       const std::array<int64_t, 3>& size) {
-  at::Tensor out = torch::zeros({t.size(0), size[0], size[1], size[2]}, t.options());
-  at::Tensor src = t, dst = out;
-  for (int i = 0; i < 3; ++i) {
-    const int64_t a = std::max<int64_t>(lo[i], 0), b = std::min(lo[i] + size[i], t.size(i + 1));
-    if (b <= a) return out;
-    src = src.slice(i + 1, a, b);
-    dst = dst.slice(i + 1, a - lo[i], b - lo[i]);
-  }
-  dst.copy_(src);
-  return out;
-}
-
 void check_probability(double p, const char* name) {
   if (!(p >= 0 && p <= 1))
     throw Error(std::string("augmentation ") + name,
@@ -309,6 +294,20 @@ float* box_buffer(const Box& b, int64_t kp, const std::array<int64_t, 3>& dims) 
 
 }  // namespace
 
+at::Tensor extract_box(const at::Tensor& t, const std::array<int64_t, 3>& lo,
+                       const std::array<int64_t, 3>& size) {
+  at::Tensor out = torch::zeros({t.size(0), size[0], size[1], size[2]}, t.options());
+  at::Tensor src = t, dst = out;
+  for (int i = 0; i < 3; ++i) {
+    const int64_t a = std::max<int64_t>(lo[i], 0), b = std::min(lo[i] + size[i], t.size(i + 1));
+    if (b <= a) return out;
+    src = src.slice(i + 1, a, b);
+    dst = dst.slice(i + 1, a - lo[i], b - lo[i]);
+  }
+  dst.copy_(src);
+  return out;
+}
+
 void validate_augment(const AugmentOptions& o) {
   check_probability(o.p_scale, "p_scale");
   check_probability(o.p_rotate, "p_rotate");
@@ -398,6 +397,33 @@ at::Tensor affine_resample(const at::Tensor& volume, const std::array<double, 3>
   return out;
 }
 
+at::Tensor affine_resample_grid_sample(const at::Tensor& volume,
+                                       const std::array<double, 3>& centre,
+                                       const std::array<double, 9>& m,
+                                       const std::array<int64_t, 3>& patch) {
+  // Normalised output coordinate u (align_corners = true) -> volume voxel p = centre + M h u,
+  // h = (patch-1)/2 -> normalised input v = g p - 1, g = 2/(size-1): v = A u + b.
+  double a[3][3], b[3];
+  for (int i = 0; i < 3; ++i) {
+    const double size = static_cast<double>(volume.size(i + 1));
+    const double g = size > 1 ? 2.0 / (size - 1) : 0.0;
+    for (int j = 0; j < 3; ++j) a[i][j] = g * m[3 * i + j] * (patch[j] - 1) / 2.0;
+    b[i] = g * centre[i] - 1.0;
+  }
+  // grid_sample's coordinate k indexes the input's dims in reverse order (x = W, y = H, z = D).
+  at::Tensor theta = torch::empty({1, 3, 4}, torch::kFloat64);
+  auto th = theta.accessor<double, 3>();
+  for (int k = 0; k < 3; ++k) {
+    for (int l = 0; l < 3; ++l) th[0][k][l] = a[2 - k][2 - l];
+    th[0][k][3] = b[2 - k];
+  }
+  at::Tensor x = volume.to(torch::kFloat32).unsqueeze(0);
+  at::Tensor grid = at::affine_grid_generator(theta.to(torch::kFloat32),
+                                              {1, x.size(1), patch[0], patch[1], patch[2]},
+                                              /*align_corners=*/true);
+  return at::grid_sampler(x, grid, /*bilinear*/ 0, /*zeros*/ 0, /*align_corners=*/true).squeeze(0);
+}
+
 Sample make_sample(const CachedCase& c, const SampleSpec& spec, const std::array<int64_t, 3>& patch,
                    const AugmentOptions& opt) {
   const int64_t n_ch = c.image().size(0);
@@ -440,31 +466,27 @@ Sample make_sample(const CachedCase& c, const SampleSpec& spec, const std::array
     float* buf = box_buffer(b, kp, dims);
     at::Tensor keep_image, keep_soft, keep_labels, keep_ignore;
     std::vector<BoxSource> sources{image_source(img, 0, keep_image)};
+    // A uint8 (K,D,H,W) source read into buffer channels [k0, k0 + channels).
+    auto u8_source = [](const at::Tensor& t, BoxSource::Kind kind, int64_t channels, int64_t k0,
+                        float scale) {
+      BoxSource src;
+      src.kind = kind;
+      src.data = t.data_ptr<uint8_t>();
+      src.channels = channels;
+      src.k0 = k0;
+      src.scale = scale;
+      return src;
+    };
     if (soft) {
       keep_soft = c.soft().contiguous();
-      BoxSource src;
-      src.kind = BoxSource::u8_scaled;
-      src.data = keep_soft.data_ptr<uint8_t>();
-      src.channels = 3;
-      src.k0 = n_ch;
-      src.scale = 1.f / 255.f;
-      sources.push_back(src);
+      sources.push_back(u8_source(keep_soft, BoxSource::u8_scaled, 3, n_ch, 1.f / 255.f));
     } else if (labelled) {
       keep_labels = c.labels().contiguous();
-      BoxSource src;
-      src.kind = BoxSource::labels_to_regions;
-      src.data = keep_labels.data_ptr<uint8_t>();
-      src.channels = 3;
-      src.k0 = n_ch;
-      sources.push_back(src);
+      sources.push_back(u8_source(keep_labels, BoxSource::labels_to_regions, 3, n_ch, 1.f));
     }
     if (has_ignore) {
       keep_ignore = c.ignore().contiguous();
-      BoxSource src;
-      src.kind = BoxSource::u8_raw;
-      src.data = keep_ignore.data_ptr<uint8_t>();
-      src.k0 = k - 1;
-      sources.push_back(src);
+      sources.push_back(u8_source(keep_ignore, BoxSource::u8_raw, 1, k - 1, 1.f));
     }
     fill_box(sources, dims, b, buf, kp, k);
     at::Tensor out = torch::empty({k, patch[0], patch[1], patch[2]}, torch::kFloat32);

@@ -65,6 +65,16 @@ std::array<double, 9> spatial_matrix(const AugmentParams& a, const std::array<do
 at::Tensor affine_resample(const at::Tensor& volume, const std::array<double, 3>& centre,
                            const std::array<double, 9>& matrix,
                            const std::array<int64_t, 3>& patch);
+// The (K, size) box of t (K,D,H,W) whose first voxel is `lo`; it may reach outside t: zeros
+// there.
+at::Tensor extract_box(const at::Tensor& t, const std::array<int64_t, 3>& lo,
+                       const std::array<int64_t, 3>& size);
+// The same map computed by LibTorch (affine_grid + grid_sample, align_corners = true, zeros
+// outside; float32): the reference affine_resample is tested and benchmarked against.
+at::Tensor affine_resample_grid_sample(const at::Tensor& volume,
+                                       const std::array<double, 3>& centre,
+                                       const std::array<double, 9>& matrix,
+                                       const std::array<int64_t, 3>& patch);
 
 struct Sample {
   at::Tensor image;   // (C,D,H,W) float32

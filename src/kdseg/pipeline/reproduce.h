@@ -28,6 +28,7 @@ struct ModelRecipe {
   std::string optimizer = "adam";  // adam or sgd
   double lr = 3e-3;
   std::string schedule = "poly";  // see train/schedule.h
+  bool bf16 = false;              // bf16 autocast in training (and its validation)
 };
 
 struct ReproduceOptions {

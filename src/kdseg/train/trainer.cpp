@@ -651,12 +651,15 @@ TrainResult train(const TrainOptions& given) {
                         result.seconds > 0 ? result.collective_seconds / result.seconds : 0}});
   // Every rank ends together: a failure of rank 0's last writes fails the others too.
   if (pg && world > 1) collective("waiting for rank 0's last writes", [&] { pg->barrier(); });
-  if (talk)
-    std::fprintf(stderr,
-                 "train: done, %lld steps in %s (waited for data %.1f%%), best mean Dice %.4f at "
-                 "step %lld\n",
+  if (talk) {
+    char best_text[96] = "no validation cases: best.pt = last.pt";
+    if (!td.validation.empty() && best_step >= 0)
+      std::snprintf(best_text, sizeof best_text, "best mean Dice %.4f at step %lld", best,
+                    static_cast<long long>(best_step));
+    std::fprintf(stderr, "train: done, %lld steps in %s (waited for data %.1f%%), %s\n",
                  static_cast<long long>(step), format_seconds(result.seconds).c_str(),
-                 100 * result.wait_fraction, best, static_cast<long long>(best_step));
+                 100 * result.wait_fraction, best_text);
+  }
   return result;
 }
 
