@@ -25,6 +25,7 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#include "kdseg/models/blocks.h"
 #include "kdseg/runtime/autocast.h"
 
 namespace bench {
@@ -35,6 +36,11 @@ inline void write_json_atomic(const std::string& path, const nlohmann::json& j) 
   if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
   std::ofstream(path + ".tmp") << j.dump(2) << "\n";
   fs::rename(path + ".tmp", path);
+}
+
+// "144x144x128".
+inline std::string shape_str(const std::array<int64_t, 3>& s) {
+  return kdseg::shape_string({s[0], s[1], s[2]});
 }
 
 // --name value / --flag arguments. Unknown flags are an error.

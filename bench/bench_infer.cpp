@@ -41,6 +41,7 @@
 
 #include "bench_common.h"
 #include "kdseg/data/preprocess.h"
+#include "kdseg/eval/metrics.h"
 #include "kdseg/infer/ensemble.h"
 #include "kdseg/infer/predict.h"
 #include "kdseg/infer/sliding_window.h"
@@ -175,29 +176,18 @@ struct Result {
   std::map<std::string, double> agreement;  // vs the baseline
 };
 
-std::string shape_str(const std::array<int64_t, 3>& s) {
-  return std::to_string(s[0]) + "x" + std::to_string(s[1]) + "x" + std::to_string(s[2]);
-}
-
-double dice_of(const kdseg::LabelMap& a, const kdseg::LabelMap& b, int region) {
-  auto in = [region](uint8_t v) {
-    return region == 0 ? v != 0 : region == 1 ? (v == 1 || v == 4) : v == 4;
-  };
-  int64_t inter = 0, sa = 0, sb = 0;
-  for (size_t i = 0; i < a.data.size(); ++i) {
-    const bool x = in(a.data[i]), y = in(b.data[i]);
-    inter += x && y;
-    sa += x;
-    sb += y;
-  }
-  return sa + sb == 0 ? 1.0 : 2.0 * static_cast<double>(inter) / static_cast<double>(sa + sb);
+// Dice of one region (kdseg::Region) between two label maps on the same grid.
+double dice_of(const kdseg::LabelMap& a, const kdseg::LabelMap& b, kdseg::Region region) {
+  const auto n = static_cast<int64_t>(a.data.size());
+  return kdseg::dice(kdseg::region_mask(a.data.data(), n, region).data(),
+                     kdseg::region_mask(b.data.data(), n, region).data(), n);
 }
 
 std::map<std::string, double> compare(const Result& r, const Result& base) {
   std::map<std::string, double> m;
-  m["dice_wt"] = dice_of(r.labels, base.labels, 0);
-  m["dice_tc"] = dice_of(r.labels, base.labels, 1);
-  m["dice_et"] = dice_of(r.labels, base.labels, 2);
+  m["dice_wt"] = dice_of(r.labels, base.labels, kdseg::Region::WT);
+  m["dice_tc"] = dice_of(r.labels, base.labels, kdseg::Region::TC);
+  m["dice_et"] = dice_of(r.labels, base.labels, kdseg::Region::ET);
   int64_t changed = 0;
   for (size_t i = 0; i < r.labels.data.size(); ++i)
     changed += r.labels.data[i] != base.labels.data[i];
@@ -264,8 +254,8 @@ void time_ops(const std::array<int64_t, 3>& s, int reps) {
       half{1, 16, s[0] / 2, s[1] / 2, s[2] / 2};
   kdseg::Norm norm(kdseg::NormOptions{16, 8});
   torch::nn::Conv3d conv = kdseg::conv3d(16, 16, 3);
-  std::printf("\nfull-resolution operations on (1,16,%s), best of %d (s):\n", shape_str(s).c_str(),
-              reps);
+  std::printf("\nfull-resolution operations on (1,16,%s), best of %d (s):\n",
+              bench::shape_str(s).c_str(), reps);
   std::printf("%-7s %8s %8s %8s %8s %8s %8s %8s %8s %8s\n", "dtype", "conv3^3", "GFLOP/s", "GN",
               "lrelu", "lrelu_", "add", "cat", "up2x", "flip");
   for (const bool bf16 : {false, true}) {
@@ -406,8 +396,8 @@ int main(int argc, char** argv) {
 
     const double base_rss = bench::rss_gb();
     std::printf("bench_infer: case %s %s, %s; crop %s -> network input %s (multiples of %lld)\n",
-                ds.cases[0].id.c_str(), shape_str(data.image.dim).c_str(), device.c_str(),
-                shape_str(crop).c_str(), shape_str(whole).c_str(),
+                ds.cases[0].id.c_str(), bench::shape_str(data.image.dim).c_str(), device.c_str(),
+                bench::shape_str(crop).c_str(), bench::shape_str(whole).c_str(),
                 static_cast<long long>(inner->stride()));
     std::printf(
         "  model %s (%s, %lld parameters); %d flips; %d thread(s); LibTorch %s; read %.2f s; "

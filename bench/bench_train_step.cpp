@@ -59,10 +59,6 @@ std::array<int64_t, 3> parse_patch(const std::string& text) {
   return {v[0], v[1], v[2]};
 }
 
-std::string shape_str(const std::array<int64_t, 3>& s) {
-  return std::to_string(s[0]) + "x" + std::to_string(s[1]) + "x" + std::to_string(s[2]);
-}
-
 // (B,3,D,H,W) WT ⊇ TC ⊇ ET: nested spheres (radii 30, 18, 10 voxels, scaled to the patch).
 at::Tensor sphere_targets(int64_t batch, const std::array<int64_t, 3>& p) {
   auto axis = [&](int a) {
@@ -261,7 +257,7 @@ int main(int argc, char** argv) {
     std::printf(
         "bench_train_step: %s (%lld parameters), patch %s, batch %lld, %s, %d thread(s), "
         "LibTorch %s; %d warm-up + %d timed steps\n",
-        arch.c_str(), static_cast<long long>(n_params), shape_str(patch).c_str(),
+        arch.c_str(), static_cast<long long>(n_params), bench::shape_str(patch).c_str(),
         static_cast<long long>(batch), device.c_str(), threads, TORCH_VERSION, warmup, steps);
     for (int s = 0; s < warmup; ++s)
       for (auto& t : trainers) train_step(t, x, y, device);
@@ -359,16 +355,12 @@ int main(int argc, char** argv) {
       }
       fs::remove(kdc);
       at::set_num_threads(threads);
-      const double ref_py = 2.25;  // s, the Python reference on this machine (issue 9: 2–2.5 s)
       std::printf("\naugmented sample %s from a %s case, 1 thread, %d samples (best / median):\n",
-                  shape_str(sp).c_str(), shape_str(dims).c_str(), n);
+                  bench::shape_str(sp).c_str(), bench::shape_str(dims).c_str(), n);
       std::printf("  grid_sample path (before)       %.3f / %.3f s   1.00x\n", bench::best(t_old),
                   bench::median(t_old));
-      std::printf(
-          "  kdseg make_sample (all forced)  %.3f / %.3f s   %.2fx   (%.1fx the Python "
-          "reference's ~%.2f s)\n",
-          bench::best(t_new), bench::median(t_new), bench::best(t_old) / bench::best(t_new),
-          ref_py / bench::median(t_new), ref_py);
+      std::printf("  kdseg make_sample (all forced)  %.3f / %.3f s   %.2fx\n", bench::best(t_new),
+                  bench::median(t_new), bench::best(t_old) / bench::best(t_new));
       std::printf("  kdseg make_sample (paper p's)   %.3f / %.3f s\n", bench::best(t_paper),
                   bench::median(t_paper));
       std::printf("  new vs before: image max |diff| %.2e, target voxels differing %lld of %lld\n",
@@ -382,8 +374,7 @@ int main(int argc, char** argv) {
                     {"grid_sample_s_best", bench::best(t_old)},
                     {"paper_defaults_s_median", bench::median(t_paper)},
                     {"image_max_abs_diff_vs_grid_sample", max_diff},
-                    {"target_voxels_differing", target_diff},
-                    {"python_reference_s", ref_py}};
+                    {"target_voxels_differing", target_diff}};
     }
     if (args.has("--json")) bench::write_json_atomic(args.get("--json"), out);
   } catch (const std::exception& e) {

@@ -150,8 +150,12 @@ void add_train_command(CLI::App& app) {
     opt->device = apply_runtime_flags(*runtime);
     opt->threads = runtime->threads;
     const TrainResult r = train(*opt);  // writes <out>/config.json with every resolved option
-    std::cout << "train: " << opt->out << ": " << r.steps << " steps, best validation mean Dice "
-              << r.best_mean_dice << " at step " << r.best_step << "\n";
+    std::cout << "train: " << opt->out << ": " << r.steps << " steps, ";
+    if (r.best_mean_dice < 0)  // nothing was validated
+      std::cout << "no validation (best.pt = last.pt)\n";
+    else
+      std::cout << "best validation mean Dice " << r.best_mean_dice << " at step " << r.best_step
+                << "\n";
   });
 }
 

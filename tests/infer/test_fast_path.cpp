@@ -9,6 +9,7 @@
 
 #include "kdseg/data/folders.h"
 #include "kdseg/data/preprocess.h"
+#include "kdseg/eval/metrics.h"
 #include "kdseg/infer/predict.h"
 #include "kdseg/models/registry.h"
 #include "kdseg/runtime/autocast.h"
@@ -20,16 +21,12 @@
 namespace kdseg {
 namespace {
 
+// Dice of region 0 = WT, 1 = TC, 2 = ET between two label maps on the same grid.
 double dice(const LabelMap& a, const LabelMap& b, int region) {
-  auto in = [region](uint8_t v) {
-    return region == 0 ? v != 0 : region == 1 ? (v == 1 || v == 4) : v == 4;
-  };
-  int64_t inter = 0, n = 0;
-  for (size_t i = 0; i < a.data.size(); ++i) {
-    inter += in(a.data[i]) && in(b.data[i]);
-    n += in(a.data[i]) + in(b.data[i]);
-  }
-  return n == 0 ? 1.0 : 2.0 * static_cast<double>(inter) / static_cast<double>(n);
+  const Region r = region == 0 ? Region::WT : region == 1 ? Region::TC : Region::ET;
+  const auto n = static_cast<int64_t>(a.data.size());
+  return kdseg::dice(region_mask(a.data.data(), n, r).data(),
+                     region_mask(b.data.data(), n, r).data(), n);
 }
 
 // (C,D,H,W) padded with zeros at the far end to multiples of 8 (the tiny student's stride).

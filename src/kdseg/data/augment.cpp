@@ -90,10 +90,10 @@ bool clip(const Box& b, const std::array<int64_t, 3>& dims, std::array<int64_t, 
 // What goes into the interleaved buffer: `channels` planes of a contiguous (K,D,H,W) volume,
 // converted to float, into buffer channels [k0, k0 + channels) (labels: 3 region channels).
 struct BoxSource {
-  enum Kind { half, f32, u8_scaled, u8_raw, labels_to_regions } kind = f32;
+  enum Kind { half, f32, u8, labels_to_regions } kind = f32;
   const void* data = nullptr;
   int64_t channels = 1, k0 = 0;
-  float scale = 1;  // u8_scaled: value * scale
+  float scale = 1;  // u8: value * scale
 };
 
 // Fills the buffer of box `b` (kp floats per voxel, voxel-major) from `sources` where the box
@@ -125,11 +125,10 @@ void fill_box(const std::vector<BoxSource>& sources, const std::array<int64_t, 3
               for (int64_t w = a[2]; w < e[2]; ++w) o[w * kp] = r[w];
               break;
             }
-            case BoxSource::u8_scaled:
-            case BoxSource::u8_raw: {
+            case BoxSource::u8: {
               const uint8_t* r = static_cast<const uint8_t*>(src.data) + off;
-              const float sc = src.kind == BoxSource::u8_scaled ? src.scale : 1.f;
-              for (int64_t w = a[2]; w < e[2]; ++w) o[w * kp] = static_cast<float>(r[w]) * sc;
+              for (int64_t w = a[2]; w < e[2]; ++w)
+                o[w * kp] = static_cast<float>(r[w]) * src.scale;
               break;
             }
             case BoxSource::labels_to_regions: {  // WT = any label, TC = {1,4}, ET = {4}
@@ -479,14 +478,14 @@ Sample make_sample(const CachedCase& c, const SampleSpec& spec, const std::array
     };
     if (soft) {
       keep_soft = c.soft().contiguous();
-      sources.push_back(u8_source(keep_soft, BoxSource::u8_scaled, 3, n_ch, 1.f / 255.f));
+      sources.push_back(u8_source(keep_soft, BoxSource::u8, 3, n_ch, 1.f / 255.f));
     } else if (labelled) {
       keep_labels = c.labels().contiguous();
       sources.push_back(u8_source(keep_labels, BoxSource::labels_to_regions, 3, n_ch, 1.f));
     }
     if (has_ignore) {
       keep_ignore = c.ignore().contiguous();
-      sources.push_back(u8_source(keep_ignore, BoxSource::u8_raw, 1, k - 1, 1.f));
+      sources.push_back(u8_source(keep_ignore, BoxSource::u8, 1, k - 1, 1.f));
     }
     fill_box(sources, dims, b, buf, kp, k);
     at::Tensor out = torch::empty({k, patch[0], patch[1], patch[2]}, torch::kFloat32);

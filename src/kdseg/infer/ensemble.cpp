@@ -76,22 +76,26 @@ Ensemble::Ensemble(const std::vector<std::string>& checkpoints, const std::vecto
     if (!(m.weight > 0)) throw Error("--weights", "weights must be positive");
     m.net = load_checkpoint(m.path, &m.info);
     m.info.state = StateDict();  // the weights live in the net
-    m.net->to(torch::Device(opt_.device));
-    m.net->eval();
     const auto bytes = read_file(m.path);
     m.digest = hash_hex(std::string(bytes.begin(), bytes.end()));
-    validate_plan(m.info.plan, m.path);
     members_.push_back(std::move(m));
   }
+  place_members();
 }
 
 Ensemble::Ensemble(std::vector<EnsembleMember> members, InferenceOptions opt)
     : members_(std::move(members)), opt_(std::move(opt)) {
   if (members_.empty()) throw Error("ensemble", "no member given");
   mirror_sets(opt_.tta);
-  for (auto& m : members_) {
+  for (const auto& m : members_) {
     if (m.net.is_empty()) throw Error("ensemble", "member " + m.path + " has no network");
     if (!(m.weight > 0)) throw Error("--weights", "weights must be positive");
+  }
+  place_members();
+}
+
+void Ensemble::place_members() {
+  for (auto& m : members_) {
     m.net->to(torch::Device(opt_.device));
     m.net->eval();
     validate_plan(m.info.plan, m.path);

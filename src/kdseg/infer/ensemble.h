@@ -71,6 +71,9 @@ class Ensemble {
   const InferenceOptions& options() const { return opt_; }
 
  private:
+  // Every member's net on opt_.device, in eval mode, its plan checked.
+  void place_members();
+
   std::vector<EnsembleMember> members_;
   InferenceOptions opt_;
 };

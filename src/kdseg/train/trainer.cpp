@@ -653,7 +653,7 @@ TrainResult train(const TrainOptions& given) {
   if (pg && world > 1) collective("waiting for rank 0's last writes", [&] { pg->barrier(); });
   if (talk) {
     char best_text[96] = "no validation cases: best.pt = last.pt";
-    if (!td.validation.empty() && best_step >= 0)
+    if (!td.validation.empty())
       std::snprintf(best_text, sizeof best_text, "best mean Dice %.4f at step %lld", best,
                     static_cast<long long>(best_step));
     std::fprintf(stderr, "train: done, %lld steps in %s (waited for data %.1f%%), %s\n",
