@@ -16,6 +16,16 @@ if(KDSEG_WITH_TORCH)
   # CMAKE_PREFIX_PATH=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)').
   find_package(Torch REQUIRED)
   separate_arguments(KDSEG_TORCH_CXX_FLAGS UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+  # pip PyTorch wheels since 2.5 export from libtorch.so / libtorch_cpu.so a statically linked
+  # copy of part of libstdc++, std::filesystem among it (pytorch/pytorch#133437). A program that
+  # needs libtorch before libstdc++.so.6 has its std::filesystem calls bound to that copy: against
+  # torch 2.11 (H200 machine, g++ 13.3) std::filesystem::remove_all jumped to address 0 and every
+  # test that wrote files crashed. Needing libstdc++.so.6 first makes the dynamic linker take the
+  # system's copy, as it does under Python. Named as a file: a plain -lstdc++ did not come first
+  # there (the g++ driver places its own library itself); -l:libstdc++.so.6 did, and the crash went.
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_SYSTEM_NAME STREQUAL "Linux")
+    add_link_options("SHELL:-Wl,--push-state,--no-as-needed -l:libstdc++.so.6 -Wl,--pop-state")
+  endif()
   set(KDSEG_TORCH_DEFINITIONS "")
   # c10d's Gloo backend, when this LibTorch ships its headers and Gloo's are installed (Debian:
   # libgloo-dev). Without them kdseg still builds and reports distributed training as unavailable.

@@ -2,7 +2,8 @@
 // batch + one window over the whole crop must give the same label maps as the plain path (fp32,
 // one pass per flip) — Dice >= 0.99 per region and case — for a tiny student trained on phantom
 // cases, and the comparison must be able to fail (a shifted threshold lowers it below the bar).
-// One test (one process under CTest), so that the model is trained once.
+// One test (one process under CTest), so that the model is trained once. With a CUDA device, the
+// same comparisons run there too.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -140,6 +141,24 @@ TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
         worst_shifted = std::min(worst_shifted, dice(a[i].labels, shifted, r));
     }
   EXPECT_LT(worst_shifted, 0.99) << "a shifted threshold must lower the agreement below the bar";
+
+  // On a CUDA device (skipped without one): the plain and the fast path there give the CPU's
+  // label maps (cuDNN's default TF32 convolutions included).
+  if (torch::cuda::is_available()) {
+    InferenceOptions gpu_plain = plain, gpu_fast = fast;
+    gpu_plain.device = gpu_fast.device = "cuda";
+    const auto g = predict(gpu_plain), h = predict(gpu_fast);
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_FALSE(g[i].probs.is_cuda()) << "probabilities come back on the CPU";
+      EXPECT_LT((a[i].probs - g[i].probs).abs().max().item<double>(), 2e-2) << "case " << i;
+      for (int r = 0; r < 3; ++r) {
+        EXPECT_GE(dice(a[i].labels, g[i].labels, r), 0.99)
+            << "cuda fp32, case " << i << " region " << r;
+        EXPECT_GE(dice(a[i].labels, h[i].labels, r), 0.99)
+            << "cuda bf16 fused, case " << i << " region " << r;
+      }
+    }
+  }
   std::printf(
       "fast path vs plain: min Dice %.5f over cases and regions; at thresholds 0.25/0.75: "
       "%.4f\n",

@@ -8,6 +8,7 @@
 #include "kdseg/models/registry.h"
 #include "kdseg/models/resunet.h"
 #include "kdseg/models/student.h"
+#include "kdseg/runtime/autocast.h"
 #include "kdseg/train/loss.h"
 #include "kdseg/util/error.h"
 #include "models/tiny_configs.h"
@@ -117,6 +118,60 @@ TEST_P(EveryArch, OptionsRoundTripThroughJson) {
   SegNet again = make_net(arch, net->options_json());
   EXPECT_EQ(again->options_json(), net->options_json());
   EXPECT_EQ(count_parameters(*again), count_parameters(*net));
+}
+
+// On a CUDA device (skipped without one): the same weights and input give the CPU's logits and
+// gradients (TF32 off, so the arithmetic is fp32 on both), and bf16 autocast on CUDA stays close.
+TEST_P(EveryArch, CudaGivesTheCpuLogitsAndGradients) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const std::string arch = GetParam();
+  const bool tf32 = at::globalContext().allowTF32CuDNN();
+  at::globalContext().setAllowTF32CuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
+  const auto s = valid_sizes(arch).front();
+  torch::manual_seed(11);
+  SegNet cpu = make_net(arch, tiny_config(arch));
+  torch::manual_seed(11);
+  SegNet gpu = make_net(arch, tiny_config(arch));
+  gpu->to(torch::kCUDA);
+  cpu->eval();  // eval: no sampled VAE latent, so both devices compute the same function
+  gpu->eval();
+  const at::Tensor x = input_of(s, 2);
+  const at::Tensor target = (torch::rand({2, 3, s[0], s[1], s[2]}) > 0.7).to(torch::kFloat);
+  SegOutput a = cpu->forward(x);
+  SegOutput b = gpu->forward(x.to(torch::kCUDA));
+  ASSERT_TRUE(b.logits.is_cuda());
+  // Differences relative to the tensor's largest magnitude (fp32 sums in another order).
+  auto rel = [](const at::Tensor& ref, const at::Tensor& other) {
+    return (ref - other.cpu()).abs().max().item<double>() /
+           std::max(ref.abs().max().item<double>(), 1e-12);
+  };
+  EXPECT_LT(rel(a.logits, b.logits), 1e-4);
+  segmentation_loss(a, target, x).total.backward();
+  segmentation_loss(b, target.to(torch::kCUDA), x.to(torch::kCUDA)).total.backward();
+  const auto pa = cpu->named_parameters(), pb = gpu->named_parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  int64_t compared = 0;
+  for (size_t i = 0; i < pa.size(); ++i) {
+    SCOPED_TRACE(pa[i].key());
+    // Parameters an eval-mode forward does not use (the VAE branch) have no gradient on either.
+    ASSERT_EQ(pb[i].value().grad().defined(), pa[i].value().grad().defined());
+    if (!pa[i].value().grad().defined()) continue;
+    // A norm's weight gradient sums over every voxel with cancellation: 1e-2 of its largest
+    // entry allows for the summation order (measured: up to 3.2e-3, cascade on an H200);
+    // a wrong kernel is off by O(1).
+    EXPECT_LT(rel(pa[i].value().grad(), pb[i].value().grad()), 1e-2);
+    ++compared;
+  }
+  EXPECT_GT(compared, 10);
+  {
+    torch::NoGradGuard no_grad;
+    AutocastGuard bf16(true, "cuda");
+    const at::Tensor c = gpu->forward(x.to(torch::kCUDA)).logits;
+    EXPECT_EQ(c.sizes(), a.logits.sizes());
+    EXPECT_LT(rel(a.logits, c.to(torch::kFloat)), 5e-2) << "bf16 autocast on CUDA";
+  }
+  at::globalContext().setAllowTF32CuDNN(tf32);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, EveryArch, ::testing::ValuesIn(arch_names()),
