@@ -58,6 +58,13 @@ TEST(Reproduce, MiniatureExperimentRunsEveryStageAndResumes) {
     best_teacher = std::max(best_teacher, res["table"][m]["dice_wt"]["mean"].get<double>());
   EXPECT_GT(best_teacher, 0.45);
   EXPECT_GT(res["table"]["ensemble"]["dice_wt"]["mean"].get<double>(), 0.45);
+  // Every run reports its training patches' hard Dice; the trainer's warnings are gathered.
+  ASSERT_TRUE(res["warnings"].is_array());
+  for (const char* m : {"unet", "resunet-vae", "cascade", "student", "control"}) {
+    const auto done =
+        nlohmann::json::parse(std::ifstream((s1 / "runs" / m / "done.json").string()));
+    EXPECT_TRUE(done["train_hard_dice"].contains("wt")) << m;
+  }
 
   // A rerun finds every stage done
   r = test::run_kdseg(cmd);

@@ -27,6 +27,8 @@ TEST(ExperimentRecipes, CpuPresetSizesAndOverrides) {
   EXPECT_EQ(r["cascade"].steps, resolved.teacher_steps / 2);
   EXPECT_DOUBLE_EQ(r["unet"].lr, 1e-2);
   EXPECT_DOUBLE_EQ(r["resunet-vae"].lr, 3e-3);
+  // One GroupNorm group per channel at width 8 (4 groups killed a seed's head channels).
+  EXPECT_EQ(r["resunet-vae"].options.at("norm_groups").get<int>(), 8);
 
   // Flags and --models overrides: steps from the flags, any recipe key from the JSON.
   o.teacher_steps = 40;

@@ -40,6 +40,30 @@ TEST(Loss, DiceAndBceAtHalfProbabilityByHand) {
   EXPECT_NEAR(value(t.total), dice_eps + 3 * std::log(2.0), 1e-6);
 }
 
+TEST(Loss, HardOverlapCountsByHand) {
+  // 1 sample, 3 regions, 4 voxels. WT: predicted 2 (logit > 0), 1 of them right, 2 true;
+  // TC: nothing predicted, 1 true; ET: 1 predicted, none true.
+  at::Tensor logits = torch::tensor({2.f, 1.f, -1.f, -3.f,    //
+                                     -1.f, -1.f, -2.f, -5.f,  //
+                                     -1.f, -1.f, 0.5f, -1.f})
+                          .view({1, 3, 4});
+  at::Tensor target = torch::tensor({1.f, 0.f, 1.f, 0.f,    //
+                                     0.f, 0.f, 0.9f, 0.f,   //
+                                     0.f, 0.f, 0.4f, 0.f})  // soft: 0.4 is not a target voxel
+                          .view({1, 3, 4});
+  at::Tensor c = hard_overlap_counts(logits, target);
+  EXPECT_TRUE(torch::equal(
+      c, torch::tensor({1., 2., 2., 0., 0., 1., 0., 1., 0.}, at::kDouble).view({3, 3})))
+      << c;
+  // Voxels of weight 0 do not count: the first voxel out.
+  at::Tensor w = torch::tensor({0.f, 1.f, 1.f, 1.f}).view({1, 1, 4});
+  c = hard_overlap_counts(logits, target, w);
+  EXPECT_EQ(c[0][0].item<double>(), 0);
+  EXPECT_EQ(c[0][1].item<double>(), 1);
+  EXPECT_EQ(c[0][2].item<double>(), 1);
+  EXPECT_THROW(hard_overlap_counts(logits, target.view({1, 12})), Error);
+}
+
 TEST(Loss, SoftTargetsByHand) {
   // p = 0.75 everywhere (logit ln 3), target probability 0.25 everywhere (8 voxels, 1 region).
   const at::Tensor logits = torch::full({1, 1, 2, 2, 2}, std::log(3.0));

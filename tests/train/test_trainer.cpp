@@ -7,6 +7,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "kdseg/models/checkpoint.h"
 #include "kdseg/train/trainer.h"
 #include "models/tiny_configs.h"
@@ -126,6 +128,15 @@ TEST_F(Training, ASeededRunGivesIdenticalLossesTwiceAndWritesItsFiles) {
   int rows = 0;
   while (std::getline(log, line)) ++rows;
   EXPECT_EQ(rows, 4);
+  // done.json: the last tenth of the steps' hard Dice on the training patches (here 1 step)
+  const auto done = nlohmann::json::parse(std::ifstream(dir_->str("seeded_a/done.json")));
+  EXPECT_EQ(done.at("train_hard_dice_steps").get<int64_t>(), 1);
+  for (const char* r : {"wt", "tc", "et"}) {
+    const double d = done.at("train_hard_dice").at(r).get<double>();
+    EXPECT_GE(d, 0.0) << r;
+    EXPECT_LE(d, 1.0) << r;
+  }
+  EXPECT_TRUE(done.at("warnings").is_array());
   // best.pt loads as a model whose plan records the spacing trained at
   Checkpoint info;
   load_checkpoint(dir_->str("seeded_a/checkpoints/best.pt"), &info);
@@ -236,6 +247,22 @@ TEST_F(Training, AResumeAfterSigkillEqualsTheUninterruptedRun) {
     return rows;
   };
   EXPECT_EQ(columns(dir_->str("kill_whole/log.csv")), columns(dir_->str("kill_resumed/log.csv")));
+}
+
+TEST(TrainingChecks, ARegionTheModelNeverPredictsIsWarnedAbout) {
+  // (C,3) counts: true positives, predicted, target voxels. WT learnt, TC predicted elsewhere
+  // only, ET never predicted; a 4th region with no target voxels is not a finding.
+  const at::Tensor counts =
+      torch::tensor({50., 60., 70., 0., 12., 30., 0., 0., 20., 0., 5., 0.}, at::kDouble)
+          .view({4, 3});
+  const auto w = dead_region_warnings(counts, 20);
+  ASSERT_EQ(w.size(), 2u);
+  EXPECT_NE(w[0].find("none of the 30 TC voxels"), std::string::npos) << w[0];
+  EXPECT_NE(w[0].find("last 20 steps"), std::string::npos) << w[0];
+  EXPECT_NE(w[1].find("none of the 20 ET voxels"), std::string::npos) << w[1];
+  EXPECT_NE(w[1].find("--seed"), std::string::npos) << w[1];
+  EXPECT_TRUE(
+      dead_region_warnings(torch::tensor({1., 1., 1.}, at::kDouble).view({1, 3}), 3).empty());
 }
 
 }  // namespace

@@ -83,6 +83,24 @@ at::Tensor downsample_to(const at::Tensor& target, const std::vector<int64_t>& s
   return torch::avg_pool3d(target.to(torch::kFloat), factor);
 }
 
+at::Tensor hard_overlap_counts(const at::Tensor& logits, const at::Tensor& target,
+                               const at::Tensor& weight) {
+  if (logits.sizes() != target.sizes() || logits.dim() < 3)
+    throw Error("hard_overlap_counts", "logits " + shape_string(logits.sizes().vec()) +
+                                           " and target " + shape_string(target.sizes().vec()) +
+                                           " must be the same (B,C,...) shape");
+  torch::NoGradGuard no_grad;
+  at::Tensor p = logits.detach() > 0, t = target > 0.5;
+  if (weight.defined()) {
+    const at::Tensor m = (weight > 0).expand_as(p);
+    p = p & m;
+    t = t & m;
+  }
+  std::vector<int64_t> dims{0};
+  for (int64_t d = 2; d < logits.dim(); ++d) dims.push_back(d);
+  return at::stack({(p & t).sum(dims), p.sum(dims), t.sum(dims)}, 1).to(at::kDouble);
+}
+
 LossTerms segmentation_loss(const SegOutput& out, const at::Tensor& target, const at::Tensor& input,
                             const at::Tensor& weight, const LossOptions& options) {
   std::vector<at::Tensor> outputs = out.deep;  // coarsest first

@@ -61,6 +61,13 @@ at::Tensor vae_kl_loss(const at::Tensor& mu, const at::Tensor& logvar, int64_t n
 // labels become the fraction of the coarse voxel inside the region (the authors' choice).
 at::Tensor downsample_to(const at::Tensor& target, const std::vector<int64_t>& size);
 
+// Hard overlap per region at probability 0.5 (logit 0) over the voxels of weight > 0: a (C,3)
+// float64 tensor of [true positives, predicted positives, target positives] (target > 0.5),
+// e.g. for logits (B,3,D,H,W). The trainer sums it over its last steps to report the training
+// patches' hard Dice and to flag a region the model has stopped predicting.
+at::Tensor hard_overlap_counts(const at::Tensor& logits, const at::Tensor& target,
+                               const at::Tensor& weight = {});
+
 // Everything a network's output needs: the Dice + BCE of the logits, the cascade's deep
 // supervision (out.deep coarsest first + out.logits, weighted by options.deep_supervision's
 // last entries, targets and weight average-pooled to each output's size) and, when out.recon is

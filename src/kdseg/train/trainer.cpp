@@ -216,6 +216,25 @@ std::array<double, 3> region_dice(const at::Tensor& probs, const at::Tensor& lab
   return d;
 }
 
+std::vector<std::string> dead_region_warnings(const at::Tensor& counts, int64_t steps) {
+  const at::Tensor c = counts.to(at::kCPU, at::kDouble).contiguous();
+  const double* v = c.data_ptr<double>();
+  std::vector<std::string> out;
+  for (int64_t r = 0; r < c.size(0); ++r) {
+    const double tp = v[3 * r], predicted = v[3 * r + 1], truth = v[3 * r + 2];
+    if (truth == 0 || tp > 0) continue;
+    const char* name = r == 0 ? "WT" : r == 1 ? "TC" : r == 2 ? "ET" : "a region";
+    char text[360];
+    std::snprintf(text, sizeof text,
+                  "in its last %lld steps the model predicted none of the %.0f %s voxels of its "
+                  "training patches (probability > 0.5 at %.0f voxels): it has not learnt %s; "
+                  "train again with another --seed or a lower --lr",
+                  static_cast<long long>(steps), truth, name, predicted, name);
+    out.push_back(text);
+  }
+  return out;
+}
+
 TrainResult train(const TrainOptions& given) {
   const TrainOptions opt = with_paper_defaults(given);
   const auto t_setup = Clock::now();
@@ -494,6 +513,12 @@ TrainResult train(const TrainOptions& given) {
   auto t_row = Clock::now();
   double sum_loss = 0, sum_dice = 0, sum_bce = 0, wait_total = 0;
   int64_t n_row = 0, first_step = step;
+  // The hard overlap of the training patches over the last tenth of the steps (this rank's):
+  // a region the model never predicts there has died (e.g. every output channel with a positive
+  // weight stuck below zero), which the loss alone does not show.
+  const int64_t tail_from = opt.steps - std::max<int64_t>(1, opt.steps / 10);
+  at::Tensor tail_counts;
+  int64_t tail_steps = 0;
   const double collective_before = pg ? pg->allreduce_seconds() : 0;
   if (talk)
     std::fprintf(stderr,
@@ -526,6 +551,11 @@ TrainResult train(const TrainOptions& given) {
         o.logvar = o.logvar.to(at::kFloat);
       }
       loss = segmentation_loss(o, y, x, w, opt.loss);
+      if (step >= tail_from) {
+        const at::Tensor c = hard_overlap_counts(o.logits, y, w);
+        tail_counts = tail_counts.defined() ? tail_counts + c : c;
+        ++tail_steps;
+      }
     }
     loss.total.backward();
     double l = 0, l_dice = 0, l_bce = 0;
@@ -639,7 +669,21 @@ TrainResult train(const TrainOptions& given) {
   result.best_step = best_step;
   result.best_mean_dice = best;
   result.collective_seconds = pg ? pg->allreduce_seconds() - collective_before : 0;
-  if (rank0)
+  json tail = json::object();
+  if (tail_counts.defined()) {
+    const at::Tensor c = tail_counts.to(at::kCPU).contiguous();
+    const double* v = c.data_ptr<double>();
+    const char* names[3] = {"wt", "tc", "et"};
+    result.tail_steps = tail_steps;
+    for (int r = 0; r < 3 && r < c.size(0); ++r) {
+      const double tp = v[3 * r], predicted = v[3 * r + 1], truth = v[3 * r + 2];
+      const double dice = predicted + truth > 0 ? 2 * tp / (predicted + truth) : 1.0;
+      result.train_hard_dice[static_cast<size_t>(r)] = dice;
+      tail[names[r]] = dice;
+    }
+    result.warnings = dead_region_warnings(c, tail_steps);
+  }
+  if (rank0) {
     write_json_atomic((out / "done.json").string(),
                       {{"steps", step},
                        {"best_step", best_step},
@@ -648,7 +692,12 @@ TrainResult train(const TrainOptions& given) {
                        {"wait_fraction", result.wait_fraction},
                        {"world_size", world},
                        {"collective_fraction",
-                        result.seconds > 0 ? result.collective_seconds / result.seconds : 0}});
+                        result.seconds > 0 ? result.collective_seconds / result.seconds : 0},
+                       {"train_hard_dice", tail},
+                       {"train_hard_dice_steps", tail_steps},
+                       {"warnings", result.warnings}});
+    for (const auto& w : result.warnings) std::fprintf(stderr, "train: warning: %s\n", w.c_str());
+  }
   // Every rank ends together: a failure of rank 0's last writes fails the others too.
   if (pg && world > 1) collective("waiting for rank 0's last writes", [&] { pg->barrier(); });
   if (talk) {

@@ -95,7 +95,18 @@ struct TrainResult {
   double wait_fraction = 0;           // share of it spent waiting for data
   int64_t world = 1;                  // processes that trained together (1: not distributed)
   double collective_seconds = 0;      // of `seconds`, spent in collectives (distributed)
+  // Hard Dice (probability 0.5) of WT, TC, ET on the training patches of the last tenth of the
+  // steps (this process's, rank 0's when distributed; 1 where neither side has a voxel), and
+  // over how many steps; done.json's train_hard_dice.
+  std::array<double, 3> train_hard_dice{-1, -1, -1};
+  int64_t tail_steps = 0;
+  std::vector<std::string> warnings;  // e.g. a region the model never predicts (also printed)
 };
+
+// From hard_overlap_counts summed over `steps` training steps ((C,3): true positives, predicted,
+// target voxels; C = WT, TC, ET): one warning per region with target voxels of which the model
+// predicted none.
+std::vector<std::string> dead_region_warnings(const at::Tensor& counts, int64_t steps);
 
 // Runs (or resumes) a training run. Throws kdseg::Error for any configuration problem before
 // any work (unknown model, patch larger than a volume or not a multiple of the network's
