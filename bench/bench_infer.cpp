@@ -17,6 +17,8 @@
 // forward_s_median, forward_s_best (seconds per flip's forward pass), peak_rss_gb,
 // cuda_max_allocated_gb.
 //
+// --stages: the first variant's case time split into preprocessing, predict_image (and the
+// forward passes in it), putting the probabilities back on the case's grid, and labelling.
 // Peak memory: ru_maxrss is a process-wide maximum, so the table's column comes from a
 // subprocess per variant (this program with --variant NAME --reps 1); --no-subprocess skips it.
 // Variants that change process-wide settings run only that way: "bf16-sysmalloc" (glibc's
@@ -43,6 +45,7 @@
 #include "kdseg/data/preprocess.h"
 #include "kdseg/eval/metrics.h"
 #include "kdseg/infer/ensemble.h"
+#include "kdseg/infer/postprocess.h"
 #include "kdseg/infer/predict.h"
 #include "kdseg/infer/sliding_window.h"
 #include "kdseg/io/dataset.h"
@@ -296,10 +299,11 @@ void time_ops(const std::array<int64_t, 3>& s, int reps) {
 
 int main(int argc, char** argv) {
   try {
-    const bench::Args args(argc, argv,
-                           {"--bf16", "--smoke", "--no-subprocess", "--list", "--ops", "--profile"},
-                           {"--case", "--model", "--device", "--flips", "--reps", "--threads",
-                            "--json", "--variant", "--variants", "--warmup"});
+    const bench::Args args(
+        argc, argv,
+        {"--bf16", "--smoke", "--no-subprocess", "--list", "--ops", "--profile", "--stages"},
+        {"--case", "--model", "--device", "--flips", "--reps", "--threads", "--json", "--variant",
+         "--variants", "--warmup"});
     const std::string device = args.get("--device", "cpu");
     const bool smoke = args.has("--smoke");
     const int flips = static_cast<int>(args.num("--flips", 4));
@@ -410,6 +414,45 @@ int main(int argc, char** argv) {
 
     if (args.has("--ops")) {  // the operations only
       time_ops(whole, reps);
+      return 0;
+    }
+
+    if (args.has("--stages")) {  // the first variant's case time, stage by stage
+      const Variant& v = chosen[0];
+      kdseg::Ensemble e({member}, v.opt);  // places the net on the device, eval mode
+      at::set_num_threads(v.threads > 0 ? v.threads : threads);
+      std::map<std::string, std::vector<double>> t;
+      for (int rep = -1; rep < reps; ++rep) {  // rep -1: warm-up
+        auto lap = [&](const char* name, double t0) {
+          bench::sync(device);
+          if (rep >= 0) t[name].push_back(bench::now_s() - t0);
+          return bench::now_s();
+        };
+        timed->seconds = 0;
+        double t0 = bench::now_s();
+        const kdseg::PreparedCase pc = kdseg::preprocess_case(data, info.plan);
+        t0 = lap("1 preprocess (crop, z-score)", t0);
+        at::Tensor p = kdseg::predict_image(*timed, pc.image, info.plan, v.opt);
+        const double fwd = timed->seconds;
+        t0 = lap("2 predict_image (all)", t0);
+        if (rep >= 0) t["2a of which forward passes"].push_back(fwd);
+        p = kdseg::undo_geometry(p, pc.geometry).mul_(1.0).div_(1.0).clamp_(0, 1);
+        t0 = lap("3 back on the case's grid", t0);
+        // probabilities_to_labels, in its three steps
+        const at::Tensor regions = kdseg::regions_to_labels(p, 0.5);
+        t0 = lap("4a regions -> labels", t0);
+        kdseg::LabelMap labels = kdseg::tensor_to_labels(regions, data.image);
+        t0 = lap("4b labels onto the case's grid", t0);
+        kdseg::postprocess_labels(labels.data.data(), labels.dim, labels.spacing, post);
+        lap("4c small components removed", t0);
+      }
+      double total = 0;
+      for (const auto& [k, v2] : t)
+        if (k.find("2a") == std::string::npos) total += bench::median(v2);
+      std::printf("\nstages of %s (median of %d): %.3f s per case\n", v.name.c_str(), reps, total);
+      for (const auto& [k, v2] : t)
+        std::printf("  %-32s %7.3f s %5.1f%%\n", k.c_str(), bench::median(v2),
+                    100 * bench::median(v2) / total);
       return 0;
     }
 

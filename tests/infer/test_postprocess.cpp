@@ -2,6 +2,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <random>
+
 #include "kdseg/data/preprocess.h"
 #include "kdseg/infer/postprocess.h"
 #include "kdseg/io/dataset.h"
@@ -49,6 +52,61 @@ TEST(Postprocess, ComponentsAreTwentySixConnected) {
   EXPECT_EQ(sizes[1], 2);
   EXPECT_EQ(sizes[2], 1);
   EXPECT_EQ(comp[0], comp[(1 * 5 + 1) * 5 + 1]);
+}
+
+// The plain flood fill from every unvisited voxel in memory order: what the two-pass labelling
+// must reproduce exactly (component numbers and sizes).
+std::vector<int32_t> flood_fill_components(const std::vector<uint8_t>& mask,
+                                           const std::array<int64_t, 3>& d,
+                                           std::vector<int64_t>* sizes) {
+  const int64_t n = d[0] * d[1] * d[2];
+  std::vector<int32_t> comp(static_cast<size_t>(n), 0);
+  sizes->assign(1, 0);
+  int32_t next = 0;
+  for (int64_t seed = 0; seed < n; ++seed) {
+    if (!mask[seed] || comp[seed]) continue;
+    comp[seed] = ++next;
+    int64_t count = 0;
+    std::vector<int64_t> stack{seed};
+    while (!stack.empty()) {
+      const int64_t v = stack.back();
+      stack.pop_back();
+      ++count;
+      const int64_t x = v % d[0], y = (v / d[0]) % d[1], z = v / (d[0] * d[1]);
+      for (int64_t dz = -1; dz <= 1; ++dz)
+        for (int64_t dy = -1; dy <= 1; ++dy)
+          for (int64_t dx = -1; dx <= 1; ++dx) {
+            const int64_t X = x + dx, Y = y + dy, Z = z + dz;
+            if (X < 0 || Y < 0 || Z < 0 || X >= d[0] || Y >= d[1] || Z >= d[2]) continue;
+            const int64_t u = (Z * d[1] + Y) * d[0] + X;
+            if (mask[u] && !comp[u]) {
+              comp[u] = next;
+              stack.push_back(u);
+            }
+          }
+    }
+    sizes->push_back(count);
+  }
+  return comp;
+}
+
+TEST(Postprocess, ComponentsEqualAFloodFillOnRandomMasks) {
+  std::mt19937 rng(5);
+  int64_t worst_components = 0;
+  for (const std::array<int64_t, 3> d : std::vector<std::array<int64_t, 3>>{
+           {17, 13, 11}, {1, 9, 7}, {9, 1, 1}, {6, 5, 1}, {24, 20, 16}})
+    for (double density : {0.05, 0.2, 0.35, 0.6}) {
+      std::bernoulli_distribution on(density);
+      std::vector<uint8_t> m(static_cast<size_t>(d[0] * d[1] * d[2]));
+      for (auto& v : m) v = on(rng);
+      std::vector<int64_t> a_sizes, b_sizes;
+      const auto a = connected_components(m.data(), d, &a_sizes);
+      const auto b = flood_fill_components(m, d, &b_sizes);
+      EXPECT_EQ(a, b) << d[0] << "x" << d[1] << "x" << d[2] << " density " << density;
+      EXPECT_EQ(a_sizes, b_sizes);
+      worst_components = std::max<int64_t>(worst_components, static_cast<int64_t>(b_sizes.size()));
+    }
+  EXPECT_GT(worst_components, 20) << "the masks must hold many components to mean something";
 }
 
 TEST(Postprocess, SmallComponentsAndSmallEnhancingTumourAreHandledInMm3) {

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -160,31 +161,38 @@ at::Tensor resample_labels(const at::Tensor& labels, const std::array<int64_t, 3
 }
 
 at::Tensor zscore_nonzero(const at::Tensor& image) {
-  // Plain sequential loops in double: the statistics (and so the cache's bytes) do not depend on
-  // the thread count.
+  // Plain sequential loops in double per channel, one thread per channel: the statistics (and so
+  // the cache's bytes) do not depend on the thread count.
   at::Tensor in = image.to(torch::kFloat32).contiguous();
-  at::Tensor out = torch::zeros_like(in);
+  at::Tensor out = at::empty_like(in);
   const int64_t n = in.numel() / std::max<int64_t>(1, in.size(0));
-  for (int64_t c = 0; c < in.size(0); ++c) {
-    const float* x = in.data_ptr<float>() + c * n;
-    float* y = out.data_ptr<float>() + c * n;
-    double sum = 0;
-    int64_t count = 0;
-    for (int64_t i = 0; i < n; ++i)
-      if (x[i] != 0) {
-        sum += x[i];
-        ++count;
+  const float* src = in.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  at::parallel_for(0, in.size(0), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const float* x = src + c * n;
+      float* y = dst + c * n;
+      double sum = 0;
+      int64_t count = 0;
+      for (int64_t i = 0; i < n; ++i)
+        if (x[i] != 0) {
+          sum += x[i];
+          ++count;
+        }
+      if (count == 0) {
+        std::fill(y, y + n, 0.f);
+        continue;
       }
-    if (count == 0) continue;
-    const double mean = sum / static_cast<double>(count);
-    double ss = 0;
-    for (int64_t i = 0; i < n; ++i)
-      if (x[i] != 0) ss += (x[i] - mean) * (x[i] - mean);
-    const double sd = std::sqrt(ss / static_cast<double>(count));
-    const double scale = sd > 0 ? 1.0 / sd : 1.0;
-    for (int64_t i = 0; i < n; ++i)
-      y[i] = x[i] != 0 ? static_cast<float>((x[i] - mean) * scale) : 0.f;
-  }
+      const double mean = sum / static_cast<double>(count);
+      double ss = 0;
+      for (int64_t i = 0; i < n; ++i)
+        if (x[i] != 0) ss += (x[i] - mean) * (x[i] - mean);
+      const double sd = std::sqrt(ss / static_cast<double>(count));
+      const double scale = sd > 0 ? 1.0 / sd : 1.0;
+      for (int64_t i = 0; i < n; ++i)
+        y[i] = x[i] != 0 ? static_cast<float>((x[i] - mean) * scale) : 0.f;
+    }
+  });
   return out;
 }
 

