@@ -25,6 +25,7 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#include "kdseg/io/gzip.h"
 #include "kdseg/models/blocks.h"
 #include "kdseg/runtime/autocast.h"
 
@@ -32,10 +33,8 @@ namespace bench {
 
 // Writes `j` to `path` through a temporary name (no half-written file), making its folder.
 inline void write_json_atomic(const std::string& path, const nlohmann::json& j) {
-  namespace fs = std::filesystem;
-  if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
-  std::ofstream(path + ".tmp") << j.dump(2) << "\n";
-  fs::rename(path + ".tmp", path);
+  const std::string text = j.dump(2) + "\n";
+  kdseg::write_file_atomic(path, reinterpret_cast<const uint8_t*>(text.data()), text.size());
 }
 
 // "144x144x128".

@@ -436,6 +436,7 @@ int main(int argc, char** argv) {
         const double fwd = timed->seconds;
         t0 = lap("2 predict_image (all)", t0);
         if (rep >= 0) t["2a of which forward passes"].push_back(fwd);
+        // As Ensemble::predict_case does for its one member: weight, normalise, clamp.
         p = kdseg::undo_geometry(p, pc.geometry).mul_(1.0).div_(1.0).clamp_(0, 1);
         t0 = lap("3 back on the case's grid", t0);
         // probabilities_to_labels, in its three steps

@@ -311,18 +311,11 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
     t.quiet = opt.quiet;
     t.resume = fs::exists(run / "checkpoints" / "last.pt");
     TrainResult result = train(t);
-    // The trainer's findings (e.g. a region the model stopped predicting), also for a run that
-    // finished before this resume: they reach the tables' end and results.json.
-    const fs::path done = run / "done.json";
-    if (fs::exists(done)) {
-      std::ifstream in(done);
-      const json d = json::parse(in, nullptr, false);
-      if (d.is_object() && d.contains("warnings") && d["warnings"].is_array())
-        for (const auto& w : d["warnings"])
-          if (w.is_string())
-            warnings.push_back(run.parent_path().parent_path().filename().string() + "/" +
-                               run.filename().string() + ": " + w.get<std::string>());
-    }
+    // The trainer's findings (e.g. a region the model stopped predicting; for a run finished
+    // before this resume, from its done.json): they reach the tables' end and results.json.
+    for (const auto& w : result.warnings)
+      warnings.push_back(run.parent_path().parent_path().filename().string() + "/" +
+                         run.filename().string() + ": " + w);
     return result;
   };
   auto predict_into = [&](const std::vector<std::string>& models, const std::string& in,

@@ -216,6 +216,9 @@ std::array<double, 3> region_dice(const at::Tensor& probs, const at::Tensor& lab
   return d;
 }
 
+// done.json's keys for the output channels WT, TC, ET.
+constexpr std::array<const char*, 3> kRegionKeys{"wt", "tc", "et"};
+
 std::vector<std::string> dead_region_warnings(const at::Tensor& counts, int64_t steps) {
   const at::Tensor c = counts.to(at::kCPU, at::kDouble).contiguous();
   const double* v = c.data_ptr<double>();
@@ -355,6 +358,11 @@ TrainResult train(const TrainOptions& given) {
       r.steps = done.value("steps", int64_t{0});
       r.best_step = done.value("best_step", int64_t{-1});
       r.best_mean_dice = done.value("best_mean_dice", -1.0);
+      r.tail_steps = done.value("train_hard_dice_steps", int64_t{0});
+      const json tail = done.value("train_hard_dice", json::object());
+      for (size_t i = 0; i < kRegionKeys.size(); ++i)
+        r.train_hard_dice[i] = tail.value(kRegionKeys[i], -1.0);
+      r.warnings = done.value("warnings", std::vector<std::string>{});
       return r;
     }
   }
@@ -673,13 +681,12 @@ TrainResult train(const TrainOptions& given) {
   if (tail_counts.defined()) {
     const at::Tensor c = tail_counts.to(at::kCPU).contiguous();
     const double* v = c.data_ptr<double>();
-    const char* names[3] = {"wt", "tc", "et"};
     result.tail_steps = tail_steps;
-    for (int r = 0; r < 3 && r < c.size(0); ++r) {
+    for (size_t r = 0; r < kRegionKeys.size() && static_cast<int64_t>(r) < c.size(0); ++r) {
       const double tp = v[3 * r], predicted = v[3 * r + 1], truth = v[3 * r + 2];
       const double dice = predicted + truth > 0 ? 2 * tp / (predicted + truth) : 1.0;
-      result.train_hard_dice[static_cast<size_t>(r)] = dice;
-      tail[names[r]] = dice;
+      result.train_hard_dice[r] = dice;
+      tail[kRegionKeys[r]] = dice;
     }
     result.warnings = dead_region_warnings(c, tail_steps);
   }
