@@ -209,6 +209,18 @@ if [[ $build_failed == 0 ]]; then
     bench reproduce_cuda 200 "$build/kdseg" reproduce --preset tiny --seeds 1 --cohort "$work/tiny_cohort" \
       --teacher-steps 80 --student-steps 40 --device cuda --no-report --out "$work/tiny_run"
     [[ -f $work/tiny_run/results.json ]] && cp "$work/tiny_run/results.json" "$work/json/reproduce_cuda.json"
+    # The same on this machine's CPU (same seed and cohort): whether a network that learns little
+    # on CUDA (session 4: the UNet, WT 0.21 against ~0.7 on the development machine's CPU) does so
+    # on the CPU here too. Each teacher's training log of both runs goes to bench.log.
+    rm -rf "$work/tiny_run_cpu"
+    bench reproduce_cpu 200 "$build/kdseg" reproduce --preset tiny --seeds 1 --cohort "$work/tiny_cohort" \
+      --teacher-steps 80 --student-steps 40 --device cpu --threads "$JOBS" --no-report --out "$work/tiny_run_cpu"
+    [[ -f $work/tiny_run_cpu/results.json ]] && cp "$work/tiny_run_cpu/results.json" "$work/json/reproduce_cpu.json"
+    for run in tiny_run tiny_run_cpu; do
+      for log in "$work/$run"/seed1/runs/*/log.csv; do
+        [[ -f $log ]] && { echo "=== $run ${log#"$work/$run/"}"; cat "$log"; } >>"$OUT/bench.log"
+      done
+    done
   fi
 fi
 
@@ -273,12 +285,13 @@ lines = ["kdseg GPU benchmark (%s); medians; speed-up = Python / kdseg; total %d
 lines += ["steps: " + ", ".join("%s %s (%ds)" % (k, v["status"], v["seconds"]) for k, v in res["steps"].items())]
 summary = [l for l in res.get("tests", []) if "tests passed" in l] or res.get("tests") or ["not run"]
 lines += ["tests: " + summary[-1]]
-rep = res["figures"].get("reproduce_cuda")
-if rep and isinstance(rep.get("table"), dict):
-    t = rep["table"]
-    lines += ["reproduce --preset tiny on CUDA (1 seed, 2 test cases), %.0f s; Dice ET/WT/TC: " % rep.get("wall_seconds", -1)
-              + "; ".join("%s %.2f/%.2f/%.2f" % (m, t[m]["dice_et"]["mean"], t[m]["dice_wt"]["mean"], t[m]["dice_tc"]["mean"])
-                          for m in rep.get("methods", []) if m in t)]
+for dev in ("cuda", "cpu"):
+    rep = res["figures"].get("reproduce_" + dev)
+    if rep and isinstance(rep.get("table"), dict):
+        t = rep["table"]
+        lines += ["reproduce --preset tiny on %s (1 seed, 2 test cases), %.0f s; Dice ET/WT/TC: " % (dev.upper(), rep.get("wall_seconds", -1))
+                  + "; ".join("%s %.2f/%.2f/%.2f" % (m, t[m]["dice_et"]["mean"], t[m]["dice_wt"]["mean"], t[m]["dice_tc"]["mean"])
+                              for m in rep.get("methods", []) if m in t)]
 res["table"] = lines
 json.dump(res, open(os.path.join(out, "results.json"), "w"), indent=2)
 open(os.path.join(out, "table.txt"), "w").write("\n".join(lines) + "\n")
