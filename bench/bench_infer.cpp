@@ -103,6 +103,7 @@ std::vector<Variant> all_variants(const std::string& device, int flips, int thre
   base.tta = flips == 1 ? "none" : flips == 8 ? "all" : "xy";
   base.fuse_tta = false;
   base.bf16 = false;
+  base.engine = "torch";  // LibTorch unless a variant says otherwise
   std::vector<Variant> v;
   auto add = [&](std::string name, std::string what, auto edit) {
     Variant x;
@@ -120,6 +121,11 @@ std::vector<Variant> all_variants(const std::string& device, int flips, int thre
       });
   add("bf16", "bf16 autocast, whole crop, flips one pass each",
       [](Variant& x) { x.opt.bf16 = true; });
+  add("bf16-onednn", "bf16 through oneDNN directly (infer/onednn_student.h), flips one pass each",
+      [](Variant& x) {
+        x.opt.bf16 = true;
+        x.opt.engine = "onednn";
+      });
   add("bf16-fused", "bf16 autocast + fused flips", [](Variant& x) {
     x.opt.bf16 = true;
     x.opt.fuse_tta = true;
@@ -336,7 +342,7 @@ int main(int argc, char** argv) {
     } else if (smoke) {
       names = {"plain", "bf16-fused"};
     } else {
-      names = {"plain", "bf16", "bf16-fused", "bf16-plan", "bf16-1thread"};
+      names = {"plain", "bf16", "bf16-onednn", "bf16-fused", "bf16-plan", "bf16-1thread"};
     }
     std::vector<Variant> chosen;
     for (const auto& n : names) {
@@ -385,6 +391,8 @@ int main(int argc, char** argv) {
     member.path = args.has("--model") ? args.get("--model") : "random student";
     member.net = kdseg::SegNet(std::shared_ptr<kdseg::SegNetImpl>(timed.ptr()));
     member.info = info;
+    kdseg::EnsembleMember untimed = member;  // for the oneDNN variant (see below)
+    untimed.net = inner;
     const kdseg::PreprocessPlan plan = info.plan;
     const kdseg::PreparedCase prepared = kdseg::preprocess_case(data, plan);
     const auto& crop = prepared.geometry.shape;
@@ -419,7 +427,7 @@ int main(int argc, char** argv) {
 
     if (args.has("--stages")) {  // the first variant's case time, stage by stage
       const Variant& v = chosen[0];
-      kdseg::Ensemble e({member}, v.opt);  // places the net on the device, eval mode
+      kdseg::Ensemble e({v.opt.engine == "onednn" ? untimed : member}, v.opt);  // eval mode
       at::set_num_threads(v.threads > 0 ? v.threads : threads);
       std::map<std::string, std::vector<double>> t;
       for (int rep = -1; rep < reps; ++rep) {  // rep -1: warm-up
@@ -432,7 +440,8 @@ int main(int argc, char** argv) {
         double t0 = bench::now_s();
         const kdseg::PreparedCase pc = kdseg::preprocess_case(data, info.plan);
         t0 = lap("1 preprocess (crop, z-score)", t0);
-        at::Tensor p = kdseg::predict_image(*timed, pc.image, info.plan, v.opt);
+        at::Tensor p = kdseg::predict_image(*e.members()[0].net.ptr(), pc.image, info.plan, v.opt,
+                                            e.members()[0].onednn.get());
         const double fwd = timed->seconds;
         t0 = lap("2 predict_image (all)", t0);
         if (rep >= 0) t["2a of which forward passes"].push_back(fwd);
@@ -480,11 +489,13 @@ int main(int argc, char** argv) {
       return 0;
     }
 
-    // One Ensemble per variant, all sharing the timed network.
+    // One Ensemble per variant, all sharing the timed network; the oneDNN variant gets the
+    // network itself (it packs the student's weights, so it needs the student, not a wrapper),
+    // and its forward passes are not timed on their own.
     std::vector<std::unique_ptr<kdseg::Ensemble>> ens;
     for (const auto& v : chosen)
-      ens.push_back(
-          std::make_unique<kdseg::Ensemble>(std::vector<kdseg::EnsembleMember>{member}, v.opt));
+      ens.push_back(std::make_unique<kdseg::Ensemble>(
+          std::vector<kdseg::EnsembleMember>{v.opt.engine == "onednn" ? untimed : member}, v.opt));
 
     std::vector<Result> res(chosen.size());
     auto run_once = [&](size_t i, bool record) {
@@ -540,8 +551,12 @@ int main(int argc, char** argv) {
 #if defined(__GLIBC__)
       malloc_trim(0);
 #endif
+      // The process-wide variants: all of them, or those --variants names.
+      const std::string listed = "," + args.get("--variants") + ",";
       for (const auto& v : variants)
-        if (v.subprocess_only && !smoke) extra.push_back(v);
+        if (v.subprocess_only && !smoke &&
+            (!args.has("--variants") || listed.find("," + v.name + ",") != std::string::npos))
+          extra.push_back(v);
       auto run_child = [&](const Variant& v) -> json {
         const std::string out =
             (fs::temp_directory_path() /
@@ -651,7 +666,8 @@ int main(int argc, char** argv) {
       }
       std::printf(
           "(s/case: best of %d interleaved rounds after a warm-up round, median; cold: the "
-          "variant's first case in the process; s/pass: forward time per flip; speedup = plain / "
+          "variant's first case in the process; s/pass: forward time per flip (0: not timed: the "
+          "oneDNN variant); speedup = plain / "
           "variant; GFLOP/s: the whole crop's conv FLOPs / s/case (plan windows compute more); "
           "peak%%: of the practical peak below; RSS: peak resident set of the variant alone, in a "
           "subprocess; Dice/changed: labels vs plain's)\n",

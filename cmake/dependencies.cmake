@@ -38,6 +38,25 @@ if(KDSEG_WITH_TORCH)
   else()
     set(KDSEG_HAVE_GLOO OFF)
   endif()
+  # oneDNN (Debian: libdnnl-dev, the same libdnnl.so.2 Debian's LibTorch runs its convolutions
+  # with) for the student's bf16 CPU inference path (src/kdseg/infer/onednn_student.h). Without
+  # it kdseg builds and predicts through LibTorch alone. Off against a LibTorch that carries its
+  # own oneDNN (pip wheels link a private copy): two copies in one process are not wanted.
+  option(KDSEG_WITH_ONEDNN "Use the system oneDNN for the student's bf16 CPU inference" ON)
+  set(KDSEG_HAVE_ONEDNN OFF)
+  # Found by header and library rather than through dnnl-config.cmake, which Debian's package
+  # makes require OpenCL (only recommended by libdnnl-dev, and unused here: CPU only).
+  if(KDSEG_WITH_ONEDNN AND Torch_VERSION VERSION_LESS 2)
+    find_path(KDSEG_DNNL_INCLUDE oneapi/dnnl/dnnl.hpp)
+    find_library(KDSEG_DNNL_LIBRARY NAMES dnnl)
+    if(KDSEG_DNNL_INCLUDE AND KDSEG_DNNL_LIBRARY)
+      set(KDSEG_HAVE_ONEDNN ON)
+      list(APPEND KDSEG_TORCH_DEFINITIONS KDSEG_HAVE_ONEDNN=1)
+      add_library(kdseg::dnnl UNKNOWN IMPORTED)
+      set_target_properties(kdseg::dnnl PROPERTIES IMPORTED_LOCATION "${KDSEG_DNNL_LIBRARY}"
+                            INTERFACE_INCLUDE_DIRECTORIES "${KDSEG_DNNL_INCLUDE}")
+    endif()
+  endif()
   # The BLAS behind Debian's libblas.so.3 alternative (scripts/setup.sh selects OpenBLAS).
   find_library(KDSEG_SYSTEM_BLAS NAMES libblas.so.3)
   if(KDSEG_SYSTEM_BLAS)
@@ -47,5 +66,6 @@ if(KDSEG_WITH_TORCH)
                       "(run scripts/setup.sh, or update-alternatives --config libblas.so.3-*)")
     endif()
   endif()
-  message(STATUS "kdseg: LibTorch ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX}; Gloo: ${KDSEG_HAVE_GLOO}")
+  message(STATUS "kdseg: LibTorch ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX}; Gloo: ${KDSEG_HAVE_GLOO}; "
+                 "oneDNN: ${KDSEG_HAVE_ONEDNN}")
 endif()

@@ -32,6 +32,10 @@ void add_inference_flags(CLI::App* cmd, PredictOptions& opt) {
   cmd->add_option("--window-batch", i.window_batch, "Windows per forward pass")
       ->capture_default_str();
   cmd->add_flag("--bf16", i.bf16, "bf16 autocast for the forward passes");
+  cmd->add_option("--engine", i.engine,
+                  "A student in bf16 on a CPU: auto (oneDNN where this build and CPU can, "
+                  "else LibTorch), torch, or onednn")
+      ->capture_default_str();
   cmd->add_option("--threshold", opt.threshold, "Region probability threshold")
       ->capture_default_str();
   cmd->add_option("--et-min-mm3", opt.post.et_min_mm3,

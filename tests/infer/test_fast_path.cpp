@@ -1,7 +1,8 @@
-// Accuracy guard of the fast inference path (issue 9): bf16 autocast + the flips fused in one
-// batch + one window over the whole crop must give the same label maps as the plain path (fp32,
-// one pass per flip) — Dice >= 0.99 per region and case — for a tiny student trained on phantom
-// cases, and the comparison must be able to fail (a shifted threshold lowers it below the bar).
+// Accuracy guard of the fast inference path (issue 9): bf16 + the flips fused in one batch + one
+// window over the whole crop must give the same label maps as the plain path (fp32, one pass per
+// flip) — Dice >= 0.99 per region and case — for a tiny student trained on phantom cases, through
+// both bf16 engines (oneDNN directly, where this build and CPU have it, and LibTorch's autocast),
+// and the comparison must be able to fail (a shifted threshold lowers it below the bar).
 // One test (one process under CTest), so that the model is trained once. With a CUDA device, the
 // same comparisons run there too.
 #include <ATen/ATen.h>
@@ -112,9 +113,16 @@ TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
   InferenceOptions fast = plain;
   fast.bf16 = true;
   fast.fuse_tta = true;
+  fast.engine = "auto";  // oneDNN where it can run here (infer/onednn_student.h)
+  InferenceOptions fast_torch = fast;
+  fast_torch.engine = "torch";
   InferenceOptions fused = plain;
   fused.fuse_tta = true;
-  const auto a = predict(plain), b = predict(fast), f = predict(fused);
+  const auto a = predict(plain), b = predict(fast), f = predict(fused), t = predict(fast_torch);
+  std::printf("bf16 engine: %s\n",
+              uses_onednn(*make_net("student", test::tiny_config("student")), fast)
+                  ? "oneDNN (and LibTorch autocast)"
+                  : "LibTorch autocast only (no oneDNN path here)");
 
   double min_dice = 1, worst_shifted = 1;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -125,6 +133,9 @@ TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
       const double d = dice(a[i].labels, b[i].labels, r);
       min_dice = std::min(min_dice, d);
       EXPECT_GE(d, 0.99) << "case " << i << " region " << r;
+      const double dt = dice(a[i].labels, t[i].labels, r);
+      min_dice = std::min(min_dice, dt);
+      EXPECT_GE(dt, 0.99) << "LibTorch bf16: case " << i << " region " << r;
     }
     // bf16 does change the probabilities (else the comparison would be vacuous) ...
     EXPECT_GT((a[i].probs - b[i].probs).abs().max().item<double>(), 1e-6);

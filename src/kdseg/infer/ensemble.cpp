@@ -7,8 +7,10 @@
 
 #include "kdseg/data/cache.h"
 #include "kdseg/data/preprocess.h"
+#include "kdseg/infer/onednn_student.h"
 #include "kdseg/infer/sliding_window.h"
 #include "kdseg/io/gzip.h"
+#include "kdseg/models/student.h"
 #include "kdseg/runtime/autocast.h"
 #include "kdseg/util/error.h"
 
@@ -40,8 +42,27 @@ std::array<int64_t, 3> resolve_window(const std::string& window, const Preproces
   return w;
 }
 
+bool uses_onednn(const SegNetImpl& net, const InferenceOptions& opt) {
+  if (opt.engine != "auto" && opt.engine != "torch" && opt.engine != "onednn")
+    throw Error("--engine", "unknown engine '" + opt.engine + "'", "use auto, torch or onednn");
+  if (opt.engine == "torch") return false;
+  std::string why;
+  const auto* student = dynamic_cast<const StudentImpl*>(&net);
+  if (!student)
+    why = "the oneDNN path runs the student only, not " + net.arch();
+  else if (!opt.bf16)
+    why = "the oneDNN path runs in bf16 only (add --bf16)";
+  else if (torch::Device(opt.device).type() != torch::kCPU)
+    why = "the oneDNN path runs on a CPU only (device " + opt.device + ")";
+  else
+    why = onednn_student_unavailable(*student);
+  if (!why.empty() && opt.engine == "onednn")
+    throw Error("--engine onednn", why, "use --engine auto");
+  return why.empty();
+}
+
 at::Tensor predict_image(SegNetImpl& net, const at::Tensor& image, const PreprocessPlan& plan,
-                         const InferenceOptions& opt) {
+                         const InferenceOptions& opt, const OneDnnStudent* onednn) {
   c10::InferenceMode guard;
   const std::array<int64_t, 3> shape{image.size(1), image.size(2), image.size(3)};
   WindowOptions w;
@@ -49,7 +70,8 @@ at::Tensor predict_image(SegNetImpl& net, const at::Tensor& image, const Preproc
   w.overlap = opt.overlap;
   w.batch = opt.window_batch;
   const torch::Device device(opt.device);
-  Predictor forward = [&net, &opt](const at::Tensor& batch) {
+  Predictor forward = [&net, &opt, onednn](const at::Tensor& batch) {
+    if (onednn) return torch::sigmoid(onednn->forward(batch));
     AutocastGuard autocast(opt.bf16, opt.device);
     return torch::sigmoid(net.forward(batch).logits.to(at::kFloat));
   };
@@ -99,6 +121,9 @@ void Ensemble::place_members() {
     m.net->to(torch::Device(opt_.device));
     m.net->eval();
     validate_plan(m.info.plan, m.path);
+    m.onednn.reset();
+    if (uses_onednn(*m.net, opt_))
+      m.onednn = std::make_shared<OneDnnStudent>(dynamic_cast<const StudentImpl&>(*m.net));
   }
 }
 
@@ -111,7 +136,7 @@ at::Tensor Ensemble::predict_case(const CaseData& data) const {
     auto it = prepared.find(key);
     if (it == prepared.end()) it = prepared.emplace(key, preprocess_case(data, m.info.plan)).first;
     const PreparedCase& pc = it->second;
-    at::Tensor p = predict_image(*m.net.ptr(), pc.image, m.info.plan, opt_);
+    at::Tensor p = predict_image(*m.net.ptr(), pc.image, m.info.plan, opt_, m.onednn.get());
     p = undo_geometry(p, pc.geometry);
     sum = sum.defined() ? sum.add_(p, m.weight) : p.mul_(m.weight);
     total += m.weight;

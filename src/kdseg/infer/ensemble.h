@@ -13,6 +13,8 @@
 #include "kdseg/io/dataset.h"
 #include "kdseg/models/checkpoint.h"
 
+#include <memory>
+
 namespace kdseg {
 
 struct InferenceOptions {
@@ -26,6 +28,9 @@ struct InferenceOptions {
   int64_t window_batch = 1;     // windows per forward pass, e.g. 2
   bool bf16 = false;            // bf16 autocast for the forward passes
   std::string device = "cpu";   // e.g. "cuda"
+  std::string engine = "auto";  // a student in bf16 on a CPU: "auto" (oneDNN where it can run
+                                // here, else LibTorch), "torch" or "onednn" (an error where it
+                                // cannot); see infer/onednn_student.h
 };
 
 // "auto" uses one window over the whole crop up to this many voxels (8 M ≈ 200³: every 1 mm
@@ -41,15 +46,23 @@ std::array<int64_t, 3> resolve_window(const std::string& window, const Preproces
 
 // Region probabilities (3,D,H,W) float32 (CPU) of `net` on a preprocessed image (C,D,H,W).
 // The net must be in eval mode on opt.device.
+// With `onednn`, the forward passes run through it instead of `net` (same weights).
+class OneDnnStudent;
 at::Tensor predict_image(SegNetImpl& net, const at::Tensor& image, const PreprocessPlan& plan,
-                         const InferenceOptions& opt);
+                         const InferenceOptions& opt, const OneDnnStudent* onednn = nullptr);
+
+// Whether `opt` runs `net` through oneDNN (engine "auto": a student, bf16, CPU, where
+// onednn_student_unavailable() is empty). Throws kdseg::Error for engine "onednn" where it
+// cannot, naming why, and for an unknown engine name.
+bool uses_onednn(const SegNetImpl& net, const InferenceOptions& opt);
 
 struct EnsembleMember {
   std::string path;    // the checkpoint file
   std::string digest;  // hash of its bytes (recorded by pseudo-labelling), 16 hex digits
   double weight = 1;   // relative weight in the average
   SegNet net = nullptr;
-  Checkpoint info;  // arch, model options, plan (weights moved into `net`)
+  Checkpoint info;                        // arch, model options, plan (weights moved into `net`)
+  std::shared_ptr<OneDnnStudent> onednn;  // its oneDNN forward pass, where uses_onednn()
 };
 
 class Ensemble {

@@ -1,0 +1,558 @@
+#include "kdseg/infer/onednn_student.h"
+
+#include <immintrin.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "kdseg/models/student.h"
+#include "kdseg/util/error.h"
+
+#if defined(KDSEG_HAVE_ONEDNN)
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace kdseg {
+
+#if !defined(KDSEG_HAVE_ONEDNN)
+
+std::string onednn_student_unavailable(const StudentImpl&) {
+  return "this build of kdseg has no oneDNN (install libdnnl-dev and rebuild)";
+}
+struct OneDnnStudent::Impl {};
+OneDnnStudent::OneDnnStudent(const StudentImpl& net) {
+  throw Error("oneDNN student", onednn_student_unavailable(net));
+}
+OneDnnStudent::~OneDnnStudent() = default;
+at::Tensor OneDnnStudent::forward(const at::Tensor&) const {
+  return {};
+}
+
+#else
+
+namespace {
+
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+constexpr int64_t kBlock = 16;    // channels per block of the nCdhw16c layout
+constexpr int64_t kChunk = 2048;  // voxels per float partial sum of the GroupNorm statistics
+constexpr float kSlope = 0.01f;   // LeakyReLU, as the student
+
+bool cpu_has_bf16_dot() {
+  const int isa = static_cast<int>(dnnl::get_effective_cpu_isa());
+  const int want = static_cast<int>(dnnl::cpu_isa::avx512_core_bf16);
+  return (isa & want) == want;
+}
+
+// ---------------------------------------------------------------- bf16 <-> float
+inline float bf(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline int64_t padded(int64_t c) {
+  return (c + kBlock - 1) / kBlock * kBlock;
+}
+
+// A feature map of one sample in the blocked layout: bf16 (1,C,D,H,W) stored as
+// [C/16][D][H][W][16]. C is a multiple of 16: a width that is not is padded with channels that
+// stay zero (their weights are zero and their GroupNorm scale and shift are zero). oneDNN's
+// own zero-padded channel blocks are not used: its bf16 kernels refuse them (measured: the
+// reference convolution, ~1000x slower, for 8 channels in nCdhw16c).
+struct Feature {
+  at::Tensor data;  // bf16, c·d·h·w elements
+  int64_t c = 0, d = 0, h = 0, w = 0;
+  int64_t spatial() const { return d * h * w; }
+  uint16_t* ptr() const { return static_cast<uint16_t*>(data.data_ptr()); }
+  dnnl::memory::desc desc() const { return {{1, c, d, h, w}, dt::bf16, tag::nCdhw16c}; }
+};
+
+Feature make_feature(int64_t c, int64_t d, int64_t h, int64_t w) {
+  return {at::empty({c * d * h * w}, at::kBFloat16), c, d, h, w};
+}
+
+// ---------------------------------------------------------------- the fused passes
+// These run only where cpu_has_bf16_dot() holds, so they are compiled for AVX-512 (16 lanes: one
+// channel block per vector).
+#define KDSEG_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+
+// Per-channel sum and sum of squares of f, in double over float partial sums of kChunk voxels
+// (a fixed split: the same bytes at any thread count).
+KDSEG_AVX512 void channel_moments(const Feature& f, std::vector<double>& sum,
+                                  std::vector<double>& sum_sq) {
+  const int64_t n_blocks = f.c / kBlock, s = f.spatial(), n_chunks = (s + kChunk - 1) / kChunk;
+  std::vector<float> part(static_cast<size_t>(n_blocks * n_chunks * 2 * kBlock));
+  const uint16_t* x = f.ptr();
+  at::parallel_for(0, n_blocks * n_chunks, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / n_chunks, v0 = (i % n_chunks) * kChunk, v1 = std::min(s, v0 + kChunk);
+      float ps[kBlock] = {}, pq[kBlock] = {};
+      for (const uint16_t* p = x + (b * s + v0) * kBlock; p < x + (b * s + v1) * kBlock;
+           p += kBlock)
+        for (int j = 0; j < kBlock; ++j) {
+          const float v = bf(p[j]);
+          ps[j] += v;
+          pq[j] += v * v;
+        }
+      std::memcpy(&part[i * 2 * kBlock], ps, sizeof ps);
+      std::memcpy(&part[i * 2 * kBlock + kBlock], pq, sizeof pq);
+    }
+  });
+  sum.assign(f.c, 0.0);
+  sum_sq.assign(f.c, 0.0);
+  for (int64_t i = 0; i < n_blocks * n_chunks; ++i)
+    for (int64_t j = 0; j < kBlock; ++j) {
+      sum[(i / n_chunks) * kBlock + j] += part[i * 2 * kBlock + j];
+      sum_sq[(i / n_chunks) * kBlock + j] += part[i * 2 * kBlock + kBlock + j];
+    }
+}
+
+// 16 bf16 → 16 float; 16 float → 16 bf16 rounded to nearest even (as to_bf); float rounded to
+// bf16 precision and kept as float (as round_bf).
+KDSEG_AVX512 inline __m512 load_bf16(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+KDSEG_AVX512 inline __m512i round_bits(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  return _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), lsb));
+}
+KDSEG_AVX512 inline __m512 round_bf16(__m512 v) {
+  return _mm512_castsi512_ps(
+      _mm512_and_si512(round_bits(v), _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+}
+KDSEG_AVX512 inline void store_bf16(uint16_t* p, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                      _mm512_cvtepi32_epi16(_mm512_srli_epi32(round_bits(v), 16)));
+}
+
+// x[o0, o1) ← [r +] [leaky](x · scale + shift), per lane of a channel block.
+template <bool Act, bool Res>
+KDSEG_AVX512 void apply_norm(uint16_t* x, const uint16_t* r, int64_t o0, int64_t o1,
+                             const float* scale, const float* shift) {
+  const __m512 sc = _mm512_loadu_ps(scale), sh = _mm512_loadu_ps(shift);
+  const __m512 slope = _mm512_set1_ps(kSlope), zero = _mm512_setzero_ps();
+  for (int64_t o = o0; o < o1; o += kBlock) {
+    __m512 y = round_bf16(_mm512_fmadd_ps(load_bf16(x + o), sc, sh));
+    if (Act) {
+      const __mmask16 neg = _mm512_cmp_ps_mask(y, zero, _CMP_LE_OQ);
+      y = round_bf16(_mm512_mask_mul_ps(y, neg, y, slope));
+    }
+    if (Res) y = _mm512_add_ps(y, load_bf16(r + o));
+    store_bf16(x + o, y);
+  }
+}
+
+// In place: f = [residual +] [leaky](GroupNorm(f)) over its first `channels` channels (the
+// rest is padding and stays zero), each step rounded to bf16 as LibTorch's bf16 path rounds its
+// separate ops.
+KDSEG_AVX512 void norm_act_add(Feature& f, int64_t channels, int64_t groups, const float* gamma,
+                               const float* beta, double eps, bool act, const Feature* residual) {
+  std::vector<double> sum, sum_sq;
+  channel_moments(f, sum, sum_sq);
+  const int64_t cpg = channels / groups, s = f.spatial();
+  std::vector<float> scale(f.c, 0.0f), shift(f.c, 0.0f);  // padding stays 0
+  for (int64_t g = 0; g < groups; ++g) {
+    double gs = 0, gq = 0;
+    for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+      gs += sum[c];
+      gq += sum_sq[c];
+    }
+    const double n = static_cast<double>(cpg * s), mean = gs / n;
+    const double rstd = 1.0 / std::sqrt(std::max(gq / n - mean * mean, 0.0) + eps);
+    for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+      scale[c] = static_cast<float>(gamma[c] * rstd);
+      shift[c] = static_cast<float>(beta[c] - mean * gamma[c] * rstd);
+    }
+  }
+  const int64_t n_blocks = f.c / kBlock, n_chunks = (s + kChunk - 1) / kChunk;
+  uint16_t* x = f.ptr();
+  const uint16_t* r = residual ? residual->ptr() : nullptr;
+  at::parallel_for(0, n_blocks * n_chunks, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / n_chunks, v0 = (i % n_chunks) * kChunk, v1 = std::min(s, v0 + kChunk);
+      const int64_t o0 = (b * s + v0) * kBlock, o1 = (b * s + v1) * kBlock;
+      const float *sc = &scale[b * kBlock], *sh = &shift[b * kBlock];
+      if (act && r)
+        apply_norm<true, true>(x, r, o0, o1, sc, sh);
+      else if (act)
+        apply_norm<true, false>(x, r, o0, o1, sc, sh);
+      else if (r)
+        apply_norm<false, true>(x, r, o0, o1, sc, sh);
+      else
+        apply_norm<false, false>(x, r, o0, o1, sc, sh);
+    }
+  });
+}
+
+// Trilinear ×2 (align_corners false, as upsample2x) of `in` then LeakyReLU: one output voxel
+// from its 8 neighbours, per axis weights 0.75 / 0.25 (the border voxel repeated).
+struct Taps {
+  std::vector<int64_t> i0, i1;
+  std::vector<float> w0, w1;
+};
+Taps taps_2x(int64_t n) {  // PyTorch's source index for scale 1/2: max(0, (o + 0.5) / 2 - 0.5)
+  Taps t;
+  for (int64_t o = 0; o < 2 * n; ++o) {
+    const float src = std::max(0.0f, (static_cast<float>(o) + 0.5f) * 0.5f - 0.5f);
+    const int64_t i = static_cast<int64_t>(src);
+    const float l1 = src - static_cast<float>(i);
+    t.i0.push_back(i);
+    t.i1.push_back(std::min(i + 1, n - 1));
+    t.w0.push_back(1.0f - l1);
+    t.w1.push_back(l1);
+  }
+  return t;
+}
+
+// Rows [begin, end) of (channel block, output depth) of the upsampling.
+KDSEG_AVX512 void upsample_rows(const Feature& in, Feature& out, const Taps& td, const Taps& th,
+                                const Taps& tw, int64_t begin, int64_t end) {
+  const int64_t s_in = in.spatial();
+  const uint16_t* x = in.ptr();
+  uint16_t* y = out.ptr();
+  const __m512 slope = _mm512_set1_ps(kSlope), zero = _mm512_setzero_ps();
+  for (int64_t row = begin; row < end; ++row) {
+    const int64_t b = row / out.d, od = row % out.d;
+    const uint16_t* xb = x + b * s_in * kBlock;
+    const int64_t dz[2] = {td.i0[od], td.i1[od]};
+    const float wz[2] = {td.w0[od], td.w1[od]};
+    for (int64_t oh = 0; oh < out.h; ++oh) {
+      const int64_t hy[2] = {th.i0[oh], th.i1[oh]};
+      const float wy[2] = {th.w0[oh], th.w1[oh]};
+      uint16_t* yr = y + ((b * out.d + od) * out.h + oh) * out.w * kBlock;
+      for (int64_t ow = 0; ow < out.w; ++ow) {
+        const __m512 w0 = _mm512_set1_ps(tw.w0[ow]), w1 = _mm512_set1_ps(tw.w1[ow]);
+        __m512 acc = zero;
+        for (int a = 0; a < 2; ++a)
+          for (int c = 0; c < 2; ++c) {
+            const uint16_t* p = xb + (dz[a] * in.h + hy[c]) * in.w * kBlock;
+            const __m512 pair =
+                _mm512_fmadd_ps(w0, load_bf16(p + tw.i0[ow] * kBlock),
+                                _mm512_mul_ps(w1, load_bf16(p + tw.i1[ow] * kBlock)));
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(wz[a] * wy[c]), pair, acc);
+          }
+        acc = round_bf16(acc);  // LibTorch: interpolate in float32, round to bf16, then LeakyReLU
+        const __mmask16 neg = _mm512_cmp_ps_mask(acc, zero, _CMP_LE_OQ);
+        store_bf16(yr + ow * kBlock, _mm512_mask_mul_ps(acc, neg, acc, slope));
+      }
+    }
+  }
+}
+
+Feature upsample2x_leaky(const Feature& in) {
+  Feature out = make_feature(in.c, 2 * in.d, 2 * in.h, 2 * in.w);
+  const Taps td = taps_2x(in.d), th = taps_2x(in.h), tw = taps_2x(in.w);
+  at::parallel_for(0, (in.c / kBlock) * out.d, 1, [&](int64_t begin, int64_t end) {
+    upsample_rows(in, out, td, th, tw, begin, end);
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------- convolutions
+// One convolution of the student (weights in PyTorch's (O,I,k,k,k) float32), its oneDNN
+// primitive for the last input size it saw, and its weights packed for that primitive.
+struct Conv {
+  at::Tensor weight;  // (oc, ic, k, k, k) float32, contiguous, zero-padded to whole blocks
+  at::Tensor bias;    // (oc) float32, or undefined
+  int64_t ic = 0, oc = 0, k = 3, stride = 1;
+  // cached for the last shapes
+  std::array<int64_t, 3> in_size{0, 0, 0};
+  bool sum = false, f32_out = false;
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward prim;
+  dnnl::memory packed;  // weights in pd.weights_desc()
+  dnnl::memory bias_mem;
+
+  std::array<int64_t, 3> out_size(const std::array<int64_t, 3>& s) const {
+    return {s[0] / stride, s[1] / stride, s[2] / stride};
+  }
+};
+
+class Engine {
+ public:
+  Engine() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+
+  // Prepares c for inputs of `size` (src in `src_desc`, or "any" when src_any): the primitive
+  // and packed weights, reused while the size stays the same.
+  void prepare(Conv& c, const std::array<int64_t, 3>& size, bool src_any, bool sum, bool f32_out) {
+    if (c.prim && c.in_size == size && c.sum == sum && c.f32_out == f32_out) return;
+    const auto o = c.out_size(size);
+    const int64_t pad = c.k % 2 == 1 ? c.k / 2 : 0;
+    const dnnl::memory::desc src({1, c.ic, size[0], size[1], size[2]}, dt::bf16,
+                                 src_any ? tag::any : tag::nCdhw16c);
+    const dnnl::memory::desc wei({c.oc, c.ic, c.k, c.k, c.k}, dt::bf16, tag::any);
+    const dnnl::memory::desc dst({1, c.oc, o[0], o[1], o[2]}, f32_out ? dt::f32 : dt::bf16,
+                                 f32_out ? tag::any : tag::nCdhw16c);
+    const dnnl::memory::dims strides{c.stride, c.stride, c.stride}, padding{pad, pad, pad};
+    dnnl::primitive_attr attr;
+    if (sum) {
+      dnnl::post_ops po;
+      po.append_sum(1.0f);
+      attr.set_post_ops(po);
+    }
+    dnnl::convolution_forward::desc d =
+        c.bias.defined()
+            ? dnnl::convolution_forward::desc(
+                  dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src, wei,
+                  dnnl::memory::desc({c.oc}, dt::f32, tag::x), dst, strides, padding, padding)
+            : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                              dnnl::algorithm::convolution_direct, src, wei, dst,
+                                              strides, padding, padding);
+    c.pd = dnnl::convolution_forward::primitive_desc(d, attr, engine_);
+    c.prim = dnnl::convolution_forward(c.pd);
+    if (!c.packed || c.packed.get_desc() != c.pd.weights_desc()) {
+      const dnnl::memory::desc user({c.oc, c.ic, c.k, c.k, c.k}, dt::f32, tag::oidhw);
+      dnnl::memory src_w(user, engine_, c.weight.data_ptr());
+      c.packed = dnnl::memory(c.pd.weights_desc(), engine_);
+      dnnl::reorder(src_w, c.packed).execute(stream_, src_w, c.packed);
+    }
+    if (c.bias.defined() && !c.bias_mem)
+      c.bias_mem = dnnl::memory({{c.oc}, dt::f32, tag::x}, engine_, c.bias.data_ptr());
+    c.in_size = size;
+    c.sum = sum;
+    c.f32_out = f32_out;
+  }
+
+  // dst = conv(in), or dst += conv(in) when `into` is given (the sum post-op).
+  Feature conv(Conv& c, const Feature& in, Feature* into = nullptr) {
+    prepare(c, {in.d, in.h, in.w}, false, into != nullptr, false);
+    const auto o = c.out_size({in.d, in.h, in.w});
+    Feature out = into ? *into : make_feature(c.oc, o[0], o[1], o[2]);
+    dnnl::memory src(in.desc(), engine_, in.ptr()), dst(out.desc(), engine_, out.ptr());
+    execute(c, src, dst);
+    return out;
+  }
+
+  // The first convolution, from a plain (C,D,H,W) float32 sample.
+  Feature conv_from_plain(Conv& c, const float* x, const std::array<int64_t, 3>& size) {
+    prepare(c, size, true, false, false);
+    const dnnl::memory::desc user({1, c.ic, size[0], size[1], size[2]}, dt::f32, tag::ncdhw);
+    dnnl::memory user_mem(user, engine_, const_cast<float*>(x));
+    dnnl::memory src(c.pd.src_desc(), engine_);
+    dnnl::reorder(user_mem, src).execute(stream_, user_mem, src);
+    Feature out = make_feature(c.oc, size[0], size[1], size[2]);
+    dnnl::memory dst(out.desc(), engine_, out.ptr());
+    execute(c, src, dst);
+    return out;
+  }
+
+  // The head: float32 logits written to a plain (C,D,H,W) float32 buffer.
+  void conv_to_plain(Conv& c, const Feature& in, float* y) {
+    prepare(c, {in.d, in.h, in.w}, false, false, true);
+    dnnl::memory src(in.desc(), engine_, in.ptr());
+    dnnl::memory dst(c.pd.dst_desc(), engine_);
+    execute(c, src, dst);
+    const dnnl::memory::desc user({1, c.oc, in.d, in.h, in.w}, dt::f32, tag::ncdhw);
+    dnnl::memory user_mem(user, engine_, y);
+    dnnl::reorder(dst, user_mem).execute(stream_, dst, user_mem);
+  }
+
+ private:
+  void execute(Conv& c, dnnl::memory& src, dnnl::memory& dst) {
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, c.packed}, {DNNL_ARG_DST, dst}};
+    if (c.bias_mem) args[DNNL_ARG_BIAS] = c.bias_mem;
+    c.prim.execute(stream_, args);
+    stream_.wait();
+  }
+
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+};
+
+struct NormParams {
+  at::Tensor gamma, beta;  // (C) float32, C = the width (not padded)
+  int64_t groups = 8;
+  double eps = 1e-5;
+};
+
+void norm_act_add(Feature& f, const NormParams& n, bool act, const Feature* residual) {
+  norm_act_add(f, n.gamma.size(0), n.groups, n.gamma.data_ptr<float>(), n.beta.data_ptr<float>(),
+               n.eps, act, residual);
+}
+
+struct Block {  // post-activation residual block: x + act(n2(c2(act(n1(c1(x))))))
+  Conv conv1, conv2;
+  NormParams norm1, norm2;
+};
+
+}  // namespace
+
+std::string onednn_student_unavailable(const StudentImpl&) {
+  if (!cpu_has_bf16_dot())
+    return "this CPU has no native bf16 dot products (AVX-512 BF16) for oneDNN";
+  return "";
+}
+
+struct OneDnnStudent::Impl {
+  Engine engine;
+  StudentOptions options;
+  Conv conv_in, head;
+  NormParams norm_in;
+  std::vector<Conv> down, up, merge_skip, merge_up;
+  std::vector<std::vector<Block> > encoder, decoder;
+  std::mutex mutex;
+
+  void block_forward(Block& b, Feature& x) {  // x ← the block's output
+    Feature t = engine.conv(b.conv1, x);
+    norm_act_add(t, b.norm1, true, nullptr);
+    Feature y = engine.conv(b.conv2, t);
+    t = Feature();
+    norm_act_add(y, b.norm2, true, &x);
+    x = std::move(y);
+  }
+
+  void sample_forward(const float* x, const std::array<int64_t, 3>& size, float* logits) {
+    const size_t n_levels = options.widths.size();
+    std::vector<Feature> features;
+    Feature h = engine.conv_from_plain(conv_in, x, size);
+    norm_act_add(h, norm_in, false, nullptr);
+    for (size_t l = 0; l < n_levels; ++l) {
+      if (l > 0) h = engine.conv(down[l - 1], features.back());
+      for (Block& b : encoder[l]) block_forward(b, h);
+      features.push_back(h);
+      h = Feature();
+    }
+    h = std::move(features.back());
+    features.pop_back();
+    for (size_t i = n_levels - 1; i-- > 0;) {
+      Feature u = engine.conv(up[i], h);  // 1×1 at the coarse level
+      h = Feature();
+      Feature up_full = upsample2x_leaky(u);
+      u = Feature();
+      Feature m = engine.conv(merge_skip[i], features[i]);
+      features[i] = Feature();
+      engine.conv(merge_up[i], up_full, &m);
+      up_full = Feature();
+      for (Block& b : decoder[i]) block_forward(b, m);
+      h = std::move(m);
+    }
+    engine.conv_to_plain(head, h, logits);
+  }
+};
+
+namespace {
+
+// (O,I,k,k,k) → zero-padded to whole channel blocks on the sides that are feature maps.
+at::Tensor pad_weight(const at::Tensor& w, bool pad_out, bool pad_in) {
+  const int64_t o = pad_out ? padded(w.size(0)) : w.size(0);
+  const int64_t i = pad_in ? padded(w.size(1)) : w.size(1);
+  at::Tensor out = at::zeros({o, i, w.size(2), w.size(3), w.size(4)}, at::kFloat);
+  out.narrow(0, 0, w.size(0)).narrow(1, 0, w.size(1)).copy_(w);
+  return out;
+}
+
+// pad_out false: the head (its output is plain logits); pad_in false: the input convolution.
+Conv make_conv(const std::map<std::string, at::Tensor>& p, const std::string& name,
+               int64_t stride = 1, bool pad_out = true, bool pad_in = true) {
+  Conv c;
+  auto it = p.find(name + ".weight");
+  if (it == p.end()) throw Error("oneDNN student", "the student has no parameter " + name);
+  c.weight = pad_weight(it->second.detach().to(at::kFloat), pad_out, pad_in);
+  c.oc = c.weight.size(0);
+  c.ic = c.weight.size(1);
+  c.k = c.weight.size(2);
+  c.stride = stride;
+  auto b = p.find(name + ".bias");
+  if (b != p.end()) c.bias = b->second.detach().to(at::kFloat).contiguous().clone();
+  return c;
+}
+
+NormParams make_norm(const std::map<std::string, at::Tensor>& p, const std::string& name,
+                     int64_t groups) {
+  NormParams n;
+  n.gamma = p.at(name + ".weight").detach().to(at::kFloat).contiguous().clone();
+  n.beta = p.at(name + ".bias").detach().to(at::kFloat).contiguous().clone();
+  n.groups = groups == 0 ? n.gamma.size(0) : groups;
+  return n;
+}
+
+}  // namespace
+
+OneDnnStudent::OneDnnStudent(const StudentImpl& net) : impl_(std::make_unique<Impl>()) {
+  const std::string why = onednn_student_unavailable(net);
+  if (!why.empty()) throw Error("oneDNN student", why);
+  Impl& m = *impl_;
+  m.options = net.options;
+  std::map<std::string, at::Tensor> p;
+  for (const auto& item : net.named_parameters(true)) p[item.key()] = item.value().cpu();
+  for (const auto& item : net.named_modules()) {  // every Norm of the student has the same eps
+    if (auto norm = std::dynamic_pointer_cast<NormImpl>(item.value()))
+      m.norm_in.eps = norm->options.eps;
+  }
+  const double eps = m.norm_in.eps;
+  const int64_t groups = m.options.norm_groups;
+  const size_t n_levels = m.options.widths.size();
+  m.conv_in = make_conv(p, "conv_in", 1, true, false);
+  m.norm_in = make_norm(p, "norm_in", groups);
+  m.norm_in.eps = eps;
+  auto block = [&](const std::string& prefix) {
+    Block b;
+    b.conv1 = make_conv(p, prefix + ".conv1");
+    b.conv2 = make_conv(p, prefix + ".conv2");
+    b.norm1 = make_norm(p, prefix + ".norm1", groups);
+    b.norm2 = make_norm(p, prefix + ".norm2", groups);
+    b.norm1.eps = b.norm2.eps = eps;
+    return b;
+  };
+  for (size_t l = 0; l < n_levels; ++l) {
+    if (l > 0) m.down.push_back(make_conv(p, "down." + std::to_string(l - 1), 2));
+    m.encoder.emplace_back();
+    for (int64_t i = 0; i < m.options.encoder_blocks[l]; ++i)
+      m.encoder.back().push_back(block("encoder." + std::to_string(l) + "." + std::to_string(i)));
+  }
+  for (size_t l = 0; l + 1 < n_levels; ++l) {
+    m.up.push_back(make_conv(p, "up." + std::to_string(l) + ".conv"));
+    // The 1×1 merge over [skip, up] as two convolutions, one per half of its input channels.
+    const at::Tensor merge = p.at("merge." + std::to_string(l) + ".weight").to(at::kFloat);
+    const int64_t w = m.options.widths[l];
+    Conv skip, upper;
+    skip.weight = pad_weight(merge.narrow(1, 0, w), true, true);
+    upper.weight = pad_weight(merge.narrow(1, w, w), true, true);
+    skip.oc = upper.oc = skip.weight.size(0);
+    skip.ic = upper.ic = skip.weight.size(1);
+    skip.k = upper.k = 1;
+    m.merge_skip.push_back(skip);
+    m.merge_up.push_back(upper);
+    m.decoder.emplace_back();
+    for (int64_t i = 0; i < m.options.decoder_blocks[l]; ++i)
+      m.decoder.back().push_back(block("decoder." + std::to_string(l) + "." + std::to_string(i)));
+  }
+  m.head = make_conv(p, "head", 1, false, true);
+}
+
+OneDnnStudent::~OneDnnStudent() = default;
+
+at::Tensor OneDnnStudent::forward(const at::Tensor& input) const {
+  Impl& m = *impl_;
+  const int64_t stride = int64_t{1} << (m.options.widths.size() - 1);
+  if (input.dim() != 5 || input.size(1) != m.options.in_channels || !input.device().is_cpu())
+    throw Error("oneDNN student", "expected a (N," + std::to_string(m.options.in_channels) +
+                                      ",D,H,W) CPU tensor, got " +
+                                      shape_string(input.sizes().vec()));
+  for (int d = 2; d < 5; ++d)
+    if (input.size(d) % stride != 0)
+      throw Error("oneDNN student", "input size " + shape_string(input.sizes().vec()) +
+                                        " is not a multiple of the student's stride " +
+                                        std::to_string(stride));
+  const at::Tensor x = input.to(at::kFloat).contiguous();
+  const std::array<int64_t, 3> size{x.size(2), x.size(3), x.size(4)};
+  at::Tensor y = at::empty({x.size(0), m.options.out_channels, size[0], size[1], size[2]},
+                           x.options().dtype(at::kFloat));
+  std::lock_guard<std::mutex> lock(m.mutex);
+  for (int64_t n = 0; n < x.size(0); ++n)
+    m.sample_forward(x[n].data_ptr<float>(), size, y[n].data_ptr<float>());
+  return y;
+}
+
+#endif  // KDSEG_HAVE_ONEDNN
+
+}  // namespace kdseg

@@ -1,0 +1,58 @@
+#pragma once
+// The student's forward pass in bf16 on a CPU, driven through oneDNN directly (issue 9, goal 1):
+// the same network and weights as StudentImpl, for inference only.
+//
+// LibTorch 1.13 runs each bf16 convolution through oneDNN too, but on plain (N,C,D,H,W) tensors:
+// every convolution reorders its input into oneDNN's channel-blocked layout and its output back,
+// and every GroupNorm, activation, residual add, upsampling and concatenation is a separate pass
+// over memory with its own allocation. Here the activations stay in the blocked layout
+// (nCdhw16c: 16 channels innermost) from the first convolution to the head, the weights are packed
+// once, GroupNorm + LeakyReLU + the residual add are one pass in place, upsampling + LeakyReLU one
+// pass, and the merge 1×1 convolution over [skip, up] is two convolutions summed in place (no
+// concatenated copy). Activations are freed as soon as they are consumed, so a whole-crop pass
+// holds at most three full-resolution feature maps.
+//
+// Arithmetic: bf16 activations and weights, float32 accumulation, GroupNorm statistics in double
+// over float32 partial sums (a fixed split of the voxels: the same result at any thread count),
+// float32 logits — what LibTorch's bf16 autocast path computes, up to the rounding of the merge
+// (rounded to bf16 after each half) and of the fused passes (rounded once). The accuracy guard is
+// the test `OneDnnStudent.*`.
+//
+// Available when kdseg was built with oneDNN (Debian's libdnnl-dev, the library Debian's LibTorch
+// itself uses) and the CPU has native bf16 dot products (AVX-512 BF16, e.g. AMD Zen 4, Intel
+// Cooper Lake / Sapphire Rapids). Widths that are not multiples of 16 are padded with zero
+// channels in the blocked layout (same results, the padding's work wasted). Elsewhere predict
+// uses LibTorch's bf16 autocast.
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+
+namespace kdseg {
+
+class StudentImpl;
+
+// "" when a student like `net` can run through oneDNN here; otherwise why not, as a sentence
+// (e.g. "this build has no oneDNN (install libdnnl-dev and rebuild)").
+std::string onednn_student_unavailable(const StudentImpl& net);
+
+class OneDnnStudent {
+ public:
+  // Packs a copy of the net's weights (later changes to the net are not seen). Throws
+  // kdseg::Error with onednn_student_unavailable()'s reason when it cannot run here.
+  explicit OneDnnStudent(const StudentImpl& net);
+  ~OneDnnStudent();
+  OneDnnStudent(const OneDnnStudent&) = delete;
+  OneDnnStudent& operator=(const OneDnnStudent&) = delete;
+
+  // (N,in,D,H,W) float32 CPU, D/H/W multiples of the net's stride → logits (N,out,D,H,W) float32.
+  // Samples run one after another (one sample's activations in memory at a time). Thread-safe
+  // (calls are serialised).
+  at::Tensor forward(const at::Tensor& x) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kdseg
