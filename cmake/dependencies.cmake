@@ -46,7 +46,9 @@ if(KDSEG_WITH_TORCH)
   set(KDSEG_HAVE_ONEDNN OFF)
   # Found by header and library rather than through dnnl-config.cmake, which Debian's package
   # makes require OpenCL (only recommended by libdnnl-dev, and unused here: CPU only).
-  if(KDSEG_WITH_ONEDNN AND Torch_VERSION VERSION_LESS 2)
+  # x86-64 only (its fused passes are AVX-512 code).
+  if(KDSEG_WITH_ONEDNN AND Torch_VERSION VERSION_LESS 2 AND
+     CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
     find_path(KDSEG_DNNL_INCLUDE oneapi/dnnl/dnnl.hpp)
     find_library(KDSEG_DNNL_LIBRARY NAMES dnnl)
     if(KDSEG_DNNL_INCLUDE AND KDSEG_DNNL_LIBRARY)

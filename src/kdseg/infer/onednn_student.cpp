@@ -1,6 +1,5 @@
 #include "kdseg/infer/onednn_student.h"
 
-#include <immintrin.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -13,6 +12,8 @@
 #include "kdseg/util/error.h"
 
 #if defined(KDSEG_HAVE_ONEDNN)
+#include <immintrin.h>
+
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
 
