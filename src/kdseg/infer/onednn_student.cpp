@@ -266,7 +266,7 @@ struct Conv {
   int64_t ic = 0, oc = 0, k = 3, stride = 1;
   // cached for the last shapes
   std::array<int64_t, 3> in_size{0, 0, 0};
-  bool sum = false, f32_out = false;
+  bool sum = false;
   dnnl::convolution_forward::primitive_desc pd;
   dnnl::convolution_forward prim;
   dnnl::memory packed;  // weights in pd.weights_desc()
@@ -283,15 +283,14 @@ class Engine {
 
   // Prepares c for inputs of `size` (src in `src_desc`, or "any" when src_any): the primitive
   // and packed weights, reused while the size stays the same.
-  void prepare(Conv& c, const std::array<int64_t, 3>& size, bool src_any, bool sum, bool f32_out) {
-    if (c.prim && c.in_size == size && c.sum == sum && c.f32_out == f32_out) return;
+  void prepare(Conv& c, const std::array<int64_t, 3>& size, bool src_any, bool sum) {
+    if (c.prim && c.in_size == size && c.sum == sum) return;
     const auto o = c.out_size(size);
     const int64_t pad = c.k % 2 == 1 ? c.k / 2 : 0;
     const dnnl::memory::desc src({1, c.ic, size[0], size[1], size[2]}, dt::bf16,
                                  src_any ? tag::any : tag::nCdhw16c);
     const dnnl::memory::desc wei({c.oc, c.ic, c.k, c.k, c.k}, dt::bf16, tag::any);
-    const dnnl::memory::desc dst({1, c.oc, o[0], o[1], o[2]}, f32_out ? dt::f32 : dt::bf16,
-                                 f32_out ? tag::any : tag::nCdhw16c);
+    const dnnl::memory::desc dst({1, c.oc, o[0], o[1], o[2]}, dt::bf16, tag::nCdhw16c);
     const dnnl::memory::dims strides{c.stride, c.stride, c.stride}, padding{pad, pad, pad};
     dnnl::primitive_attr attr;
     if (sum) {
@@ -319,12 +318,11 @@ class Engine {
       c.bias_mem = dnnl::memory({{c.oc}, dt::f32, tag::x}, engine_, c.bias.data_ptr());
     c.in_size = size;
     c.sum = sum;
-    c.f32_out = f32_out;
   }
 
   // dst = conv(in), or dst += conv(in) when `into` is given (the sum post-op).
   Feature conv(Conv& c, const Feature& in, Feature* into = nullptr) {
-    prepare(c, {in.d, in.h, in.w}, false, into != nullptr, false);
+    prepare(c, {in.d, in.h, in.w}, false, into != nullptr);
     const auto o = c.out_size({in.d, in.h, in.w});
     Feature out = into ? *into : make_feature(c.oc, o[0], o[1], o[2]);
     dnnl::memory src(in.desc(), engine_, in.ptr()), dst(out.desc(), engine_, out.ptr());
@@ -334,7 +332,7 @@ class Engine {
 
   // The first convolution, from a plain (C,D,H,W) float32 sample.
   Feature conv_from_plain(Conv& c, const float* x, const std::array<int64_t, 3>& size) {
-    prepare(c, size, true, false, false);
+    prepare(c, size, true, false);
     const dnnl::memory::desc user({1, c.ic, size[0], size[1], size[2]}, dt::f32, tag::ncdhw);
     dnnl::memory user_mem(user, engine_, const_cast<float*>(x));
     dnnl::memory src(c.pd.src_desc(), engine_);
@@ -345,15 +343,21 @@ class Engine {
     return out;
   }
 
-  // The head: float32 logits written to a plain (C,D,H,W) float32 buffer.
-  void conv_to_plain(Conv& c, const Feature& in, float* y) {
-    prepare(c, {in.d, in.h, in.w}, false, false, true);
-    dnnl::memory src(in.desc(), engine_, in.ptr());
-    dnnl::memory dst(c.pd.dst_desc(), engine_);
-    execute(c, src, dst);
-    const dnnl::memory::desc user({1, c.oc, in.d, in.h, in.w}, dt::f32, tag::ncdhw);
-    dnnl::memory user_mem(user, engine_, y);
-    dnnl::reorder(dst, user_mem).execute(stream_, dst, user_mem);
+  // The head: its first `n_out` channels (the rest are zero-weight padding) as float32 logits
+  // in a plain (C,D,H,W) buffer. bf16 logits, as LibTorch's bf16 autocast head gives; a float32
+  // destination would have been 16 padded float32 channels (2x the memory, same speed).
+  void conv_to_plain(Conv& c, const Feature& in, int64_t n_out, float* y) {
+    const Feature out = conv(c, in);
+    const int64_t s = out.spatial();
+    const uint16_t* x = out.ptr();
+    at::parallel_for(0, s, 65536, [&](int64_t begin, int64_t end) {
+      for (int64_t b0 = 0; b0 < n_out; b0 += kBlock) {  // voxel by voxel: one pass over memory
+        const int64_t lanes = std::min(kBlock, n_out - b0);
+        const uint16_t* xb = x + b0 * s;
+        for (int64_t v = begin; v < end; ++v)
+          for (int64_t j = 0; j < lanes; ++j) y[(b0 + j) * s + v] = bf(xb[v * kBlock + j]);
+      }
+    });
   }
 
  private:
@@ -436,7 +440,7 @@ struct OneDnnStudent::Impl {
       for (Block& b : decoder[i]) block_forward(b, m);
       h = std::move(m);
     }
-    engine.conv_to_plain(head, h, logits);
+    engine.conv_to_plain(head, h, options.out_channels, logits);
   }
 };
 
@@ -451,7 +455,7 @@ at::Tensor pad_weight(const at::Tensor& w, bool pad_out, bool pad_in) {
   return out;
 }
 
-// pad_out false: the head (its output is plain logits); pad_in false: the input convolution.
+// pad_in false: the input convolution (its input is the plain 4-channel image).
 Conv make_conv(const std::map<std::string, at::Tensor>& p, const std::string& name,
                int64_t stride = 1, bool pad_out = true, bool pad_in = true) {
   Conv c;
@@ -463,7 +467,10 @@ Conv make_conv(const std::map<std::string, at::Tensor>& p, const std::string& na
   c.k = c.weight.size(2);
   c.stride = stride;
   auto b = p.find(name + ".bias");
-  if (b != p.end()) c.bias = b->second.detach().to(at::kFloat).contiguous().clone();
+  if (b != p.end()) {
+    c.bias = at::zeros({c.oc}, at::kFloat);
+    c.bias.narrow(0, 0, b->second.size(0)).copy_(b->second.detach().to(at::kFloat));
+  }
   return c;
 }
 
@@ -527,7 +534,7 @@ OneDnnStudent::OneDnnStudent(const StudentImpl& net) : impl_(std::make_unique<Im
     for (int64_t i = 0; i < m.options.decoder_blocks[l]; ++i)
       m.decoder.back().push_back(block("decoder." + std::to_string(l) + "." + std::to_string(i)));
   }
-  m.head = make_conv(p, "head", 1, false, true);
+  m.head = make_conv(p, "head", 1, true, true);
 }
 
 OneDnnStudent::~OneDnnStudent() = default;

@@ -14,9 +14,9 @@
 //
 // Arithmetic: bf16 activations and weights, float32 accumulation, GroupNorm statistics in double
 // over float32 partial sums (a fixed split of the voxels: the same result at any thread count),
-// float32 logits — what LibTorch's bf16 autocast path computes, up to the rounding of the merge
-// (rounded to bf16 after each half) and of the fused passes (rounded once). The accuracy guard is
-// the test `OneDnnStudent.*`.
+// logits rounded to bf16 by the head and returned as float32 — what LibTorch's bf16 autocast path
+// computes, step by step inside the fused passes too, up to the rounding of the merge (rounded to
+// bf16 after each half). The accuracy guard is the tests `OneDnnStudent.*` and `FastPath.*`.
 //
 // Available when kdseg was built with oneDNN (Debian's libdnnl-dev, the library Debian's LibTorch
 // itself uses) and the CPU has native bf16 dot products (AVX-512 BF16, e.g. AMD Zen 4, Intel
