@@ -114,8 +114,8 @@ KDSEG_AVX512 void channel_moments(const Feature& f, std::vector<double>& sum,
     }
 }
 
-// 16 bf16 → 16 float; 16 float → 16 bf16 rounded to nearest even (as to_bf); float rounded to
-// bf16 precision and kept as float (as round_bf).
+// 16 bf16 → 16 float; 16 float → 16 bf16 rounded to nearest even; float rounded to bf16
+// precision and kept as float.
 KDSEG_AVX512 inline __m512 load_bf16(const uint16_t* p) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
@@ -400,6 +400,7 @@ std::string onednn_student_unavailable(const StudentImpl&) {
 struct OneDnnStudent::Impl {
   Engine engine;
   StudentOptions options;
+  int64_t stride = 8;  // the student's total downsampling, e.g. 8
   Conv conv_in, head;
   NormParams norm_in;
   std::vector<Conv> down, up, merge_skip, merge_up;
@@ -446,26 +447,33 @@ struct OneDnnStudent::Impl {
 
 namespace {
 
-// (O,I,k,k,k) → zero-padded to whole channel blocks on the sides that are feature maps.
-at::Tensor pad_weight(const at::Tensor& w, bool pad_out, bool pad_in) {
-  const int64_t o = pad_out ? padded(w.size(0)) : w.size(0);
+// (O,I,k,k,k) → zero-padded to whole channel blocks: O always (the head's 3 outputs too), I
+// where the input is a feature map.
+at::Tensor pad_weight(const at::Tensor& w, bool pad_in) {
   const int64_t i = pad_in ? padded(w.size(1)) : w.size(1);
-  at::Tensor out = at::zeros({o, i, w.size(2), w.size(3), w.size(4)}, at::kFloat);
+  at::Tensor out = at::zeros({padded(w.size(0)), i, w.size(2), w.size(3), w.size(4)}, at::kFloat);
   out.narrow(0, 0, w.size(0)).narrow(1, 0, w.size(1)).copy_(w);
   return out;
 }
 
-// pad_in false: the input convolution (its input is the plain 4-channel image).
-Conv make_conv(const std::map<std::string, at::Tensor>& p, const std::string& name,
-               int64_t stride = 1, bool pad_out = true, bool pad_in = true) {
+// A convolution of weights (O,I,k,k,k); pad_in false: the input convolution (its input is the
+// plain 4-channel image).
+Conv conv_of(const at::Tensor& weight, int64_t stride = 1, bool pad_in = true) {
   Conv c;
-  auto it = p.find(name + ".weight");
-  if (it == p.end()) throw Error("oneDNN student", "the student has no parameter " + name);
-  c.weight = pad_weight(it->second.detach().to(at::kFloat), pad_out, pad_in);
+  c.weight = pad_weight(weight.detach().to(at::kFloat), pad_in);
   c.oc = c.weight.size(0);
   c.ic = c.weight.size(1);
   c.k = c.weight.size(2);
   c.stride = stride;
+  return c;
+}
+
+// The student's convolution `name` (its weight and, where it has one, its bias).
+Conv make_conv(const std::map<std::string, at::Tensor>& p, const std::string& name,
+               int64_t stride = 1, bool pad_in = true) {
+  auto it = p.find(name + ".weight");
+  if (it == p.end()) throw Error("oneDNN student", "the student has no parameter " + name);
+  Conv c = conv_of(it->second, stride, pad_in);
   auto b = p.find(name + ".bias");
   if (b != p.end()) {
     c.bias = at::zeros({c.oc}, at::kFloat);
@@ -475,8 +483,9 @@ Conv make_conv(const std::map<std::string, at::Tensor>& p, const std::string& na
 }
 
 NormParams make_norm(const std::map<std::string, at::Tensor>& p, const std::string& name,
-                     int64_t groups) {
+                     int64_t groups, double eps) {
   NormParams n;
+  n.eps = eps;
   n.gamma = p.at(name + ".weight").detach().to(at::kFloat).contiguous().clone();
   n.beta = p.at(name + ".bias").detach().to(at::kFloat).contiguous().clone();
   n.groups = groups == 0 ? n.gamma.size(0) : groups;
@@ -492,23 +501,20 @@ OneDnnStudent::OneDnnStudent(const StudentImpl& net) : impl_(std::make_unique<Im
   m.options = net.options;
   std::map<std::string, at::Tensor> p;
   for (const auto& item : net.named_parameters(true)) p[item.key()] = item.value().cpu();
-  for (const auto& item : net.named_modules()) {  // every Norm of the student has the same eps
-    if (auto norm = std::dynamic_pointer_cast<NormImpl>(item.value()))
-      m.norm_in.eps = norm->options.eps;
-  }
-  const double eps = m.norm_in.eps;
+  m.stride = net.stride();
+  double eps = NormOptions{}.eps;  // every Norm of the student has the same eps
+  for (const auto& item : net.named_modules())
+    if (auto norm = std::dynamic_pointer_cast<NormImpl>(item.value())) eps = norm->options.eps;
   const int64_t groups = m.options.norm_groups;
   const size_t n_levels = m.options.widths.size();
-  m.conv_in = make_conv(p, "conv_in", 1, true, false);
-  m.norm_in = make_norm(p, "norm_in", groups);
-  m.norm_in.eps = eps;
+  m.conv_in = make_conv(p, "conv_in", 1, false);
+  m.norm_in = make_norm(p, "norm_in", groups, eps);
   auto block = [&](const std::string& prefix) {
     Block b;
     b.conv1 = make_conv(p, prefix + ".conv1");
     b.conv2 = make_conv(p, prefix + ".conv2");
-    b.norm1 = make_norm(p, prefix + ".norm1", groups);
-    b.norm2 = make_norm(p, prefix + ".norm2", groups);
-    b.norm1.eps = b.norm2.eps = eps;
+    b.norm1 = make_norm(p, prefix + ".norm1", groups, eps);
+    b.norm2 = make_norm(p, prefix + ".norm2", groups, eps);
     return b;
   };
   for (size_t l = 0; l < n_levels; ++l) {
@@ -520,37 +526,24 @@ OneDnnStudent::OneDnnStudent(const StudentImpl& net) : impl_(std::make_unique<Im
   for (size_t l = 0; l + 1 < n_levels; ++l) {
     m.up.push_back(make_conv(p, "up." + std::to_string(l) + ".conv"));
     // The 1×1 merge over [skip, up] as two convolutions, one per half of its input channels.
-    const at::Tensor merge = p.at("merge." + std::to_string(l) + ".weight").to(at::kFloat);
+    const at::Tensor merge = p.at("merge." + std::to_string(l) + ".weight");
     const int64_t w = m.options.widths[l];
-    Conv skip, upper;
-    skip.weight = pad_weight(merge.narrow(1, 0, w), true, true);
-    upper.weight = pad_weight(merge.narrow(1, w, w), true, true);
-    skip.oc = upper.oc = skip.weight.size(0);
-    skip.ic = upper.ic = skip.weight.size(1);
-    skip.k = upper.k = 1;
-    m.merge_skip.push_back(skip);
-    m.merge_up.push_back(upper);
+    m.merge_skip.push_back(conv_of(merge.narrow(1, 0, w)));
+    m.merge_up.push_back(conv_of(merge.narrow(1, w, w)));
     m.decoder.emplace_back();
     for (int64_t i = 0; i < m.options.decoder_blocks[l]; ++i)
       m.decoder.back().push_back(block("decoder." + std::to_string(l) + "." + std::to_string(i)));
   }
-  m.head = make_conv(p, "head", 1, true, true);
+  m.head = make_conv(p, "head");
 }
 
 OneDnnStudent::~OneDnnStudent() = default;
 
 at::Tensor OneDnnStudent::forward(const at::Tensor& input) const {
   Impl& m = *impl_;
-  const int64_t stride = int64_t{1} << (m.options.widths.size() - 1);
-  if (input.dim() != 5 || input.size(1) != m.options.in_channels || !input.device().is_cpu())
-    throw Error("oneDNN student", "expected a (N," + std::to_string(m.options.in_channels) +
-                                      ",D,H,W) CPU tensor, got " +
-                                      shape_string(input.sizes().vec()));
-  for (int d = 2; d < 5; ++d)
-    if (input.size(d) % stride != 0)
-      throw Error("oneDNN student", "input size " + shape_string(input.sizes().vec()) +
-                                        " is not a multiple of the student's stride " +
-                                        std::to_string(stride));
+  check_input(input, m.options.in_channels, m.stride, "oneDNN student");
+  if (!input.device().is_cpu())
+    throw Error("oneDNN student", "expected a CPU tensor, got one on " + input.device().str());
   const at::Tensor x = input.to(at::kFloat).contiguous();
   const std::array<int64_t, 3> size{x.size(2), x.size(3), x.size(4)};
   at::Tensor y = at::empty({x.size(0), m.options.out_channels, size[0], size[1], size[2]},
