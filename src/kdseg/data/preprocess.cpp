@@ -161,17 +161,22 @@ at::Tensor resample_labels(const at::Tensor& labels, const std::array<int64_t, 3
 }
 
 at::Tensor zscore_nonzero(const at::Tensor& image) {
+  at::Tensor out = image.to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  zscore_nonzero_(out);
+  return out;
+}
+
+void zscore_nonzero_(at::Tensor& image) {
+  if (image.scalar_type() != torch::kFloat32 || !image.is_contiguous())
+    throw Error("zscore_nonzero_", "expected a contiguous float32 tensor");
   // Plain sequential loops in double per channel, one thread per channel: the statistics (and so
   // the cache's bytes) do not depend on the thread count.
-  at::Tensor in = image.to(torch::kFloat32).contiguous();
-  at::Tensor out = at::empty_like(in);
-  const int64_t n = in.numel() / std::max<int64_t>(1, in.size(0));
-  const float* src = in.data_ptr<float>();
-  float* dst = out.data_ptr<float>();
-  at::parallel_for(0, in.size(0), 1, [&](int64_t begin, int64_t end) {
+  const int64_t n = image.numel() / std::max<int64_t>(1, image.size(0));
+  float* data = image.data_ptr<float>();
+  at::parallel_for(0, image.size(0), 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
-      const float* x = src + c * n;
-      float* y = dst + c * n;
+      const float* x = data + c * n;
+      float* y = data + c * n;  // in place: y[i] is written after x[i] is last read
       double sum = 0;
       int64_t count = 0;
       for (int64_t i = 0; i < n; ++i)
@@ -193,7 +198,6 @@ at::Tensor zscore_nonzero(const at::Tensor& image) {
         y[i] = x[i] != 0 ? static_cast<float>((x[i] - mean) * scale) : 0.f;
     }
   });
-  return out;
 }
 
 at::Tensor labels_to_regions(const at::Tensor& labels) {
@@ -210,8 +214,12 @@ PreparedCase preprocess_case(const CaseData& data, const PreprocessPlan& plan, c
   for (const auto& name : plan.channels)
     for (int m = 0; m < kNumModalities; ++m)
       if (name == kModalityNames[m]) order.push_back(m);
-  at::Tensor image = volume_to_tensor(data.image);
-  image = image.index_select(0, torch::tensor(order, torch::kInt64));
+  // A view of the case's voxels: the crop is the first copy made (a whole-grid copy first would
+  // double the memory preprocessing needs).
+  const Volume& v = data.image;
+  at::Tensor image = torch::from_blob(const_cast<float*>(v.data.data()),
+                                      {v.n_channels, v.dim[2], v.dim[1], v.dim[0]}, torch::kFloat32)
+                         .permute({0, 3, 2, 1});
 
   PreparedCase out;
   out.id = data.id;
@@ -231,9 +239,10 @@ PreparedCase preprocess_case(const CaseData& data, const PreprocessPlan& plan, c
   for (int i = 0; i < 3; ++i)
     g.spacing[i] = g.source_spacing[i] * static_cast<double>(size[i]) / g.shape[i];
 
-  image = resample_linear(crop(image, g.box), g.shape);
-  out.image = plan.normalization == "zscore_nonzero" ? zscore_nonzero(image)
-                                                     : image.to(torch::kFloat32).contiguous();
+  image = crop(image, g.box).index_select(0, torch::tensor(order, torch::kInt64));
+  image = resample_linear(image, g.shape);
+  out.image = image.to(torch::kFloat32).contiguous();  // a copy already: the crop's
+  if (plan.normalization == "zscore_nonzero") zscore_nonzero_(out.image);
   if (data.labels) {
     if (data.labels->dim != data.image.dim)
       throw Error(data.id, "label map grid " + shape_str(data.labels->dim) +

@@ -85,6 +85,8 @@ at::Tensor resample_labels(const at::Tensor& labels, const std::array<int64_t, 3
 // Per channel z-score over the channel's non-zero voxels; zeros stay 0 (a channel with fewer
 // than 2 non-zero voxels or zero spread is only centred).
 at::Tensor zscore_nonzero(const at::Tensor& image);
+// The same in place, on a contiguous float32 tensor (no second copy of the image).
+void zscore_nonzero_(at::Tensor& image);
 // Internal labels (D,H,W) -> regions WT={1,2,4}, TC={1,4}, ET={4} as (3,D,H,W) float32.
 at::Tensor labels_to_regions(const at::Tensor& labels);
 
