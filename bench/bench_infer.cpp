@@ -394,8 +394,8 @@ int main(int argc, char** argv) {
     kdseg::EnsembleMember untimed = member;  // for the oneDNN variant (see below)
     untimed.net = inner;
     const kdseg::PreprocessPlan plan = info.plan;
-    const kdseg::PreparedCase prepared = kdseg::preprocess_case(data, plan);
-    const auto& crop = prepared.geometry.shape;
+    // (the crop's size only: the prepared image is not kept, as Ensemble::predict_case does not)
+    const std::array<int64_t, 3> crop = kdseg::preprocess_case(data, plan).geometry.shape;
     const auto whole = kdseg::whole_window(crop, inner->stride());
     double flops_pass = 0;
     if (info.arch == "student") {
@@ -516,8 +516,8 @@ int main(int argc, char** argv) {
       r.case_s.push_back(dt);
       r.forward_s.push_back(timed->seconds / std::max<int64_t>(1, timed->images));
       r.cuda_gb = std::max(r.cuda_gb, bench::cuda_max_allocated_gb(device));
-      if (r.labels.data.empty()) {  // the first recorded run: compared with the baseline's
-        r.probs = probs;
+      if (r.labels.data.empty()) {   // the first recorded run: compared with the baseline's
+        if (table) r.probs = probs;  // kept for the comparisons only (a one-variant run has none)
         r.labels = std::move(labels);
         if (i > 0 && table) {
           r.agreement = compare(r, res[0]);

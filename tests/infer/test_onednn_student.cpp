@@ -8,6 +8,7 @@
 
 #include "kdseg/infer/ensemble.h"
 #include "kdseg/infer/onednn_student.h"
+#include "kdseg/infer/sliding_window.h"
 #include "kdseg/models/registry.h"
 #include "kdseg/models/student.h"
 #include "kdseg/runtime/autocast.h"
@@ -102,6 +103,66 @@ TEST(OneDnnStudent, SeesTheWeightsOfTheNetItWasMadeFrom) {
   EXPECT_TRUE(at::equal(ya, OneDnnStudent(*a).forward(x)));
   EXPECT_THROW(OneDnnStudent(*a).forward(torch::randn({1, 4, 16, 16, 15})), Error)
       << "a size that is not a multiple of the stride is refused";
+}
+
+// predict_mirrored runs the mirror TTA inside (each flip read from the input, its logits written
+// back mirrored and summed as probabilities): the same bytes as the plain way, forward() on
+// flipped copies, LibTorch's sigmoid, flipped back, summed in order, divided.
+at::Tensor mirrored_by_hand(const OneDnnStudent& net, const at::Tensor& x,
+                            const std::vector<std::vector<int64_t> >& flips) {
+  at::Tensor acc;
+  for (const auto& dims : flips) {
+    at::Tensor p = dims.empty() ? torch::sigmoid(net.forward(x))
+                                : torch::sigmoid(net.forward(x.flip(dims))).flip(dims);
+    acc = acc.defined() ? acc.add_(p) : p;
+  }
+  return acc.div_(static_cast<double>(flips.size()));
+}
+
+TEST(OneDnnStudent, MirroredPredictionIsTheFlippedForwardPassesAveraged) {
+  Student net = make_student({{"widths", {8, 8, 16}},
+                              {"encoder_blocks", {1, 1, 1}},
+                              {"decoder_blocks", {1, 1}},
+                              {"norm_groups", 4}},
+                             9);
+  SKIP_WITHOUT_ONEDNN(net.ptr());
+  torch::manual_seed(10);
+  const at::Tensor x = torch::randn({2, 4, 16, 24, 20});
+  c10::InferenceMode guard;
+  const OneDnnStudent fast(*net);
+  for (const std::string mode : {"none", "xy", "all"}) {
+    const auto flips = mirror_sets(mode);
+    const at::Tensor want = mirrored_by_hand(fast, x, flips);
+    const at::Tensor got = fast.predict_mirrored(x, flips);
+    ASSERT_EQ(got.sizes(), want.sizes()) << mode;
+    EXPECT_TRUE(at::equal(got, want))
+        << mode << ": max |diff| " << (got - want).abs().max().item<double>();
+  }
+  // The flips matter: the 4-flip mean is not the plain pass (a test that ignored them would pass
+  // above only if both sides ignored them).
+  EXPECT_GT((fast.predict_mirrored(x, mirror_sets("xy")) - torch::sigmoid(fast.forward(x)))
+                .abs()
+                .max()
+                .item<double>(),
+            1e-3);
+
+  // Padded inside: a 13×21×17 input on a 16×24×24 grid is the zero-padded input's result, cropped.
+  const at::Tensor small = x.slice(2, 0, 13).slice(3, 0, 21).slice(4, 0, 17).contiguous();
+  const at::Tensor padded = at::constant_pad_nd(small, {0, 7, 0, 3, 0, 3});
+  for (const std::string mode : {"none", "xy", "all"}) {
+    const auto flips = mirror_sets(mode);
+    const at::Tensor want =
+        mirrored_by_hand(fast, padded, flips).slice(2, 0, 13).slice(3, 0, 21).slice(4, 0, 17);
+    const at::Tensor got = fast.predict_mirrored(small, flips, {16, 24, 24});
+    ASSERT_EQ(got.sizes(), want.sizes()) << mode;
+    EXPECT_TRUE(at::equal(got, want))
+        << mode << " padded: max |diff| " << (got - want).abs().max().item<double>();
+  }
+  EXPECT_THROW(fast.predict_mirrored(small, mirror_sets("xy"), {16, 20, 24}), Error)
+      << "a grid smaller than the input";
+  EXPECT_THROW(fast.predict_mirrored(small, mirror_sets("xy"), {16, 24, 22}), Error)
+      << "a grid off the stride";
+  EXPECT_THROW(fast.predict_mirrored(x, {{1}}), Error) << "the channel axis is not a flip";
 }
 
 TEST(OneDnnStudent, PredictChoosesItForABf16StudentOnTheCpu) {

@@ -70,13 +70,23 @@ at::Tensor predict_image(SegNetImpl& net, const at::Tensor& image, const Preproc
   w.overlap = opt.overlap;
   w.batch = opt.window_batch;
   const torch::Device device(opt.device);
-  Predictor forward = [&net, &opt, onednn](const at::Tensor& batch) {
-    if (onednn) return torch::sigmoid(onednn->forward(batch));
-    AutocastGuard autocast(opt.bf16, opt.device);
-    return torch::sigmoid(net.forward(batch).logits.to(at::kFloat));
-  };
-  at::Tensor probs =
-      sliding_window(image.to(device), with_mirror_tta(forward, opt.tta, opt.fuse_tta), w);
+  Predictor predict;
+  if (onednn) {  // the flips inside: no flipped copies of the input or the probabilities
+    const auto flips = mirror_sets(opt.tta);
+    if (w.window[0] >= shape[0] && w.window[1] >= shape[1] && w.window[2] >= shape[2])
+      // One window over the whole image: the padding inside too (no padded copies).
+      return onednn->predict_mirrored(image.unsqueeze(0), flips, w.window)[0];
+    predict = [onednn, flips](const at::Tensor& batch) {
+      return onednn->predict_mirrored(batch, flips);
+    };
+  } else {
+    Predictor forward = [&net, &opt](const at::Tensor& batch) {
+      AutocastGuard autocast(opt.bf16, opt.device);
+      return torch::sigmoid(net.forward(batch).logits.to(at::kFloat));
+    };
+    predict = with_mirror_tta(forward, opt.tta, opt.fuse_tta);
+  }
+  at::Tensor probs = sliding_window(image.to(device), predict, w);
   return probs.to(at::kCPU);
 }
 

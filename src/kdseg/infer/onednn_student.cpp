@@ -13,6 +13,7 @@
 
 #if defined(KDSEG_HAVE_ONEDNN)
 #include <immintrin.h>
+#include <sys/mman.h>
 
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
@@ -30,6 +31,11 @@ OneDnnStudent::OneDnnStudent(const StudentImpl& net) {
 }
 OneDnnStudent::~OneDnnStudent() = default;
 at::Tensor OneDnnStudent::forward(const at::Tensor&) const {
+  return {};
+}
+at::Tensor OneDnnStudent::predict_mirrored(const at::Tensor&,
+                                           const std::vector<std::vector<int64_t> >&,
+                                           const std::array<int64_t, 3>&) const {
   return {};
 }
 
@@ -57,6 +63,20 @@ inline float bf(uint16_t h) {
   return f;
 }
 
+// Mirrored along depth, height, width (the mirror test-time augmentation's flips).
+using Flip = std::array<bool, 3>;
+
+// How a sample x (C, in) meets the network's input grid `net` (each side ≥ in's): x is read as if
+// zero-padded at its far end to `net` (as sliding_window pads) and mirrored along the axes in
+// `flip`; the logits are written back mirrored, for x's own voxels only.
+struct SampleView {
+  std::array<int64_t, 3> in{}, net{};
+  Flip flip{false, false, false};
+  // The net-grid index of index i along axis a, and the other way round (the same map).
+  int64_t at(int a, int64_t i) const { return flip[a] ? net[a] - 1 - i : i; }
+  int64_t in_voxels() const { return in[0] * in[1] * in[2]; }
+};
+
 inline int64_t padded(int64_t c) {
   return (c + kBlock - 1) / kBlock * kBlock;
 }
@@ -74,14 +94,72 @@ struct Feature {
   dnnl::memory::desc desc() const { return {{1, c, d, h, w}, dt::bf16, tag::nCdhw16c}; }
 };
 
-Feature make_feature(int64_t c, int64_t d, int64_t h, int64_t w) {
-  return {at::empty({c * d * h * w}, at::kBFloat16), c, d, h, w};
+// n bf16 elements in memory of their own, mapped from the system rather than taken from the
+// heap: the heap then holds only what a case allocates and frees (its images and
+// probabilities), so these long-lived buffers do not fragment it. Transparent huge pages are
+// asked for (madvise): a fresh map is faulted in 2 MB at a time (measured on this project's VM:
+// first touch 2.4 s/GB instead of 3.9; the passes themselves ran at the same speed).
+at::Tensor mapped_bf16(int64_t n) {
+  const size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(uint16_t);
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    throw Error("oneDNN student", "cannot map " + std::to_string(bytes >> 20) + " MB of memory");
+  madvise(p, bytes, MADV_HUGEPAGE);  // a hint: the kernel may refuse it
+  return at::from_blob(
+      p, {n}, [bytes](void* q) { munmap(q, bytes); }, at::TensorOptions().dtype(at::kBFloat16));
+}
+
+// bf16 buffers kept from one forward pass to the next. Every flip of a case, and most cases,
+// ask for the same sizes, so a kept buffer is neither faulted in again (a fresh full-resolution
+// map costs ~0.35 s of page faults on this project's VM) nor fragmented by the heap (without the
+// pool a whole-crop pass grew the heap by the size of ~7 full-resolution maps while at most 3
+// were live).
+class BufferPool {
+ public:
+  // n bf16 elements: the smallest free buffer that holds them, else a new one.
+  at::Tensor get(int64_t n) {
+    Slot* best = nullptr;
+    for (Slot& s : slots_)
+      if (s.free() && s.buffer.numel() >= n && (!best || s.buffer.numel() < best->buffer.numel()))
+        best = &s;
+    if (!best) {
+      slots_.push_back({mapped_bf16(n), false});
+      best = &slots_.back();
+    }
+    best->used = true;
+    return best->buffer.narrow(0, 0, n);
+  }
+
+  // After a forward pass: the buffers it did not use are released (the sizes changed).
+  void end_pass() {
+    slots_.erase(std::remove_if(slots_.begin(), slots_.end(),
+                                [](const Slot& s) { return !s.used && s.free(); }),
+                 slots_.end());
+    for (Slot& s : slots_) s.used = false;
+  }
+
+ private:
+  struct Slot {
+    at::Tensor buffer;
+    bool used = false;                                               // in the current pass
+    bool free() const { return buffer.storage().use_count() == 1; }  // no Feature holds it
+  };
+  std::vector<Slot> slots_;
+};
+
+Feature make_feature(BufferPool& pool, int64_t c, int64_t d, int64_t h, int64_t w) {
+  return {pool.get(c * d * h * w), c, d, h, w};
 }
 
 // ---------------------------------------------------------------- the fused passes
 // These run only where cpu_has_bf16_dot() holds, so they are compiled for AVX-512 (16 lanes: one
 // channel block per vector).
 #define KDSEG_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+// GCC 12 warns "__Y may be used uninitialized" inside its own AVX-512 headers wherever an
+// intrinsic built on _mm512_undefined_*() is inlined (GCC bug 105593): not about this code.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 // Per-channel sum and sum of squares of f, in double over float partial sums of kChunk voxels
 // (a fixed split: the same bytes at any thread count).
@@ -132,6 +210,40 @@ KDSEG_AVX512 inline __m512 round_bf16(__m512 v) {
 KDSEG_AVX512 inline void store_bf16(uint16_t* p, __m512 v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
                       _mm512_cvtepi32_epi16(_mm512_srli_epi32(round_bits(v), 16)));
+}
+
+// Rows [begin, end) of (channel, depth, height) of the network's plain (C,D,H,W) bf16 input, from
+// the float32 sample x as `view` places it, rounded to nearest even (as oneDNN's reorder and
+// LibTorch's cast round).
+KDSEG_AVX512 void to_bf16_rows(const float* x, uint16_t* y, const SampleView& view, int64_t begin,
+                               int64_t end) {
+  const auto &in = view.in, &net = view.net;
+  for (int64_t row = begin; row < end; ++row) {
+    const int64_t r = view.at(1, row % net[1]), z = view.at(0, (row / net[1]) % net[0]);
+    const int64_t c = row / (net[1] * net[0]);
+    uint16_t* dst = y + row * net[2];
+    if (z >= in[0] || r >= in[1]) {  // padding
+      std::fill(dst, dst + net[2], uint16_t{0});
+      continue;
+    }
+    const float* src = x + ((c * in[0] + z) * in[1] + r) * in[2];
+    if (view.flip[2]) {
+      for (int64_t v = 0; v < net[2]; ++v) {
+        const int64_t sv = net[2] - 1 - v;
+        uint32_t u = 0;
+        if (sv < in[2]) std::memcpy(&u, &src[sv], sizeof u);
+        dst[v] = static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+      }
+      continue;
+    }
+    for (int64_t v = 0; v < in[2]; v += kBlock) {
+      const __mmask16 m = static_cast<__mmask16>(
+          in[2] - v >= kBlock ? 0xFFFF : (1u << static_cast<unsigned>(in[2] - v)) - 1u);
+      const __m512i bits = _mm512_srli_epi32(round_bits(_mm512_maskz_loadu_ps(m, src + v)), 16);
+      _mm256_mask_storeu_epi16(dst + v, m, _mm512_cvtepi32_epi16(bits));
+    }
+    std::fill(dst + in[2], dst + net[2], uint16_t{0});
+  }
 }
 
 // x[o0, o1) ← [r +] [leaky](x · scale + shift), per lane of a channel block.
@@ -248,8 +360,8 @@ KDSEG_AVX512 void upsample_rows(const Feature& in, Feature& out, const Taps& td,
   }
 }
 
-Feature upsample2x_leaky(const Feature& in) {
-  Feature out = make_feature(in.c, 2 * in.d, 2 * in.h, 2 * in.w);
+Feature upsample2x_leaky(const Feature& in, BufferPool& pool) {
+  Feature out = make_feature(pool, in.c, 2 * in.d, 2 * in.h, 2 * in.w);
   const Taps td = taps_2x(in.d), th = taps_2x(in.h), tw = taps_2x(in.w);
   at::parallel_for(0, (in.c / kBlock) * out.d, 1, [&](int64_t begin, int64_t end) {
     upsample_rows(in, out, td, th, tw, begin, end);
@@ -277,18 +389,75 @@ struct Conv {
   }
 };
 
+// What the head's logits become in the output buffer: the logits, or the mean of their sigmoids
+// over the flips of the mirror test-time augmentation, summed as the flips come: y = σ(l) at the
+// first, y += σ(l) after it, y = (y + σ(l)) / n at the last. The same float operations in the
+// same order as with_mirror_tta's sigmoid, add_ and div_, with LibTorch's own sigmoid: the
+// logits are bf16, so σ is a table of LibTorch's sigmoid of every bf16 value.
+struct Output {
+  enum Step { kLogits, kFirst, kAdd, kLast };
+  bool probabilities = false;
+  size_t k = 0, n = 1;  // this flip, of n
+  Step step() const {
+    if (!probabilities) return kLogits;
+    return k == 0 ? kFirst : k + 1 == n ? kLast : kAdd;
+  }
+};
+
+const float* sigmoid_of_bf16() {
+  static const at::Tensor table = [] {
+    std::vector<uint32_t> bits(65536);  // every bf16 value, as float32 bits
+    for (uint32_t i = 0; i < 65536; ++i) bits[i] = i << 16;
+    return at::sigmoid(at::from_blob(bits.data(), {65536}, at::kFloat));
+  }();
+  return table.data_ptr<float>();
+}
+
+// The first n_out channels of the blocked map `out` (on the network's grid) → y (n_out, view.in).
+template <Output::Step S>
+void copy_out(const Feature& out, int64_t n_out, const SampleView& view, const Output& to,
+              float* y) {
+  const int64_t s = out.spatial(), s_out = view.in_voxels();
+  const auto& size = view.in;
+  const uint16_t* x = out.ptr();
+  const float* sig = sigmoid_of_bf16();
+  const float n = static_cast<float>(to.n);
+  at::parallel_for(0, size[0] * size[1], 16, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {  // row by row: one pass over memory
+      const int64_t z = view.at(0, row / size[1]), r = view.at(1, row % size[1]);
+      for (int64_t b0 = 0; b0 < n_out; b0 += kBlock) {
+        const int64_t lanes = std::min(kBlock, n_out - b0);
+        const uint16_t* xr = x + (b0 * s + (z * out.h + r) * out.w) * kBlock;
+        float* yr = y + b0 * s_out + row * size[2];
+        for (int64_t v = 0; v < size[2]; ++v) {
+          const uint16_t* p = xr + view.at(2, v) * kBlock;
+          for (int64_t j = 0; j < lanes; ++j) {
+            float& o = yr[j * s_out + v];
+            if (S == Output::kLogits) o = bf(p[j]);
+            if (S == Output::kFirst) o = sig[p[j]];
+            if (S == Output::kAdd) o += sig[p[j]];
+            if (S == Output::kLast) o = (o + sig[p[j]]) / n;
+          }
+        }
+      }
+    }
+  });
+}
+
 class Engine {
  public:
   Engine() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
 
-  // Prepares c for inputs of `size` (src in `src_desc`, or "any" when src_any): the primitive
-  // and packed weights, reused while the size stays the same.
-  void prepare(Conv& c, const std::array<int64_t, 3>& size, bool src_any, bool sum) {
+  BufferPool pool;  // every feature map's memory
+
+  // Prepares c for inputs of `size` (src blocked, or plain (N,C,D,H,W) when src_plain): the
+  // primitive and packed weights, reused while the size stays the same.
+  void prepare(Conv& c, const std::array<int64_t, 3>& size, bool src_plain, bool sum) {
     if (c.prim && c.in_size == size && c.sum == sum) return;
     const auto o = c.out_size(size);
     const int64_t pad = c.k % 2 == 1 ? c.k / 2 : 0;
     const dnnl::memory::desc src({1, c.ic, size[0], size[1], size[2]}, dt::bf16,
-                                 src_any ? tag::any : tag::nCdhw16c);
+                                 src_plain ? tag::ncdhw : tag::nCdhw16c);
     const dnnl::memory::desc wei({c.oc, c.ic, c.k, c.k, c.k}, dt::bf16, tag::any);
     const dnnl::memory::desc dst({1, c.oc, o[0], o[1], o[2]}, dt::bf16, tag::nCdhw16c);
     const dnnl::memory::dims strides{c.stride, c.stride, c.stride}, padding{pad, pad, pad};
@@ -324,40 +493,39 @@ class Engine {
   Feature conv(Conv& c, const Feature& in, Feature* into = nullptr) {
     prepare(c, {in.d, in.h, in.w}, false, into != nullptr);
     const auto o = c.out_size({in.d, in.h, in.w});
-    Feature out = into ? *into : make_feature(c.oc, o[0], o[1], o[2]);
+    Feature out = into ? *into : make_feature(pool, c.oc, o[0], o[1], o[2]);
     dnnl::memory src(in.desc(), engine_, in.ptr()), dst(out.desc(), engine_, out.ptr());
     execute(c, src, dst);
     return out;
   }
 
-  // The first convolution, from a plain (C,D,H,W) float32 sample.
-  Feature conv_from_plain(Conv& c, const float* x, const std::array<int64_t, 3>& size) {
+  // The first convolution, from a plain (C,D,H,W) bf16 sample.
+  Feature conv_first(Conv& c, const at::Tensor& x, const std::array<int64_t, 3>& size) {
     prepare(c, size, true, false);
-    const dnnl::memory::desc user({1, c.ic, size[0], size[1], size[2]}, dt::f32, tag::ncdhw);
-    dnnl::memory user_mem(user, engine_, const_cast<float*>(x));
-    dnnl::memory src(c.pd.src_desc(), engine_);
-    dnnl::reorder(user_mem, src).execute(stream_, user_mem, src);
-    Feature out = make_feature(c.oc, size[0], size[1], size[2]);
+    dnnl::memory src(c.pd.src_desc(), engine_, x.data_ptr());
+    Feature out = make_feature(pool, c.oc, size[0], size[1], size[2]);
     dnnl::memory dst(out.desc(), engine_, out.ptr());
     execute(c, src, dst);
     return out;
   }
 
-  // The head: its first `n_out` channels (the rest are zero-weight padding) as float32 logits
-  // in a plain (C,D,H,W) buffer. bf16 logits, as LibTorch's bf16 autocast head gives; a float32
-  // destination would have been 16 padded float32 channels (2x the memory, same speed).
-  void conv_to_plain(Conv& c, const Feature& in, int64_t n_out, float* y) {
+  // The head: its first `n_out` channels (the rest are zero-weight padding) into a plain
+  // (C, view.in) float32 buffer, placed back as `view` says, as `to` says. bf16 logits, as
+  // LibTorch's bf16 autocast head gives; a float32 destination would have been 16 padded float32
+  // channels (2x the memory, same speed).
+  void conv_to_plain(Conv& c, const Feature& in, int64_t n_out, const SampleView& view,
+                     const Output& to, float* y) {
     const Feature out = conv(c, in);
-    const int64_t s = out.spatial();
-    const uint16_t* x = out.ptr();
-    at::parallel_for(0, s, 65536, [&](int64_t begin, int64_t end) {
-      for (int64_t b0 = 0; b0 < n_out; b0 += kBlock) {  // voxel by voxel: one pass over memory
-        const int64_t lanes = std::min(kBlock, n_out - b0);
-        const uint16_t* xb = x + b0 * s;
-        for (int64_t v = begin; v < end; ++v)
-          for (int64_t j = 0; j < lanes; ++j) y[(b0 + j) * s + v] = bf(xb[v * kBlock + j]);
-      }
-    });
+    switch (to.step()) {
+      case Output::kLogits:
+        return copy_out<Output::kLogits>(out, n_out, view, to, y);
+      case Output::kFirst:
+        return copy_out<Output::kFirst>(out, n_out, view, to, y);
+      case Output::kAdd:
+        return copy_out<Output::kAdd>(out, n_out, view, to, y);
+      case Output::kLast:
+        return copy_out<Output::kLast>(out, n_out, view, to, y);
+    }
   }
 
  private:
@@ -407,6 +575,37 @@ struct OneDnnStudent::Impl {
   std::vector<std::vector<Block> > encoder, decoder;
   std::mutex mutex;
 
+  // Each sample of `input` through the network once per flip, on the grid `padded_to` ({0,0,0}:
+  // the input's own): the logits (one flip), or the mean of their sigmoids (`probabilities`).
+  at::Tensor run(const at::Tensor& input, const std::vector<Flip>& flips,
+                 const std::array<int64_t, 3>& padded_to, bool probabilities) {
+    if (!input.device().is_cpu())
+      throw Error("oneDNN student", "expected a CPU tensor, got one on " + input.device().str());
+    SampleView view;
+    const bool padded = padded_to != std::array<int64_t, 3>{0, 0, 0};
+    check_input(input, options.in_channels, padded ? 1 : stride, "oneDNN student");
+    for (int a = 0; a < 3; ++a) {
+      view.in[a] = input.size(2 + a);
+      view.net[a] = padded ? padded_to[a] : view.in[a];
+      if (view.net[a] < view.in[a] || view.net[a] % stride != 0)
+        throw Error("oneDNN student", "cannot pad a side of " + std::to_string(view.in[a]) +
+                                          " to " + std::to_string(view.net[a]) +
+                                          " (at least as large, a multiple of " +
+                                          std::to_string(stride) + ")");
+    }
+    const at::Tensor x = input.to(at::kFloat).contiguous();
+    at::Tensor y = at::empty({x.size(0), options.out_channels, view.in[0], view.in[1], view.in[2]},
+                             x.options());
+    std::lock_guard<std::mutex> lock(mutex);
+    for (int64_t n = 0; n < x.size(0); ++n)
+      for (size_t k = 0; k < flips.size(); ++k) {
+        view.flip = flips[k];
+        sample_forward(x[n].data_ptr<float>(), view, Output{probabilities, k, flips.size()},
+                       y[n].data_ptr<float>());
+      }
+    return y;
+  }
+
   void block_forward(Block& b, Feature& x) {  // x ← the block's output
     Feature t = engine.conv(b.conv1, x);
     norm_act_add(t, b.norm1, true, nullptr);
@@ -416,10 +615,21 @@ struct OneDnnStudent::Impl {
     x = std::move(y);
   }
 
-  void sample_forward(const float* x, const std::array<int64_t, 3>& size, float* logits) {
+  // One sample x (C, view.in) float32, as `view` places it on the network's grid → its logits
+  // (out, view.in) float32 into y, as `to` says.
+  void sample_forward(const float* x, const SampleView& view, const Output& to, float* y) {
+    const auto& size = view.net;
     const size_t n_levels = options.widths.size();
     std::vector<Feature> features;
-    Feature h = engine.conv_from_plain(conv_in, x, size);
+    Feature h;
+    {
+      const int64_t rows = options.in_channels * size[0] * size[1];
+      const at::Tensor input = engine.pool.get(rows * size[2]);
+      uint16_t* p = static_cast<uint16_t*>(input.data_ptr());
+      at::parallel_for(0, rows, 16,
+                       [&](int64_t begin, int64_t end) { to_bf16_rows(x, p, view, begin, end); });
+      h = engine.conv_first(conv_in, input, size);
+    }
     norm_act_add(h, norm_in, false, nullptr);
     for (size_t l = 0; l < n_levels; ++l) {
       if (l > 0) h = engine.conv(down[l - 1], features.back());
@@ -432,7 +642,7 @@ struct OneDnnStudent::Impl {
     for (size_t i = n_levels - 1; i-- > 0;) {
       Feature u = engine.conv(up[i], h);  // 1×1 at the coarse level
       h = Feature();
-      Feature up_full = upsample2x_leaky(u);
+      Feature up_full = upsample2x_leaky(u, engine.pool);
       u = Feature();
       Feature m = engine.conv(merge_skip[i], features[i]);
       features[i] = Feature();
@@ -441,7 +651,8 @@ struct OneDnnStudent::Impl {
       for (Block& b : decoder[i]) block_forward(b, m);
       h = std::move(m);
     }
-    engine.conv_to_plain(head, h, options.out_channels, logits);
+    engine.conv_to_plain(head, h, options.out_channels, view, to, y);
+    engine.pool.end_pass();
   }
 };
 
@@ -540,18 +751,25 @@ OneDnnStudent::OneDnnStudent(const StudentImpl& net) : impl_(std::make_unique<Im
 OneDnnStudent::~OneDnnStudent() = default;
 
 at::Tensor OneDnnStudent::forward(const at::Tensor& input) const {
-  Impl& m = *impl_;
-  check_input(input, m.options.in_channels, m.stride, "oneDNN student");
-  if (!input.device().is_cpu())
-    throw Error("oneDNN student", "expected a CPU tensor, got one on " + input.device().str());
-  const at::Tensor x = input.to(at::kFloat).contiguous();
-  const std::array<int64_t, 3> size{x.size(2), x.size(3), x.size(4)};
-  at::Tensor y = at::empty({x.size(0), m.options.out_channels, size[0], size[1], size[2]},
-                           x.options().dtype(at::kFloat));
-  std::lock_guard<std::mutex> lock(m.mutex);
-  for (int64_t n = 0; n < x.size(0); ++n)
-    m.sample_forward(x[n].data_ptr<float>(), size, y[n].data_ptr<float>());
-  return y;
+  return impl_->run(input, {Flip{false, false, false}}, {0, 0, 0}, false);
+}
+
+at::Tensor OneDnnStudent::predict_mirrored(const at::Tensor& input,
+                                           const std::vector<std::vector<int64_t> >& flips,
+                                           const std::array<int64_t, 3>& padded_to) const {
+  if (flips.empty()) throw Error("oneDNN student", "no flip given (the identity is {})");
+  std::vector<Flip> mirror;
+  for (const auto& dims : flips) {
+    Flip f{false, false, false};
+    for (int64_t d : dims) {
+      if (d < 2 || d > 4)
+        throw Error("oneDNN student",
+                    "flip dimension " + std::to_string(d) + " is not a spatial one (2, 3 or 4)");
+      f[static_cast<size_t>(d - 2)] = true;
+    }
+    mirror.push_back(f);
+  }
+  return impl_->run(input, mirror, padded_to, true);
 }
 
 #endif  // KDSEG_HAVE_ONEDNN

@@ -10,7 +10,10 @@
 // once, GroupNorm + LeakyReLU + the residual add are one pass in place, upsampling + LeakyReLU one
 // pass, and the merge 1×1 convolution over [skip, up] is two convolutions summed in place (no
 // concatenated copy). Activations are freed as soon as they are consumed, so a whole-crop pass
-// holds at most three full-resolution feature maps.
+// holds at most three full-resolution feature maps, in buffers kept from one pass to the next
+// (no page faults, no heap fragmentation). The mirror test-time augmentation and the padding to
+// the stride run inside (predict_mirrored): each flip is read from the input and its logits are
+// written back mirrored, as probabilities summed in place.
 //
 // Arithmetic: bf16 activations and weights, float32 accumulation, GroupNorm statistics in double
 // over float32 partial sums (a fixed split of the voxels: the same result at any thread count),
@@ -25,8 +28,10 @@
 // uses LibTorch's bf16 autocast.
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace kdseg {
 
@@ -49,6 +54,17 @@ class OneDnnStudent {
   // Samples run one after another (one sample's activations in memory at a time). Thread-safe
   // (calls are serialised).
   at::Tensor forward(const at::Tensor& x) const;
+
+  // The mirror test-time augmentation in one call: the mean over `flips` (each a list of the
+  // input's spatial dims 2, 3, 4 to mirror, {} the identity; mirror_sets() gives them) of
+  // sigmoid(logits of x mirrored, mirrored back) → (N,out,D,H,W) float32 probabilities. The same
+  // numbers as forward() on flipped copies summed in order, without the copies: each flip is read
+  // mirrored from x and its logits written back mirrored.
+  // `padded_to` ({0,0,0}: x's own size): the network's input size, each side at least x's and a
+  // multiple of the stride; x is read as if zero-padded at its far end to it (as sliding_window
+  // pads), and the result has x's size (no padded copy of the input or of the output).
+  at::Tensor predict_mirrored(const at::Tensor& x, const std::vector<std::vector<int64_t> >& flips,
+                              const std::array<int64_t, 3>& padded_to = {0, 0, 0}) const;
 
  private:
   struct Impl;
