@@ -47,6 +47,28 @@ TEST(Dataset, Brats2021Layout) {
   EXPECT_FALSE(u.labels.has_value());
 }
 
+TEST(Dataset, ParallelReadingGivesTheSameCaseWithT1sGeometry) {
+  // Each modality is converted straight into its channel as soon as it is read, in whatever order
+  // the threads finish: the same image as reading one file after another, and T1's geometry.
+  ScratchDir dir("dspar");
+  write_case(dir.str(), "A", Layout::brats2021, tumour());
+  Volume t2 = read_volume((dir.path() / "A" / "A_t2.nii.gz").string());
+  t2.source.srow[0][3] += 0.004;  // within the 0.01 mm tolerance: one grid, another header
+  t2.source.qoffset_x += 0.004;
+  write_volume((dir.path() / "A" / "A_t2.nii.gz").string(), t2);
+  Dataset ds = discover_dataset(dir.str());
+  const CaseData one = load_case(ds.cases[0], ds.layout, 1);
+  const double t1_srow = read_volume(ds.cases[0].image[0]).source.srow[0][3];
+  for (int threads : {2, 5}) {
+    const CaseData many = load_case(ds.cases[0], ds.layout, threads);
+    EXPECT_EQ(many.image.data, one.image.data) << threads;
+    EXPECT_EQ(many.image.source.srow[0][3], t1_srow) << threads;
+    EXPECT_EQ(many.image.dim, one.image.dim);
+    expect_internal_labels(many);
+  }
+  EXPECT_EQ(one.image.source.srow[0][3], t1_srow);
+}
+
 TEST(Dataset, Brats2023LayoutMapsEtFrom3) {
   ScratchDir dir("ds2023");
   write_case(dir.str(), "BraTS-GLI-00000-000", Layout::brats2023, tumour());

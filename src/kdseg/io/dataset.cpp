@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "kdseg/io/nifti.h"
@@ -294,17 +295,36 @@ CaseData load_case(const CaseFiles& files, LabelConvention labels, int threads) 
       throw Error(files.id, std::string("missing modality ") + kModalityNames[m],
                   "every case needs T1, T1ce, T2 and FLAIR");
   const bool four_d = files.frame[0] >= 0;
-  // Read every file (in parallel when asked), keeping the first error of each.
+  // Read every file (in parallel when asked), keeping the first error of each. A modality's voxels
+  // go straight into its channel of the case's image as soon as it is read (the image is made from
+  // the first file read; no whole copy per modality); the checks below then compare the files'
+  // geometries in modality order. An MSD case is one 4D file, read whole.
   const int n_files = four_d ? 1 : kNumModalities;
-  std::vector<Volume> vols(n_files);
+  std::vector<Volume> frames(n_files);  // each file's geometry, without voxels
+  Volume whole;                         // the 4D file
   std::optional<LabelMap> seg;
   std::vector<std::string> errors(n_files + 1);
+  std::mutex mutex;
   parallel_for(n_files + 1, std::max(1, threads), [&](int64_t i) {
     try {
-      if (i < n_files)
-        vols[i] = read_volume(files.image[i]);
-      else if (!files.seg.empty())
-        seg = load_label_map(files.seg, labels);
+      if (i == n_files) {
+        if (!files.seg.empty()) seg = load_label_map(files.seg, labels);
+      } else if (four_d) {
+        whole = read_volume(files.image[0]);
+      } else {
+        NiftiFile f = read_nifti_file(files.image[i]);
+        Volume frame = volume_frame(f.header);
+        float* channel = nullptr;
+        {
+          std::lock_guard<std::mutex> lock(mutex);
+          if (frame.n_channels == 1 && out.image.data.empty())
+            out.image = like<float>(frame, kNumModalities);
+          if (frame.n_channels == 1 && frame.dim == out.image.dim)
+            channel = out.image.channel(static_cast<int>(i));
+        }
+        if (channel) convert_voxels(f, frame, channel, false, files.image[i]);
+        frames[i] = std::move(frame);
+      }
     } catch (const std::exception& e) {
       errors[i] = e.what();
     }
@@ -313,35 +333,36 @@ CaseData load_case(const CaseFiles& files, LabelConvention labels, int threads) 
     if (!e.empty()) throw Error("", e);
   if (four_d) {
     // One 4D file holding every modality (MSD).
-    Volume& v = vols[0];
     int need = *std::max_element(files.frame.begin(), files.frame.end()) + 1;
-    if (v.n_channels < need)
-      throw Error(files.image[0], "has " + std::to_string(v.n_channels) + " frame(s); expected " +
-                                      std::to_string(need) + " modalities in a 4D image");
-    out.image = like<float>(v, kNumModalities);
+    if (whole.n_channels < need)
+      throw Error(files.image[0], "has " + std::to_string(whole.n_channels) +
+                                      " frame(s); expected " + std::to_string(need) +
+                                      " modalities in a 4D image");
+    out.image = like<float>(whole, kNumModalities);
     for (int m = 0; m < kNumModalities; ++m)
-      std::copy(v.channel(files.frame[m]), v.channel(files.frame[m]) + v.n_voxels(),
+      std::copy(whole.channel(files.frame[m]), whole.channel(files.frame[m]) + whole.n_voxels(),
                 out.image.channel(m));
   } else {
     for (int m = 0; m < kNumModalities; ++m) {
-      const Volume& v = vols[m];
+      const Volume& v = frames[m];
       if (v.n_channels != 1)
         throw Error(files.image[m], "has " + std::to_string(v.n_channels) +
                                         " frames; expected one 3D volume per modality");
-      if (m == 0) {
-        out.image = like<float>(v, kNumModalities);
-      } else if (v.dim != out.image.dim) {
+      if (m == 0) continue;
+      if (v.dim != frames[0].dim)
         throw Error(files.image[m],
                     "shape " + shape_text(v.dim) + " differs from " + kModalityNames[0] + "'s " +
-                        shape_text(out.image.dim),
+                        shape_text(frames[0].dim),
                     "the modalities of a case must be co-registered on one grid");
-      } else if (!same_grid(v, out.image, 1e-2)) {
+      if (!same_grid(v, frames[0], 1e-2))
         throw Error(files.image[m],
                     std::string("geometry (affine) differs from ") + kModalityNames[0] + "'s",
                     "the modalities of a case must be co-registered on one grid");
-      }
-      std::copy(v.data.begin(), v.data.end(), out.image.channel(m));
     }
+    // The case's geometry is T1's, whichever file was read first.
+    out.image.spacing = frames[0].spacing;
+    out.image.source = frames[0].source;
+    out.image.to_canonical = frames[0].to_canonical;
   }
   if (seg) {
     if (seg->dim != out.image.dim || !same_grid(*seg, out.image, 1e-2))

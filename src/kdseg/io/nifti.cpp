@@ -404,18 +404,26 @@ NiftiHeader read_nifti_header(const std::string& path) {
   return parse_header(head.data(), head.size(), path, &voxel_bytes);
 }
 
+Volume volume_frame(const NiftiHeader& h) {
+  return canonical_frame<float>(h);
+}
+
+void convert_voxels(const NiftiFile& f, const Volume& frame, float* out, bool allow_nonfinite,
+                    const std::string& where) {
+  convert_any(f, frame.to_canonical, out);
+  if (allow_nonfinite) return;
+  const size_t n = f.voxel_bytes() / bytes_per_voxel(f.header.datatype);
+  size_t bad = 0;
+  for (size_t i = 0; i < n; ++i) bad += !std::isfinite(out[i]);
+  if (bad)
+    throw Error(where, std::to_string(bad) + " voxel(s) are NaN or Inf",
+                "fix the export, or replace them with 0 (e.g. nibabel + numpy.nan_to_num)");
+}
+
 Volume to_volume(NiftiFile f, bool allow_nonfinite, const std::string& where) {
-  Volume img = canonical_frame<float>(f.header);
+  Volume img = volume_frame(f.header);
   img.data.resize(f.voxel_bytes() / bytes_per_voxel(f.header.datatype));
-  convert_any(f, img.to_canonical, img.data.data());
-  f.storage = {};
-  if (!allow_nonfinite) {
-    size_t bad = 0;
-    for (float v : img.data) bad += !std::isfinite(v);
-    if (bad)
-      throw Error(where, std::to_string(bad) + " voxel(s) are NaN or Inf",
-                  "fix the export, or replace them with 0 (e.g. nibabel + numpy.nan_to_num)");
-  }
+  convert_voxels(f, img, img.data.data(), allow_nonfinite, where);
   return img;
 }
 

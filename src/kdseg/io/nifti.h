@@ -33,6 +33,12 @@ NiftiFile decode_nifti_file_bytes(const uint8_t* bytes, size_t size, const std::
                                   Inflater inflater = Inflater::libdeflate);
 // Converts a decoded file to float32 (scaled) in canonical orientation.
 Volume to_volume(NiftiFile file, bool allow_nonfinite, const std::string& where);
+// to_volume in two steps, for a caller that owns the destination (load_case writes each modality
+// straight into its channel of the case's image): the volume's geometry without voxels, then its
+// voxels into `out` (frame.n_voxels() × frame.n_channels floats), checked as to_volume checks.
+Volume volume_frame(const NiftiHeader& h);
+void convert_voxels(const NiftiFile& file, const Volume& frame, float* out, bool allow_nonfinite,
+                    const std::string& where);
 // Reads the whole file (inflating .gz) and decodes it.
 NiftiFile read_nifti_file(const std::string& path, Inflater inflater = Inflater::libdeflate);
 // Reads only the header (inflating just enough of a .gz): for `kdseg check` and layout discovery.
