@@ -21,9 +21,10 @@
 // forward passes in it), putting the probabilities back on the case's grid, and labelling.
 // Peak memory: ru_maxrss is a process-wide maximum, so the table's column comes from a
 // subprocess per variant (this program with --variant NAME --reps 1); --no-subprocess skips it.
-// Variants that change process-wide settings run only that way: "bf16-sysmalloc" (glibc's
-// default allocator instead of kdseg::keep_freed_memory) and "bf16-avx512" (ATen's vectorised
-// kernels at AVX-512, ATEN_CPU_CAPABILITY=avx512; Debian's build defaults to AVX2).
+// Variants that change process-wide settings run only that way: "bf16-sysmalloc" (the process
+// allocator's defaults, jemalloc's or glibc's, instead of kdseg::keep_freed_memory) and
+// "bf16-avx512" (ATen's vectorised kernels at AVX-512, ATEN_CPU_CAPABILITY=avx512; Debian's build
+// defaults to AVX2).
 //
 // FLOPs: the student's convolutions counted analytically from its layer shapes (2 FLOP per
 // multiply-add; 3³ and 2³ kernels, 1×1 up/merge convs at their own resolution), for the padded
@@ -140,11 +141,12 @@ std::vector<Variant> all_variants(const std::string& device, int flips, int thre
     x.opt.bf16 = true;
     x.threads = 1;
   });
-  add("bf16-sysmalloc", "bf16 with glibc's default malloc (no keep_freed_memory)", [](Variant& x) {
-    x.opt.bf16 = true;
-    x.subprocess_only = true;
-    x.system_malloc = true;
-  });
+  add("bf16-sysmalloc", "bf16 with the allocator's own defaults (no keep_freed_memory)",
+      [](Variant& x) {
+        x.opt.bf16 = true;
+        x.subprocess_only = true;
+        x.system_malloc = true;
+      });
   add("bf16-avx512", "bf16, ATen kernels at AVX-512 (ATEN_CPU_CAPABILITY=avx512)", [](Variant& x) {
     x.opt.bf16 = true;
     x.subprocess_only = true;
@@ -354,7 +356,7 @@ int main(int argc, char** argv) {
     }
     const bool table = single.empty();
     if (!table && chosen[0].system_malloc) {
-      // glibc defaults
+      // the allocator's defaults
     } else {
       kdseg::keep_freed_memory();
     }

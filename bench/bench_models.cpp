@@ -4,22 +4,21 @@
 //   bench_models [size] [threads] [repeats] [malloc]   defaults: 128 2 3 reuse
 //                                                      e.g. bench_models 64 2 1 system
 //
-// malloc: "reuse" (default) keeps freed memory in the process (glibc mallopt: no mmap, no trim),
-// "system" leaves glibc's defaults, under which every tensor over 32 MB is a fresh mmap whose
-// pages fault in on first touch. Measured on the development VM: first-touch faults run at
-// ~0.2 GB/s, so a 128 MB activation costs ~0.6 s before any arithmetic, and an elementwise op
-// at 16×128³ takes 0.53 s with "system" against 0.02 s with "reuse".
+// malloc: "reuse" (default) keeps freed memory in the process (kdseg::keep_freed_memory), "system"
+// leaves the allocator's defaults; glibc's make every tensor over 32 MB a fresh mmap whose pages
+// fault in on first touch (jemalloc's purge freed pages after 10 s). Measured on the development
+// VM: first-touch faults run at ~0.2 GB/s, so a 128 MB activation costs ~0.6 s before any
+// arithmetic, and an elementwise op at 16×128³ takes 0.53 s with "system" against 0.02 s with
+// "reuse".
 //
 // Forward = one (1,4,size³) input, eval mode, c10::InferenceMode, fp32, CPU; one warm-up pass,
 // then `repeats` rounds timing every network once in turn (best and median). resunet-vae in
 // eval mode is resunet (the VAE branch is a training-time regulariser); an extra line times its
 // training-mode forward, VAE included, built for size³ inputs.
-#include <malloc.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
-#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -27,6 +26,7 @@
 
 #include "kdseg/models/net.h"
 #include "kdseg/models/registry.h"
+#include "kdseg/util/memory.h"
 
 namespace {
 
@@ -52,8 +52,7 @@ int main(int argc, char** argv) {
   const int repeats = std::max(1, argc > 3 ? std::atoi(argv[3]) : 3);
   const std::string malloc_mode = argc > 4 ? argv[4] : "reuse";
   if (malloc_mode == "reuse") {
-    mallopt(M_MMAP_MAX, 0);              // large blocks from the heap, not fresh mmaps
-    mallopt(M_TRIM_THRESHOLD, INT_MAX);  // and freed pages stay mapped for the next pass
+    kdseg::keep_freed_memory();  // freed pages stay mapped for the next pass
   } else if (malloc_mode != "system") {
     std::fprintf(stderr, "bench_models: malloc must be reuse or system, got %s\n",
                  malloc_mode.c_str());

@@ -11,6 +11,24 @@ add_library(kdseg::deflate UNKNOWN IMPORTED)
 set_target_properties(kdseg::deflate PROPERTIES IMPORTED_LOCATION "${KDSEG_DEFLATE_LIBRARY}"
                       INTERFACE_INCLUDE_DIRECTORIES "${KDSEG_DEFLATE_INCLUDE}")
 
+# jemalloc (Debian: libjemalloc-dev) as the allocator of every kdseg program: linked, it serves
+# every malloc of the process, LibTorch's included. kdseg::keep_freed_memory() (util/memory.h)
+# configures it. Without it glibc's malloc is used. Not with the sanitizers of the fuzz build.
+option(KDSEG_WITH_JEMALLOC "Link jemalloc as the process allocator" ON)
+set(KDSEG_HAVE_JEMALLOC OFF)
+if(KDSEG_WITH_JEMALLOC AND NOT KDSEG_BUILD_FUZZ)
+  find_path(KDSEG_JEMALLOC_INCLUDE jemalloc/jemalloc.h)
+  find_library(KDSEG_JEMALLOC_LIBRARY NAMES jemalloc)
+  if(KDSEG_JEMALLOC_INCLUDE AND KDSEG_JEMALLOC_LIBRARY)
+    set(KDSEG_HAVE_JEMALLOC ON)
+    add_library(kdseg::jemalloc UNKNOWN IMPORTED)
+    set_target_properties(kdseg::jemalloc PROPERTIES IMPORTED_LOCATION "${KDSEG_JEMALLOC_LIBRARY}"
+                          INTERFACE_INCLUDE_DIRECTORIES "${KDSEG_JEMALLOC_INCLUDE}"
+                          INTERFACE_COMPILE_DEFINITIONS KDSEG_HAVE_JEMALLOC=1)
+  endif()
+endif()
+message(STATUS "kdseg: jemalloc: ${KDSEG_HAVE_JEMALLOC}")
+
 if(KDSEG_WITH_TORCH)
   # Debian's libtorch-dev 1.13.1, or a pip PyTorch 2.x through
   # CMAKE_PREFIX_PATH=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)').

@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev libopenblas0-openmp libgloo-dev   # LibTorch 1.13.1, optimised BLAS, c10d Gloo
   libdnnl-dev                                    # oneDNN: the student's bf16 CPU inference path
+  libjemalloc-dev                                # the process allocator (util/memory.h)
   libdeflate-dev zlib1g-dev                      # fast gzip inflate (+ zlib as the baseline)
   libcli11-dev nlohmann-json3-dev                # command line, JSON
   libgtest-dev libgmock-dev                      # unit tests

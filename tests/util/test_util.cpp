@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "kdseg/util/error.h"
@@ -10,11 +11,47 @@
 #include "kdseg/util/parallel.h"
 #include "kdseg/util/runtime_options.h"
 
+#if defined(KDSEG_HAVE_JEMALLOC)
+#include <jemalloc/jemalloc.h>
+#endif
+
 namespace kdseg {
 namespace {
 
-TEST(Memory, KeepFreedMemoryTakesEffectOnGlibc) {
-#if defined(__GLIBC__)
+TEST(Memory, KeepFreedMemoryTakesEffect) {
+#if defined(KDSEG_HAVE_JEMALLOC)
+  EXPECT_EQ(process_allocator(), "jemalloc");
+  EXPECT_TRUE(keep_freed_memory());
+  // Read back: purging is off for arenas made later and for the one this thread uses.
+  for (const char* name : {"arenas.dirty_decay_ms", "arenas.muzzy_decay_ms"}) {
+    ssize_t v = 0;
+    size_t size = sizeof v;
+    ASSERT_EQ(mallctl(name, &v, &size, nullptr, 0), 0) << name;
+    EXPECT_EQ(v, -1) << name;
+  }
+  unsigned arena = 0;
+  size_t size = sizeof arena;
+  ASSERT_EQ(mallctl("thread.arena", &arena, &size, nullptr, 0), 0);
+  ssize_t v = 0;
+  size = sizeof v;
+  const std::string name = "arena." + std::to_string(arena) + ".dirty_decay_ms";
+  ASSERT_EQ(mallctl(name.c_str(), &v, &size, nullptr, 0), 0);
+  EXPECT_EQ(v, -1) << name;
+  // And jemalloc serves the process's malloc: this thread's allocation count sees a malloc.
+  bool stats = false;
+  size = sizeof stats;
+  ASSERT_EQ(mallctl("config.stats", &stats, &size, nullptr, 0), 0);
+  if (stats) {
+    uint64_t before = 0, after = 0;
+    size = sizeof before;
+    ASSERT_EQ(mallctl("thread.allocated", &before, &size, nullptr, 0), 0);
+    void* volatile p = std::malloc(1 << 20);
+    ASSERT_EQ(mallctl("thread.allocated", &after, &size, nullptr, 0), 0);
+    std::free(p);
+    EXPECT_GE(after - before, uint64_t{1} << 20);
+  }
+#elif defined(__GLIBC__)
+  EXPECT_EQ(process_allocator(), "glibc malloc");
   EXPECT_TRUE(keep_freed_memory());
 #else
   EXPECT_FALSE(keep_freed_memory());
