@@ -86,6 +86,24 @@ TEST(OneDnnStudent, GivesLibTorchsLogitsWithPaddedChannels) {
               e.autocast, e.scale);
 }
 
+TEST(OneDnnStudent, InPlaceSlabsAtEveryDepth) {
+  // One channel block per level: the blocks' second convolutions and the merge run in place, slab
+  // by slab of 8 depth rows; depths below, at and off a multiple of the slab (a short last slab).
+  Student net = make_student({{"widths", {16, 16}},
+                              {"encoder_blocks", {2, 1}},
+                              {"decoder_blocks", {2}},
+                              {"norm_groups", 4}},
+                             11);
+  SKIP_WITHOUT_ONEDNN(net.ptr());
+  for (int64_t depth : {2, 8, 18, 26}) {
+    torch::manual_seed(12);
+    const Errors e = compare(net, torch::randn({1, 4, depth, 12, 10}));
+    EXPECT_GT(e.scale, 0.1) << depth;
+    EXPECT_LT(e.onednn, 0.05 * e.scale) << depth << ": autocast's own error " << e.autocast;
+    EXPECT_LT(e.onednn, 3 * e.autocast + 1e-3) << depth;
+  }
+}
+
 TEST(OneDnnStudent, SeesTheWeightsOfTheNetItWasMadeFrom) {
   // Two nets with different weights give different logits through oneDNN: the comparison above
   // cannot pass by accident of a weight-independent output.

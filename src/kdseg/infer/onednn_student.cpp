@@ -86,13 +86,31 @@ inline int64_t padded(int64_t c) {
 // stay zero (their weights are zero and their GroupNorm scale and shift are zero). oneDNN's
 // own zero-padded channel blocks are not used: its bf16 kernels refuse them (measured: the
 // reference convolution, ~1000x slower, for 8 channels in nCdhw16c).
+//
+// A map of one channel block can be convolved in place (Engine::in_place): its buffer then has
+// `spare` depth rows more than the map, which lies either at the buffer's start or at its end,
+// and each in-place step moves it to the other end (see Engine::in_place).
 struct Feature {
-  at::Tensor data;  // bf16, c·d·h·w elements
+  at::Tensor data;  // bf16, c·d·h·w elements: the map, a view into `room`
+  at::Tensor room;  // the buffer it lies in
   int64_t c = 0, d = 0, h = 0, w = 0;
+  int64_t spare = 0, row0 = 0;  // depth rows of `room` beyond the map's; rows before the map
   int64_t spatial() const { return d * h * w; }
+  int64_t row() const { return c * h * w; }  // elements per depth row (one channel block)
   uint16_t* ptr() const { return static_cast<uint16_t*>(data.data_ptr()); }
+  uint16_t* room_ptr() const { return static_cast<uint16_t*>(room.data_ptr()); }
   dnnl::memory::desc desc() const { return {{1, c, d, h, w}, dt::bf16, tag::nCdhw16c}; }
+  void place(int64_t first_row) {
+    row0 = first_row;
+    data = room.narrow(0, first_row * row(), c * d * h * w);
+  }
 };
+
+// Output depth rows per in-place slab, and how far each in-place step moves a map: far enough
+// that a slab's output never lands on input rows that it or a later slab reads (kSlab + the
+// kernel's half-width, here at most 1).
+constexpr int64_t kSlab = 8;
+constexpr int64_t kShift = kSlab + 1;
 
 // n bf16 elements in memory of their own, mapped from the system rather than taken from the
 // heap: the heap then holds only what a case allocates and frees (its images and
@@ -147,8 +165,19 @@ class BufferPool {
   std::vector<Slot> slots_;
 };
 
+// A map from the pool. Every map of one channel block gets kShift spare depth rows, so that it can
+// be convolved in place and all of a level's maps have one size (the pool swaps them freely).
 Feature make_feature(BufferPool& pool, int64_t c, int64_t d, int64_t h, int64_t w) {
-  return {pool.get(c * d * h * w), c, d, h, w};
+  const int64_t spare = c == kBlock ? kShift : 0;
+  Feature f;
+  f.room = pool.get(c * (d + spare) * h * w);
+  f.c = c;
+  f.d = d;
+  f.h = h;
+  f.w = w;
+  f.spare = spare;
+  f.place(spare);
+  return f;
 }
 
 // ---------------------------------------------------------------- the fused passes
@@ -326,8 +355,9 @@ Taps taps_2x(int64_t n) {  // PyTorch's source index for scale 1/2: max(0, (o + 
 }
 
 // Rows [begin, end) of (channel block, output depth) of the upsampling.
-KDSEG_AVX512 void upsample_rows(const Feature& in, Feature& out, const Taps& td, const Taps& th,
-                                const Taps& tw, int64_t begin, int64_t end) {
+// `out` holds the output depth rows from d0 on (all of them, or one in-place slab).
+KDSEG_AVX512 void upsample_rows(const Feature& in, Feature& out, int64_t d0, const Taps& td,
+                                const Taps& th, const Taps& tw, int64_t begin, int64_t end) {
   const int64_t s_in = in.spatial();
   const uint16_t* x = in.ptr();
   uint16_t* y = out.ptr();
@@ -335,8 +365,8 @@ KDSEG_AVX512 void upsample_rows(const Feature& in, Feature& out, const Taps& td,
   for (int64_t row = begin; row < end; ++row) {
     const int64_t b = row / out.d, od = row % out.d;
     const uint16_t* xb = x + b * s_in * kBlock;
-    const int64_t dz[2] = {td.i0[od], td.i1[od]};
-    const float wz[2] = {td.w0[od], td.w1[od]};
+    const int64_t dz[2] = {td.i0[d0 + od], td.i1[d0 + od]};
+    const float wz[2] = {td.w0[d0 + od], td.w1[d0 + od]};
     for (int64_t oh = 0; oh < out.h; ++oh) {
       const int64_t hy[2] = {th.i0[oh], th.i1[oh]};
       const float wy[2] = {th.w0[oh], th.w1[oh]};
@@ -364,7 +394,7 @@ Feature upsample2x_leaky(const Feature& in, BufferPool& pool) {
   Feature out = make_feature(pool, in.c, 2 * in.d, 2 * in.h, 2 * in.w);
   const Taps td = taps_2x(in.d), th = taps_2x(in.h), tw = taps_2x(in.w);
   at::parallel_for(0, (in.c / kBlock) * out.d, 1, [&](int64_t begin, int64_t end) {
-    upsample_rows(in, out, td, th, tw, begin, end);
+    upsample_rows(in, out, 0, td, th, tw, begin, end);
   });
   return out;
 }
@@ -383,6 +413,12 @@ struct Conv {
   dnnl::convolution_forward prim;
   dnnl::memory packed;  // weights in pd.weights_desc()
   dnnl::memory bias_mem;
+  // In-place slabs: by (input rows, output rows, depth padding before, after, height, width, sum).
+  struct Slab {
+    dnnl::convolution_forward prim;
+    dnnl::memory packed;
+  };
+  std::map<std::array<int64_t, 7>, Slab> slabs;
 
   std::array<int64_t, 3> out_size(const std::array<int64_t, 3>& s) const {
     return {s[0] / stride, s[1] / stride, s[2] / stride};
@@ -450,17 +486,21 @@ class Engine {
 
   BufferPool pool;  // every feature map's memory
 
-  // Prepares c for inputs of `size` (src blocked, or plain (N,C,D,H,W) when src_plain): the
-  // primitive and packed weights, reused while the size stays the same.
-  void prepare(Conv& c, const std::array<int64_t, 3>& size, bool src_plain, bool sum) {
-    if (c.prim && c.in_size == size && c.sum == sum) return;
-    const auto o = c.out_size(size);
+  // c's primitive for a src of `size` (blocked, or plain (N,C,D,H,W) when src_plain) with depth
+  // padding pad_d before and after (height and width: the kernel's half-width).
+  dnnl::convolution_forward::primitive_desc primitive_for(const Conv& c,
+                                                          const std::array<int64_t, 3>& size,
+                                                          bool src_plain, bool sum,
+                                                          std::array<int64_t, 2> pad_d) {
     const int64_t pad = c.k % 2 == 1 ? c.k / 2 : 0;
+    std::array<int64_t, 3> o = c.out_size(size);
+    o[0] = (size[0] + pad_d[0] + pad_d[1] - c.k) / c.stride + 1;
     const dnnl::memory::desc src({1, c.ic, size[0], size[1], size[2]}, dt::bf16,
                                  src_plain ? tag::ncdhw : tag::nCdhw16c);
     const dnnl::memory::desc wei({c.oc, c.ic, c.k, c.k, c.k}, dt::bf16, tag::any);
     const dnnl::memory::desc dst({1, c.oc, o[0], o[1], o[2]}, dt::bf16, tag::nCdhw16c);
-    const dnnl::memory::dims strides{c.stride, c.stride, c.stride}, padding{pad, pad, pad};
+    const dnnl::memory::dims strides{c.stride, c.stride, c.stride};
+    const dnnl::memory::dims pad_l{pad_d[0], pad, pad}, pad_r{pad_d[1], pad, pad};
     dnnl::primitive_attr attr;
     if (sum) {
       dnnl::post_ops po;
@@ -471,22 +511,106 @@ class Engine {
         c.bias.defined()
             ? dnnl::convolution_forward::desc(
                   dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src, wei,
-                  dnnl::memory::desc({c.oc}, dt::f32, tag::x), dst, strides, padding, padding)
+                  dnnl::memory::desc({c.oc}, dt::f32, tag::x), dst, strides, pad_l, pad_r)
             : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
                                               dnnl::algorithm::convolution_direct, src, wei, dst,
-                                              strides, padding, padding);
-    c.pd = dnnl::convolution_forward::primitive_desc(d, attr, engine_);
+                                              strides, pad_l, pad_r);
+    return dnnl::convolution_forward::primitive_desc(d, attr, engine_);
+  }
+
+  // c's weights packed as `pd` wants them (a copy of `have` when that is already so).
+  dnnl::memory pack(const Conv& c, const dnnl::convolution_forward::primitive_desc& pd,
+                    const dnnl::memory& have) {
+    if (have && have.get_desc() == pd.weights_desc()) return have;
+    const dnnl::memory::desc user({c.oc, c.ic, c.k, c.k, c.k}, dt::f32, tag::oidhw);
+    dnnl::memory src_w(user, engine_, c.weight.data_ptr());
+    dnnl::memory packed(pd.weights_desc(), engine_);
+    dnnl::reorder(src_w, packed).execute(stream_, src_w, packed);
+    return packed;
+  }
+
+  // Prepares c for inputs of `size` (src blocked, or plain (N,C,D,H,W) when src_plain): the
+  // primitive and packed weights, reused while the size stays the same.
+  void prepare(Conv& c, const std::array<int64_t, 3>& size, bool src_plain, bool sum) {
+    if (c.prim && c.in_size == size && c.sum == sum) return;
+    const int64_t pad = c.k % 2 == 1 ? c.k / 2 : 0;
+    c.pd = primitive_for(c, size, src_plain, sum, {pad, pad});
     c.prim = dnnl::convolution_forward(c.pd);
-    if (!c.packed || c.packed.get_desc() != c.pd.weights_desc()) {
-      const dnnl::memory::desc user({c.oc, c.ic, c.k, c.k, c.k}, dt::f32, tag::oidhw);
-      dnnl::memory src_w(user, engine_, c.weight.data_ptr());
-      c.packed = dnnl::memory(c.pd.weights_desc(), engine_);
-      dnnl::reorder(src_w, c.packed).execute(stream_, src_w, c.packed);
-    }
+    c.packed = pack(c, c.pd, c.packed);
     if (c.bias.defined() && !c.bias_mem)
       c.bias_mem = dnnl::memory({{c.oc}, dt::f32, tag::x}, engine_, c.bias.data_ptr());
     c.in_size = size;
     c.sum = sum;
+  }
+
+  // Whether c can run in place on x (one channel block in and out, stride 1, a kernel of 1 or 3,
+  // and room to move).
+  static bool can_in_place(const Conv& c, const Feature& x) {
+    return c.ic == kBlock && c.oc == kBlock && c.stride == 1 && (c.k == 1 || c.k == 3) &&
+           x.c == kBlock && x.spare >= kShift;
+  }
+
+  // x ← f(x) in x's own buffer, slab by slab: write(z0, z1, dst) puts output depth rows [z0, z1)
+  // at dst, reading x where it lies. Each slab's rows go kShift rows away from where the map
+  // lies: towards the buffer's start when the map lies at its end (slabs first to last), else
+  // towards its end (last to first); either way no slab lands on rows that it or a slab after it
+  // still reads. The map then lies at the other end.
+  template <class Write>
+  static void in_place(Feature& x, Write write) {
+    const bool down = x.row0 >= kShift;
+    const int64_t to = down ? x.row0 - kShift : x.row0 + kShift;
+    const int64_t n = (x.d + kSlab - 1) / kSlab;
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t i = down ? k : n - 1 - k;
+      const int64_t z0 = i * kSlab, z1 = std::min(x.d, z0 + kSlab);
+      write(z0, z1, x.room_ptr() + (to + z0) * x.row());
+    }
+    x.place(to);
+  }
+
+  // Output depth rows [z0, z1) of c over the map `in` (rows of a whole map, its own padding at
+  // its ends) into dst, or added to dst (sum).
+  void conv_rows(Conv& c, const Feature& in, int64_t z0, int64_t z1, uint16_t* dst, bool sum) {
+    const int64_t p = c.k / 2;
+    const int64_t in0 = std::max<int64_t>(0, z0 - p), in1 = std::min(in.d, z1 + p);
+    const std::array<int64_t, 2> pad_d{p - (z0 - in0), p - (in1 - z1)};
+    const std::array<int64_t, 7> key{in1 - in0, z1 - z0, pad_d[0], pad_d[1], in.h, in.w, sum};
+    auto it = c.slabs.find(key);
+    if (it == c.slabs.end()) {
+      const auto pd = primitive_for(c, {in1 - in0, in.h, in.w}, false, sum, pad_d);
+      it = c.slabs.emplace(key, Conv::Slab{dnnl::convolution_forward(pd), pack(c, pd, c.packed)})
+               .first;
+      if (c.bias.defined() && !c.bias_mem)
+        c.bias_mem = dnnl::memory({{c.oc}, dt::f32, tag::x}, engine_, c.bias.data_ptr());
+    }
+    dnnl::memory src({{1, in.c, in1 - in0, in.h, in.w}, dt::bf16, tag::nCdhw16c}, engine_,
+                     in.ptr() + in0 * in.row());
+    dnnl::memory out({{1, c.oc, z1 - z0, in.h, in.w}, dt::bf16, tag::nCdhw16c}, engine_, dst);
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, it->second.packed}, {DNNL_ARG_DST, out}};
+    if (c.bias_mem) args[DNNL_ARG_BIAS] = c.bias_mem;
+    it->second.prim.execute(stream_, args);
+    stream_.wait();
+  }
+
+  // x ← c(x), in place (can_in_place(c, x)).
+  void conv_in_place(Conv& c, Feature& x) {
+    in_place(x,
+             [&](int64_t z0, int64_t z1, uint16_t* dst) { conv_rows(c, x, z0, z1, dst, false); });
+  }
+
+  // skip ← merge_skip(skip) + merge_up(leaky(up×2(u))), in place in skip's buffer, the
+  // upsampling made slab by slab (no full-resolution copy of it).
+  void merge_in_place(Conv& merge_skip, Conv& merge_up, Feature& skip, const Feature& u) {
+    const Taps td = taps_2x(u.d), th = taps_2x(u.h), tw = taps_2x(u.w);
+    in_place(skip, [&](int64_t z0, int64_t z1, uint16_t* dst) {
+      Feature up = make_feature(pool, u.c, z1 - z0, 2 * u.h, 2 * u.w);  // a slab's rows
+      at::parallel_for(0, up.d, 1, [&](int64_t begin, int64_t end) {
+        upsample_rows(u, up, z0, td, th, tw, begin, end);
+      });
+      conv_rows(merge_skip, skip, z0, z1, dst, false);
+      conv_rows(merge_up, up, 0, z1 - z0, dst, true);
+    });
   }
 
   // dst = conv(in), or dst += conv(in) when `into` is given (the sum post-op).
@@ -606,9 +730,17 @@ struct OneDnnStudent::Impl {
     return y;
   }
 
-  void block_forward(Block& b, Feature& x) {  // x ← the block's output
+  // x ← the block's output. At one channel block the second convolution runs in place: two maps
+  // of the level live instead of three.
+  void block_forward(Block& b, Feature& x) {
     Feature t = engine.conv(b.conv1, x);
     norm_act_add(t, b.norm1, true, nullptr);
+    if (Engine::can_in_place(b.conv2, t)) {
+      engine.conv_in_place(b.conv2, t);
+      norm_act_add(t, b.norm2, true, &x);
+      x = std::move(t);
+      return;
+    }
     Feature y = engine.conv(b.conv2, t);
     t = Feature();
     norm_act_add(y, b.norm2, true, &x);
@@ -642,6 +774,15 @@ struct OneDnnStudent::Impl {
     for (size_t i = n_levels - 1; i-- > 0;) {
       Feature u = engine.conv(up[i], h);  // 1×1 at the coarse level
       h = Feature();
+      if (Engine::can_in_place(merge_skip[i], features[i]) &&
+          Engine::can_in_place(merge_up[i], features[i]) && u.c == kBlock) {
+        Feature m = std::move(features[i]);
+        engine.merge_in_place(merge_skip[i], merge_up[i], m, u);
+        u = Feature();
+        for (Block& b : decoder[i]) block_forward(b, m);
+        h = std::move(m);
+        continue;
+      }
       Feature up_full = upsample2x_leaky(u, engine.pool);
       u = Feature();
       Feature m = engine.conv(merge_skip[i], features[i]);

@@ -9,11 +9,13 @@
 // (nCdhw16c: 16 channels innermost) from the first convolution to the head, the weights are packed
 // once, GroupNorm + LeakyReLU + the residual add are one pass in place, upsampling + LeakyReLU one
 // pass, and the merge 1×1 convolution over [skip, up] is two convolutions summed in place (no
-// concatenated copy). Activations are freed as soon as they are consumed, so a whole-crop pass
-// holds at most three full-resolution feature maps, in buffers kept from one pass to the next
-// (no page faults, no heap fragmentation). The mirror test-time augmentation and the padding to
-// the stride run inside (predict_mirrored): each flip is read from the input and its logits are
-// written back mirrored, as probabilities summed in place.
+// concatenated copy). Activations are freed as soon as they are consumed, and at a width of one
+// channel block (16, the paper student's full resolution) a residual block's second convolution
+// and the merge run in place, slab by slab of depth rows (the upsampling made per slab too): a
+// whole-crop pass holds two full-resolution feature maps (three otherwise), in buffers kept from
+// one pass to the next (no page faults, no heap fragmentation). The mirror test-time augmentation
+// and the padding to the stride run inside (predict_mirrored): each flip is read from the input and
+// its logits are written back mirrored, as probabilities summed in place.
 //
 // Arithmetic: bf16 activations and weights, float32 accumulation, GroupNorm statistics in double
 // over float32 partial sums (a fixed split of the voxels: the same result at any thread count),
