@@ -47,6 +47,16 @@ Errors compare(Student& net, const at::Tensor& x) {
           ref.abs().max().item<double>()};
 }
 
+// bf16 rounding of the activations: the same order of error as LibTorch's bf16 autocast (a wrong
+// weight, group, tap or slab would be off by the logits' own size).
+void expect_bf16_rounding_only(const Errors& e, const std::string& what) {
+  EXPECT_GT(e.scale, 0.1) << what << ": logits of a random net should not be ~0";
+  EXPECT_LT(e.onednn, 0.05 * e.scale) << what << ": autocast's own error " << e.autocast;
+  EXPECT_LT(e.onednn, 3 * e.autocast + 1e-3) << what;
+  std::printf("%s: max |diff| to fp32 %.4f (LibTorch bf16 %.4f), max |logit| %.3f\n", what.c_str(),
+              e.onednn, e.autocast, e.scale);
+}
+
 #define SKIP_WITHOUT_ONEDNN(net)                                      \
   do {                                                                \
     const std::string why = onednn_student_unavailable(*(net));       \
@@ -62,14 +72,7 @@ TEST(OneDnnStudent, GivesLibTorchsLogitsWithFullChannelBlocks) {
   SKIP_WITHOUT_ONEDNN(net.ptr());
   torch::manual_seed(2);
   const at::Tensor x = torch::randn({2, 4, 16, 24, 32});
-  const Errors e = compare(net, x);
-  // bf16 rounding of the activations: the same order of error as LibTorch's bf16 autocast (a
-  // wrong weight, group or tap would be off by the logits' own size).
-  EXPECT_GT(e.scale, 0.1) << "logits of a random net should not be ~0";
-  EXPECT_LT(e.onednn, 0.05 * e.scale) << "autocast's own error: " << e.autocast;
-  EXPECT_LT(e.onednn, 3 * e.autocast + 1e-3);
-  std::printf("full blocks: max |diff| to fp32 %.4f (LibTorch bf16 %.4f), max |logit| %.3f\n",
-              e.onednn, e.autocast, e.scale);
+  expect_bf16_rounding_only(compare(net, x), "full blocks");
 }
 
 TEST(OneDnnStudent, GivesLibTorchsLogitsWithPaddedChannels) {
@@ -78,12 +81,7 @@ TEST(OneDnnStudent, GivesLibTorchsLogitsWithPaddedChannels) {
   SKIP_WITHOUT_ONEDNN(net.ptr());
   torch::manual_seed(4);
   const at::Tensor x = torch::randn({1, 4, 32, 32, 24});
-  const Errors e = compare(net, x);
-  EXPECT_GT(e.scale, 0.1);
-  EXPECT_LT(e.onednn, 0.05 * e.scale) << "autocast's own error: " << e.autocast;
-  EXPECT_LT(e.onednn, 3 * e.autocast + 1e-3);
-  std::printf("padded: max |diff| to fp32 %.4f (LibTorch bf16 %.4f), max |logit| %.3f\n", e.onednn,
-              e.autocast, e.scale);
+  expect_bf16_rounding_only(compare(net, x), "padded");
 }
 
 TEST(OneDnnStudent, InPlaceSlabsAtEveryDepth) {
@@ -97,10 +95,8 @@ TEST(OneDnnStudent, InPlaceSlabsAtEveryDepth) {
   SKIP_WITHOUT_ONEDNN(net.ptr());
   for (int64_t depth : {2, 8, 18, 26}) {
     torch::manual_seed(12);
-    const Errors e = compare(net, torch::randn({1, 4, depth, 12, 10}));
-    EXPECT_GT(e.scale, 0.1) << depth;
-    EXPECT_LT(e.onednn, 0.05 * e.scale) << depth << ": autocast's own error " << e.autocast;
-    EXPECT_LT(e.onednn, 3 * e.autocast + 1e-3) << depth;
+    expect_bf16_rounding_only(compare(net, torch::randn({1, 4, depth, 12, 10})),
+                              "depth " + std::to_string(depth));
   }
 }
 
