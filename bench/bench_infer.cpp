@@ -414,10 +414,10 @@ int main(int argc, char** argv) {
                 bench::shape_str(crop).c_str(), bench::shape_str(whole).c_str(),
                 static_cast<long long>(inner->stride()));
     std::printf(
-        "  model %s (%s, %lld parameters); %d flips; %d thread(s); LibTorch %s; read %.2f s; "
+        "  model %s (%s, %lld parameters); %d flips; %d thread(s); LibTorch %s; %s; read %.2f s; "
         "RSS before inference %.2f GB\n",
         info.arch.c_str(), member.path.c_str(), static_cast<long long>(n_params), flips, threads,
-        TORCH_VERSION, read_s, base_rss);
+        TORCH_VERSION, kdseg::process_allocator().c_str(), read_s, base_rss);
     if (flops_pass > 0)
       std::printf("  conv FLOPs: %.1f GFLOP per forward pass, %.1f GFLOP per case (x%d flips)\n",
                   flops_pass / 1e9, flops_pass * flips / 1e9, flips);
@@ -611,6 +611,7 @@ int main(int argc, char** argv) {
     out["threads"] = threads;
     out["flips"] = flips;
     out["libtorch"] = TORCH_VERSION;
+    out["allocator"] = kdseg::process_allocator();
     out["crop"] = crop;
     out["network_input"] = whole;
     out["parameters"] = n_params;

@@ -241,6 +241,7 @@ int main(int argc, char** argv) {
     out["device"] = device;
     out["threads"] = threads;
     out["libtorch"] = TORCH_VERSION;
+    out["allocator"] = kdseg::process_allocator();
     out["model"] = arch;
     out["patch"] = patch;
     out["batch"] = batch;
@@ -256,9 +257,10 @@ int main(int argc, char** argv) {
     const at::Tensor y = sphere_targets(batch, patch).to(torch::Device(device));
     std::printf(
         "bench_train_step: %s (%lld parameters), patch %s, batch %lld, %s, %d thread(s), "
-        "LibTorch %s; %d warm-up + %d timed steps\n",
+        "LibTorch %s; %s; %d warm-up + %d timed steps\n",
         arch.c_str(), static_cast<long long>(n_params), bench::shape_str(patch).c_str(),
-        static_cast<long long>(batch), device.c_str(), threads, TORCH_VERSION, warmup, steps);
+        static_cast<long long>(batch), device.c_str(), threads, TORCH_VERSION,
+        kdseg::process_allocator().c_str(), warmup, steps);
     for (int s = 0; s < warmup; ++s)
       for (auto& t : trainers) train_step(t, x, y, device);
     bench::cuda_reset_peak(device);

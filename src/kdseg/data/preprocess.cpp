@@ -57,11 +57,14 @@ void validate_plan(const PreprocessPlan& plan, const std::string& where) {
       throw Error(where, "spacing must be >= 0 mm (0 = keep), got " + std::to_string(s));
 }
 
-at::Tensor volume_to_tensor(const Volume& v) {
+at::Tensor volume_view(const Volume& v) {
   auto* p = const_cast<float*>(v.data.data());
   return torch::from_blob(p, {v.n_channels, v.dim[2], v.dim[1], v.dim[0]}, torch::kFloat32)
-      .permute({0, 3, 2, 1})
-      .contiguous();
+      .permute({0, 3, 2, 1});
+}
+
+at::Tensor volume_to_tensor(const Volume& v) {
+  return volume_view(v).contiguous();
 }
 
 at::Tensor labels_to_tensor(const LabelMap& l) {
@@ -160,12 +163,6 @@ at::Tensor resample_labels(const at::Tensor& labels, const std::array<int64_t, 3
       .view({shape[0], shape[1], shape[2]});
 }
 
-at::Tensor zscore_nonzero(const at::Tensor& image) {
-  at::Tensor out = image.to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true).contiguous();
-  zscore_nonzero_(out);
-  return out;
-}
-
 void zscore_nonzero_(at::Tensor& image) {
   if (image.scalar_type() != torch::kFloat32 || !image.is_contiguous())
     throw Error("zscore_nonzero_", "expected a contiguous float32 tensor");
@@ -216,10 +213,7 @@ PreparedCase preprocess_case(const CaseData& data, const PreprocessPlan& plan, c
       if (name == kModalityNames[m]) order.push_back(m);
   // A view of the case's voxels: the crop is the first copy made (a whole-grid copy first would
   // double the memory preprocessing needs).
-  const Volume& v = data.image;
-  at::Tensor image = torch::from_blob(const_cast<float*>(v.data.data()),
-                                      {v.n_channels, v.dim[2], v.dim[1], v.dim[0]}, torch::kFloat32)
-                         .permute({0, 3, 2, 1});
+  at::Tensor image = volume_view(data.image);
 
   PreparedCase out;
   out.id = data.id;

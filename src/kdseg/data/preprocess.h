@@ -62,7 +62,8 @@ void validate_plan(const PreprocessPlan& plan, const std::string& where = "prepr
 // --- pure steps (tensors are CPU; each returns a new tensor or a view) ---
 
 // Image<T> (x fastest) <-> (C,D,H,W) tensor; the copy back keeps `like`'s geometry.
-at::Tensor volume_to_tensor(const Volume& v);                             // float32 (C,D,H,W)
+at::Tensor volume_to_tensor(const Volume& v);  // float32 (C,D,H,W)
+at::Tensor volume_view(const Volume& v);       // the same as a strided view of v's voxels (no copy)
 at::Tensor labels_to_tensor(const LabelMap& l);                           // uint8 (D,H,W)
 Volume tensor_to_volume(const at::Tensor& t, const Volume& like_this);    // t (C,D,H,W) or (D,H,W)
 LabelMap tensor_to_labels(const at::Tensor& t, const Volume& like_this);  // t (D,H,W) integer
@@ -82,10 +83,9 @@ std::array<int64_t, 3> planned_shape(const std::array<int64_t, 3>& size,
 at::Tensor resample_linear(const at::Tensor& t, const std::array<int64_t, 3>& shape);
 // Label map (D,H,W) uint8 to `shape`: one-hot of labels {0,1,2,4}, linear, argmax.
 at::Tensor resample_labels(const at::Tensor& labels, const std::array<int64_t, 3>& shape);
-// Per channel z-score over the channel's non-zero voxels; zeros stay 0 (a channel with fewer
-// than 2 non-zero voxels or zero spread is only centred).
-at::Tensor zscore_nonzero(const at::Tensor& image);
-// The same in place, on a contiguous float32 tensor (no second copy of the image).
+// In place, on a contiguous float32 (C,D,H,W) tensor: per channel z-score over the channel's
+// non-zero voxels; zeros stay 0 (a channel with fewer than 2 non-zero voxels or zero spread is
+// only centred).
 void zscore_nonzero_(at::Tensor& image);
 // Internal labels (D,H,W) -> regions WT={1,2,4}, TC={1,4}, ET={4} as (3,D,H,W) float32.
 at::Tensor labels_to_regions(const at::Tensor& labels);

@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "kdseg/models/student.h"
+#include "kdseg/util/bf16.h"
 #include "kdseg/util/error.h"
 
 #if defined(KDSEG_HAVE_ONEDNN)
@@ -55,14 +56,6 @@ bool cpu_has_bf16_dot() {
   return (isa & want) == want;
 }
 
-// ---------------------------------------------------------------- bf16 <-> float
-inline float bf(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
 // Mirrored along depth, height, width (the mirror test-time augmentation's flips).
 using Flip = std::array<bool, 3>;
 
@@ -87,9 +80,9 @@ inline int64_t padded(int64_t c) {
 // own zero-padded channel blocks are not used: its bf16 kernels refuse them (measured: the
 // reference convolution, ~1000x slower, for 8 channels in nCdhw16c).
 //
-// A map of one channel block can be convolved in place (Engine::in_place): its buffer then has
-// `spare` depth rows more than the map, which lies either at the buffer's start or at its end,
-// and each in-place step moves it to the other end (see Engine::in_place).
+// A map of one channel block can be convolved in place: its buffer has `spare` depth rows more
+// than the map, which lies either at the buffer's start or at its end, and each in-place step
+// (Engine::in_place) moves it to the other end.
 struct Feature {
   at::Tensor data;  // bf16, c·d·h·w elements: the map, a view into `room`
   at::Tensor room;  // the buffer it lies in
@@ -204,7 +197,7 @@ KDSEG_AVX512 void channel_moments(const Feature& f, std::vector<double>& sum,
       for (const uint16_t* p = x + (b * s + v0) * kBlock; p < x + (b * s + v1) * kBlock;
            p += kBlock)
         for (int j = 0; j < kBlock; ++j) {
-          const float v = bf(p[j]);
+          const float v = bf16_to_float(p[j]);
           ps[j] += v;
           pq[j] += v * v;
         }
@@ -259,9 +252,7 @@ KDSEG_AVX512 void to_bf16_rows(const float* x, uint16_t* y, const SampleView& vi
     if (view.flip[2]) {
       for (int64_t v = 0; v < net[2]; ++v) {
         const int64_t sv = net[2] - 1 - v;
-        uint32_t u = 0;
-        if (sv < in[2]) std::memcpy(&u, &src[sv], sizeof u);
-        dst[v] = static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+        dst[v] = float_to_bf16(sv < in[2] ? src[sv] : 0.0f);
       }
       continue;
     }
@@ -469,7 +460,7 @@ void copy_out(const Feature& out, int64_t n_out, const SampleView& view, const O
           const uint16_t* p = xr + view.at(2, v) * kBlock;
           for (int64_t j = 0; j < lanes; ++j) {
             float& o = yr[j * s_out + v];
-            if (S == Output::kLogits) o = bf(p[j]);
+            if (S == Output::kLogits) o = bf16_to_float(p[j]);
             if (S == Output::kFirst) o = sig[p[j]];
             if (S == Output::kAdd) o += sig[p[j]];
             if (S == Output::kLast) o = (o + sig[p[j]]) / n;
@@ -518,9 +509,11 @@ class Engine {
     return dnnl::convolution_forward::primitive_desc(d, attr, engine_);
   }
 
-  // c's weights packed as `pd` wants them (a copy of `have` when that is already so).
-  dnnl::memory pack(const Conv& c, const dnnl::convolution_forward::primitive_desc& pd,
+  // c's weights packed as `pd` wants them (`have` itself when it already is), and its bias bound.
+  dnnl::memory pack(Conv& c, const dnnl::convolution_forward::primitive_desc& pd,
                     const dnnl::memory& have) {
+    if (c.bias.defined() && !c.bias_mem)
+      c.bias_mem = dnnl::memory({{c.oc}, dt::f32, tag::x}, engine_, c.bias.data_ptr());
     if (have && have.get_desc() == pd.weights_desc()) return have;
     const dnnl::memory::desc user({c.oc, c.ic, c.k, c.k, c.k}, dt::f32, tag::oidhw);
     dnnl::memory src_w(user, engine_, c.weight.data_ptr());
@@ -537,8 +530,6 @@ class Engine {
     c.pd = primitive_for(c, size, src_plain, sum, {pad, pad});
     c.prim = dnnl::convolution_forward(c.pd);
     c.packed = pack(c, c.pd, c.packed);
-    if (c.bias.defined() && !c.bias_mem)
-      c.bias_mem = dnnl::memory({{c.oc}, dt::f32, tag::x}, engine_, c.bias.data_ptr());
     c.in_size = size;
     c.sum = sum;
   }
@@ -580,8 +571,6 @@ class Engine {
       const auto pd = primitive_for(c, {in1 - in0, in.h, in.w}, false, sum, pad_d);
       it = c.slabs.emplace(key, Conv::Slab{dnnl::convolution_forward(pd), pack(c, pd, c.packed)})
                .first;
-      if (c.bias.defined() && !c.bias_mem)
-        c.bias_mem = dnnl::memory({{c.oc}, dt::f32, tag::x}, engine_, c.bias.data_ptr());
     }
     dnnl::memory src({{1, in.c, in1 - in0, in.h, in.w}, dt::bf16, tag::nCdhw16c}, engine_,
                      in.ptr() + in0 * in.row());

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kdseg/util/bf16.h"
 #include "kdseg/util/error.h"
 
 namespace kdseg {
@@ -48,19 +49,6 @@ NormImpl::NormImpl(const NormOptions& opt) : options(opt) {
 }
 
 namespace {
-
-float bf16_to_float(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-uint16_t float_to_bf16(float f) {  // round to nearest even (GroupNorm outputs are finite)
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
 
 // Group normalisation of a bf16 (N,C,...) tensor with float32 statistics and affine parameters
 // and a bf16 result: the arithmetic of group_norm(x.float(), ...).to(bf16) without the two

@@ -16,13 +16,12 @@ bool keep_freed_memory() {
 #if defined(KDSEG_HAVE_JEMALLOC)
   // Arenas made later take "arenas.*"; the existing ones are set one by one.
   ssize_t never = -1;
-  bool ok = true;
+  unsigned n = 0;
+  size_t size = sizeof n;
+  bool ok = mallctl("arenas.narenas", &n, &size, nullptr, 0) == 0;
   for (const char* kind : {"dirty", "muzzy"}) {
     const std::string suffix = std::string(".") + kind + "_decay_ms";
     ok &= mallctl(("arenas" + suffix).c_str(), nullptr, nullptr, &never, sizeof never) == 0;
-    unsigned n = 0;
-    size_t size = sizeof n;
-    ok &= mallctl("arenas.narenas", &n, &size, nullptr, 0) == 0;
     for (unsigned i = 0; i < n; ++i) {
       const std::string name = "arena." + std::to_string(i) + suffix;
       // An arena index not in use yet answers EFAULT: it takes "arenas.*" when it is made.
