@@ -7,6 +7,9 @@
 // (CPU) or CUDA max allocated. On the CPU with neither --bf16 nor --precision, fp32 and bf16 are
 // both run, interleaved step by step, fp32 the baseline; the peak-memory column then comes from
 // one subprocess per precision (ru_maxrss is process-wide), unless --no-subprocess.
+// --aten-baseline adds "fp32-aten" as the first row and the baseline: fp32 with LibTorch's
+// convolutions for the narrow ones too (the first convolution, 4 channels in, and the student's
+// head, 3 out; kdseg::narrow_conv3d runs them otherwise), interleaved step by step with the rest.
 //
 // Sample (CPU only, one thread): kdseg::make_sample of a 144×144×128 patch of a preprocessed case
 // with scaling, rotation, both mirrors and the intensity transforms forced on (every draw
@@ -17,6 +20,7 @@
 //
 //   bench_train_step [--patch 144,144,128] [--batch 1] [--steps 3] [--warmup 1] [--threads N]
 //                    [--model student] [--case DIR] [--aug-samples 4] [--no-aug] [--json FILE]
+//                    [--precision fp32|bf16|both|fp32-aten] [--aten-baseline]
 //   bench_train_step --device cuda [--bf16] --patch 128 --batch 2 --json FILE   (bench/gpu.sh)
 //   bench_train_step --smoke --json FILE      (CTest: tiny model, 32³, 1 step, 2 samples)
 #include <torch/torch.h>
@@ -32,6 +36,7 @@
 #include "kdseg/data/preprocess.h"
 #include "kdseg/io/dataset.h"
 #include "kdseg/io/gzip.h"
+#include "kdseg/models/narrow_conv.h"
 #include "kdseg/models/net.h"
 #include "kdseg/models/registry.h"
 #include "kdseg/train/loss.h"
@@ -82,6 +87,7 @@ at::Tensor sphere_targets(int64_t batch, const std::array<int64_t, 3>& p) {
 struct Trainer {
   std::string name;
   bool bf16 = false;
+  bool aten = false;  // LibTorch's convolutions for the narrow ones too (kdseg::NarrowConvOff)
   kdseg::SegNet net{nullptr};
   std::unique_ptr<kdseg::Optimizer> opt;
   std::vector<double> step_s, loss;
@@ -93,6 +99,7 @@ Trainer make_trainer(const std::string& name, bool bf16, const std::string& arch
   Trainer t;
   t.name = name;
   t.bf16 = bf16;
+  t.aten = name == "fp32-aten";
   torch::manual_seed(0);
   t.net = kdseg::make_net(arch, config);
   t.net->to(torch::Device(device));
@@ -108,6 +115,7 @@ double train_step(Trainer& t, const at::Tensor& x, const at::Tensor& y, const st
   const double t0 = bench::now_s();
   t.opt->zero_grad();
   kdseg::SegOutput out;
+  const kdseg::NarrowConvOff aten(t.aten);
   {
     kdseg::AutocastGuard autocast(t.bf16, device);
     out = t.net->forward(x);
@@ -213,7 +221,8 @@ std::shared_ptr<const kdseg::CachedCase> cached_case(const std::string& case_dir
 
 int main(int argc, char** argv) {
   try {
-    const bench::Args args(argc, argv, {"--bf16", "--smoke", "--no-aug", "--no-subprocess"},
+    const bench::Args args(argc, argv,
+                           {"--bf16", "--smoke", "--no-aug", "--no-subprocess", "--aten-baseline"},
                            {"--device", "--patch", "--batch", "--steps", "--warmup", "--threads",
                             "--model", "--case", "--aug-samples", "--json", "--precision"});
     const std::string device = args.get("--device", "cpu");
@@ -231,9 +240,11 @@ int main(int argc, char** argv) {
     if (smoke) config = {{"widths", {8, 8, 16, 16}}, {"norm_groups", 4}};
     std::string precision = args.get("--precision");
     if (precision.empty()) precision = args.has("--bf16") ? "bf16" : cuda ? "fp32" : "both";
-    if (precision != "fp32" && precision != "bf16" && precision != "both")
-      throw std::runtime_error("--precision must be fp32, bf16 or both");
-    const bool table = precision == "both";
+    if (precision != "fp32" && precision != "bf16" && precision != "both" &&
+        precision != "fp32-aten")
+      throw std::runtime_error("--precision must be fp32, bf16, both or fp32-aten");
+    const bool aten_baseline = args.has("--aten-baseline") && precision != "bf16";
+    const bool table = precision == "both" || aten_baseline;
     kdseg::keep_freed_memory();
     at::set_num_threads(threads);
 
@@ -248,8 +259,12 @@ int main(int argc, char** argv) {
 
     // ---- training steps
     std::vector<Trainer> trainers;
-    if (precision != "bf16") trainers.push_back(make_trainer("fp32", false, arch, config, device));
-    if (precision != "fp32") trainers.push_back(make_trainer("bf16", true, arch, config, device));
+    if (aten_baseline || precision == "fp32-aten")
+      trainers.push_back(make_trainer("fp32-aten", false, arch, config, device));
+    if (precision == "fp32" || precision == "both")
+      trainers.push_back(make_trainer("fp32", false, arch, config, device));
+    if (precision == "bf16" || precision == "both")
+      trainers.push_back(make_trainer("bf16", true, arch, config, device));
     const int64_t n_params = kdseg::count_parameters(*trainers[0].net);
     torch::manual_seed(1);
     const at::Tensor x =
@@ -293,10 +308,10 @@ int main(int argc, char** argv) {
       }
     }
     const double base = bench::best(trainers[0].step_s);
-    std::printf("\n%-6s %9s %9s %8s %8s %9s\n", "train", "s/step", "median", "speedup", "RSS GB",
+    std::printf("\n%-9s %9s %9s %8s %8s %9s\n", "train", "s/step", "median", "speedup", "RSS GB",
                 cuda ? "CUDA GB" : "");
     for (auto& t : trainers) {
-      std::printf("%-6s %9.3f %9.3f %7.2fx %8.2f", t.name.c_str(), bench::best(t.step_s),
+      std::printf("%-9s %9.3f %9.3f %7.2fx %8.2f", t.name.c_str(), bench::best(t.step_s),
                   bench::median(t.step_s), base / bench::best(t.step_s), t.peak_rss_gb);
       if (t.cuda_gb >= 0) std::printf(" %9.2f", t.cuda_gb);
       std::printf("\n");
@@ -314,7 +329,9 @@ int main(int argc, char** argv) {
     for (const char* k : {"step_s_median", "step_s_best", "peak_rss_gb", "cuda_max_allocated_gb"})
       if (out["train_" + trainers[0].name].contains(k))
         out[k] = out["train_" + trainers[0].name][k];
-    if (table) std::printf("(best of %d interleaved steps; speedup = fp32 / bf16)\n", steps);
+    if (table)
+      std::printf("(best of %d interleaved steps; speedup = %s / the row)\n", steps,
+                  trainers[0].name.c_str());
     trainers.clear();
 
     // ---- one augmented sample, one thread

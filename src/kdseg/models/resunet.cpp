@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "kdseg/models/json_options.h"
+#include "kdseg/models/narrow_conv.h"
 #include "kdseg/util/error.h"
 
 namespace kdseg {
@@ -124,7 +125,7 @@ int64_t ResUNetImpl::stride() const {
 std::vector<at::Tensor> ResUNetImpl::encode(const at::Tensor& x) {
   namespace F = torch::nn::functional;
   std::vector<at::Tensor> features;
-  at::Tensor h = conv_in_(x);  // (B,w0,D,H,W)
+  at::Tensor h = narrow_conv3d(x, conv_in_->weight, conv_in_->bias);  // (B,w0,D,H,W)
   if (options.dropout > 0)
     h = F::dropout3d(h, F::Dropout3dFuncOptions().p(options.dropout).training(is_training()));
   for (size_t l = 0; l < encoder_.size(); ++l) {

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "kdseg/models/json_options.h"
+#include "kdseg/models/narrow_conv.h"
 #include "kdseg/util/error.h"
 
 namespace kdseg {
@@ -78,7 +79,8 @@ int64_t StudentImpl::stride() const {
 
 std::vector<at::Tensor> StudentImpl::encode(const at::Tensor& x) {
   std::vector<at::Tensor> features;
-  at::Tensor h = norm_in_(conv_in_(x));  // (B,w0,D,H,W), no activation (as released)
+  // (B,w0,D,H,W), no activation (as released); 4 channels in: narrow_conv3d's weight gradient
+  at::Tensor h = norm_in_(narrow_conv3d(x, conv_in_->weight, conv_in_->bias));
   for (size_t l = 0; l < encoder_.size(); ++l) {
     if (l > 0) h = down_[l - 1](h);  // (B,w[l],D/2^l,H/2^l,W/2^l)
     h = encoder_[l]->forward(h);
@@ -94,7 +96,7 @@ at::Tensor StudentImpl::decode(const std::vector<at::Tensor>& features) {
     h = merge_[i](torch::cat({features[i], h}, 1));  // (B,2w[i],…) → (B,w[i],…)
     h = decoder_[i]->forward(h);
   }
-  return head_(h);  // (B,3,D,H,W)
+  return narrow_conv3d(h, head_->weight, head_->bias);  // (B,3,D,H,W), 3 channels out
 }
 
 SegOutput StudentImpl::forward(const at::Tensor& x) {

@@ -32,6 +32,10 @@ void set_on(bool cuda, bool on) {
 
 }  // namespace
 
+bool cpu_autocast_enabled() {
+  return is_on(false);
+}
+
 AutocastGuard::AutocastGuard(bool enabled, const std::string& device)
     : enabled_(enabled), cuda_(device.rfind("cuda", 0) == 0) {
   if (!enabled_) return;

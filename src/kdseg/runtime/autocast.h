@@ -19,4 +19,7 @@ class AutocastGuard {
   bool enabled_ = false, cuda_ = false, was_enabled_ = false;
 };
 
+// True inside an AutocastGuard (or LibTorch's own autocast) for the CPU.
+bool cpu_autocast_enabled();
+
 }  // namespace kdseg

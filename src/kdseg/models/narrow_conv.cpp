@@ -1,0 +1,461 @@
+#include "kdseg/models/narrow_conv.h"
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "kdseg/runtime/autocast.h"
+#include "kdseg/util/error.h"
+
+namespace kdseg {
+
+namespace {
+
+// 16 float32 lanes: one AVX-512 register, two AVX2 registers, four SSE ones (GCC lowers the
+// vector type to what the function is compiled for).
+using v16 = float __attribute__((vector_size(64)));
+constexpr int64_t kLanes = 16;
+
+#define KDSEG_INLINE inline __attribute__((always_inline))
+// v16 never crosses a call: every function taking or returning one is inlined into a kernel
+// compiled for one instruction set, so GCC's note on the AVX-512 calling convention is moot.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+KDSEG_INLINE v16 load16(const float* p) {
+  v16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+KDSEG_INLINE void store16(float* p, v16 v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// A (B,C,D,H,W) float32 tensor copied into (B,C,D+2,H+2,Wp) with zeros around it: voxel (d,h,w)
+// at (d+1,h+1,w+1). Wp = 16·⌈W/16⌉ + 2, so that every tap of every 16-voxel row reads in bounds.
+struct Padded {
+  at::Tensor t;
+  int64_t batch = 0, channels = 0, depth = 0, height = 0, width = 0;  // of the unpadded tensor
+  int64_t n_vec = 0;                                                  // ⌈W/16⌉
+  int64_t wp() const { return n_vec * kLanes + 2; }
+  int64_t row() const { return wp(); }
+  int64_t plane() const { return (height + 2) * wp(); }
+  int64_t chan() const { return (depth + 2) * plane(); }
+  const float* data() const { return t.data_ptr<float>(); }
+};
+
+Padded pad(const at::Tensor& input) {
+  const at::Tensor x = input.contiguous();
+  Padded p;
+  p.batch = x.size(0);
+  p.channels = x.size(1);
+  p.depth = x.size(2);
+  p.height = x.size(3);
+  p.width = x.size(4);
+  p.n_vec = (p.width + kLanes - 1) / kLanes;
+  const int64_t dp = p.depth + 2, hp = p.height + 2, wp = p.wp();
+  p.t = at::empty({p.batch, p.channels, dp, hp, wp}, x.options());
+  const float* src = x.data_ptr<float>();
+  float* dst = p.t.data_ptr<float>();
+  const int64_t n_rows = p.batch * p.channels * dp * hp;
+  const int64_t d = p.depth, h = p.height, w = p.width;
+  at::parallel_for(0, n_rows, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      float* out = dst + r * wp;
+      const int64_t hh = r % hp, dd = (r / hp) % dp, bc = r / (hp * dp);
+      if (dd == 0 || dd == d + 1 || hh == 0 || hh == h + 1) {
+        std::memset(out, 0, wp * sizeof(float));
+        continue;
+      }
+      out[0] = 0;
+      std::memcpy(out + 1, src + ((bc * d + dd - 1) * h + hh - 1) * w, w * sizeof(float));
+      std::memset(out + 1 + w, 0, (wp - 1 - w) * sizeof(float));
+    }
+  });
+  return p;
+}
+
+// ---------------------------------------------------------------- forward (narrow output)
+// acc[o][n] = bias[o] + Σ_i Σ_k w[o,i,k] · x[i, row + k] for NV rows of 16 voxels, OB outputs.
+// `x` points at the padded input's (b, 0, d, h, 16·v); weights are (out, C, 27), k = 9kd+3kh+kw.
+template <int OB, int NV>
+KDSEG_INLINE void forward_tile(const float* x, const Padded& p, const float* w, int64_t w_stride,
+                               const float* bias, v16 (&acc)[OB][NV]) {
+  for (int o = 0; o < OB; ++o)
+    for (int n = 0; n < NV; ++n) acc[o][n] = v16{} + (bias ? bias[o] : 0.f);
+  for (int64_t i = 0; i < p.channels; ++i) {
+    const float* xi = x + i * p.chan();
+    const float* wi = w + i * 27;
+    for (int kd = 0; kd < 3; ++kd)
+      for (int kh = 0; kh < 3; ++kh) {
+        const float* row = xi + kd * p.plane() + kh * p.row();
+        for (int kw = 0; kw < 3; ++kw) {
+          v16 v[NV];
+          for (int n = 0; n < NV; ++n) v[n] = load16(row + kw + n * kLanes);
+          const int k = kd * 9 + kh * 3 + kw;
+          for (int o = 0; o < OB; ++o) {
+            const float s = wi[o * w_stride + k];
+            for (int n = 0; n < NV; ++n) acc[o][n] += v[n] * s;
+          }
+        }
+      }
+  }
+}
+
+// Rows [begin, end) of (b, d, h) for outputs o0 … o0+OB-1 of y (B,out,D,H,W).
+template <int OB>
+KDSEG_INLINE void forward_rows(const Padded& p, const float* w, const float* bias, float* y,
+                               int64_t n_out, int64_t o0, int64_t begin, int64_t end) {
+  // Accumulators OB × NV ≤ 24 of the 32 registers; each input row is read in runs of NV vectors.
+  constexpr int NV = OB <= 3 ? 8 : OB <= 6 ? 4 : 2;
+  const int64_t w_stride = p.channels * 27, width = p.width;
+  const float* wb = w + o0 * w_stride;
+  const float* bb = bias ? bias + o0 : nullptr;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t h = r % p.height, d = (r / p.height) % p.depth, b = r / (p.height * p.depth);
+    const float* x = p.data() + b * p.channels * p.chan() + d * p.plane() + h * p.row();
+    float* yr = y + ((b * n_out + o0) * p.depth + d) * p.height * width + h * width;
+    const int64_t y_chan = p.depth * p.height * width;
+    auto put = [&](int o, int64_t v, const v16& a) {
+      float* dst = yr + o * y_chan + v * kLanes;
+      const int64_t n = std::min(kLanes, width - v * kLanes);
+      if (n == kLanes)
+        store16(dst, a);
+      else
+        std::memcpy(dst, &a, n * sizeof(float));
+    };
+    int64_t v = 0;
+    for (; v + NV <= p.n_vec; v += NV) {
+      v16 acc[OB][NV];
+      forward_tile<OB, NV>(x + v * kLanes, p, wb, w_stride, bb, acc);
+      for (int o = 0; o < OB; ++o)
+        for (int n = 0; n < NV; ++n) put(o, v + n, acc[o][n]);
+    }
+    for (; v < p.n_vec; ++v) {
+      v16 acc[OB][1];
+      forward_tile<OB, 1>(x + v * kLanes, p, wb, w_stride, bb, acc);
+      for (int o = 0; o < OB; ++o) put(o, v, acc[o][0]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- weight gradient
+// part[o][i][k] += Σ over the output plane (b, d) of g[o, voxel] · x[i, voxel + k], kept as 16
+// lane sums, for outputs o0 … o0+OB-1. `g` points at grad_out's (b, 0, d, 0, 0), rows of
+// 16·n_vec voxels (zeros past W), channels g_chan apart; `x` at the padded input's (b, 0, d, 0, 0).
+// Each (i, kd, kh) streams a whole plane of x and g rows, which the prefetchers follow.
+template <int OB>
+KDSEG_INLINE void weight_grad_plane(const Padded& p, const float* x, const float* g, int64_t g_chan,
+                                    int64_t o0, v16* part) {
+  const int64_t n_pad = p.n_vec * kLanes, rows = p.height, row = p.row(), plane = p.plane();
+  const float* gb = g + o0 * g_chan;
+  for (int64_t i = 0; i < p.channels; ++i)
+    for (int kd = 0; kd < 3; ++kd)
+      for (int kh = 0; kh < 3; ++kh) {
+        const float* xs = x + i * p.chan() + kd * plane + kh * row;
+        v16 acc[OB][3] = {};
+        for (int64_t h = 0; h < rows; ++h) {
+          const float* xr = xs + h * row;
+          const float* gr = gb + h * n_pad;
+          for (int64_t v = 0; v < p.n_vec; ++v) {
+            const float* xv = xr + v * kLanes;
+            const v16 x0 = load16(xv), x1 = load16(xv + 1), x2 = load16(xv + 2);
+            for (int o = 0; o < OB; ++o) {
+              const v16 gv = load16(gr + o * g_chan + v * kLanes);
+              acc[o][0] += gv * x0;
+              acc[o][1] += gv * x1;
+              acc[o][2] += gv * x2;
+            }
+          }
+        }
+        for (int o = 0; o < OB; ++o)
+          for (int kw = 0; kw < 3; ++kw)
+            part[((o0 + o) * p.channels + i) * 27 + kd * 9 + kh * 3 + kw] += acc[o][kw];
+      }
+}
+
+// The kernels of one instruction set: forward rows, weight-gradient rows.
+#define KDSEG_NARROW_KERNELS(SUFFIX, TARGET)                                                      \
+  TARGET void forward_rows_##SUFFIX(const Padded& p, const float* w, const float* bias, float* y, \
+                                    int64_t n_out, int64_t o0, int64_t ob, int64_t begin,         \
+                                    int64_t end) {                                                \
+    switch (ob) {                                                                                 \
+      case 1:                                                                                     \
+        return forward_rows<1>(p, w, bias, y, n_out, o0, begin, end);                             \
+      case 2:                                                                                     \
+        return forward_rows<2>(p, w, bias, y, n_out, o0, begin, end);                             \
+      case 3:                                                                                     \
+        return forward_rows<3>(p, w, bias, y, n_out, o0, begin, end);                             \
+      case 4:                                                                                     \
+        return forward_rows<4>(p, w, bias, y, n_out, o0, begin, end);                             \
+      case 5:                                                                                     \
+        return forward_rows<5>(p, w, bias, y, n_out, o0, begin, end);                             \
+      case 6:                                                                                     \
+        return forward_rows<6>(p, w, bias, y, n_out, o0, begin, end);                             \
+      case 7:                                                                                     \
+        return forward_rows<7>(p, w, bias, y, n_out, o0, begin, end);                             \
+      default:                                                                                    \
+        return forward_rows<8>(p, w, bias, y, n_out, o0, begin, end);                             \
+    }                                                                                             \
+  }                                                                                               \
+  TARGET void weight_grad_plane_##SUFFIX(const Padded& p, const float* x, const float* g,         \
+                                         int64_t g_chan, int64_t n_out, v16* part) {              \
+    for (int64_t o0 = 0; o0 < n_out; o0 += 6) {                                                   \
+      switch (std::min<int64_t>(6, n_out - o0)) {                                                 \
+        case 1:                                                                                   \
+          weight_grad_plane<1>(p, x, g, g_chan, o0, part);                                        \
+          break;                                                                                  \
+        case 2:                                                                                   \
+          weight_grad_plane<2>(p, x, g, g_chan, o0, part);                                        \
+          break;                                                                                  \
+        case 3:                                                                                   \
+          weight_grad_plane<3>(p, x, g, g_chan, o0, part);                                        \
+          break;                                                                                  \
+        case 4:                                                                                   \
+          weight_grad_plane<4>(p, x, g, g_chan, o0, part);                                        \
+          break;                                                                                  \
+        case 5:                                                                                   \
+          weight_grad_plane<5>(p, x, g, g_chan, o0, part);                                        \
+          break;                                                                                  \
+        default:                                                                                  \
+          weight_grad_plane<6>(p, x, g, g_chan, o0, part);                                        \
+          break;                                                                                  \
+      }                                                                                           \
+    }                                                                                             \
+  }
+
+KDSEG_NARROW_KERNELS(generic, )
+#if defined(__x86_64__)
+KDSEG_NARROW_KERNELS(avx2, __attribute__((target("avx2,fma"))))
+KDSEG_NARROW_KERNELS(avx512, __attribute__((target("avx512f,fma"))))
+#endif
+
+enum class Isa { generic, avx2, avx512 };
+
+Isa isa() {
+#if defined(__x86_64__)
+  static const Isa best = __builtin_cpu_supports("avx512f") ? Isa::avx512
+                          : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                              ? Isa::avx2
+                              : Isa::generic;
+  return best;
+#else
+  return Isa::generic;
+#endif
+}
+
+void check_float_cpu(const at::Tensor& t, const char* what) {
+  if (!t.defined() || t.scalar_type() != at::kFloat || !t.device().is_cpu())
+    throw Error("narrow_conv3d", std::string(what) + " must be a float32 CPU tensor");
+}
+
+void check_geometry(const at::Tensor& x, const at::Tensor& weight) {
+  if (x.dim() != 5 || weight.dim() != 5 || weight.size(1) != x.size(1) || weight.size(2) != 3 ||
+      weight.size(3) != 3 || weight.size(4) != 3)
+    throw Error("narrow_conv3d",
+                "expected x (B,C,D,H,W) and weight (out,C,3,3,3), got " + std::to_string(x.dim()) +
+                    "-D x with " + std::to_string(x.dim() > 1 ? x.size(1) : 0) +
+                    " channels and a " + std::to_string(weight.dim()) + "-D weight");
+}
+
+// y (B,out,D,H,W) from the padded input, weights (out,C,27) contiguous and bias (out) or null.
+at::Tensor forward_padded(const Padded& p, const float* w, const float* bias, int64_t n_out,
+                          const at::TensorOptions& options) {
+  at::Tensor y = at::empty({p.batch, n_out, p.depth, p.height, p.width}, options);
+  float* yp = y.data_ptr<float>();
+  const int64_t n_rows = p.batch * p.depth * p.height;
+  const Isa best = isa();
+  for (int64_t o0 = 0; o0 < n_out; o0 += 8) {
+    const int64_t ob = std::min<int64_t>(8, n_out - o0);
+    at::parallel_for(0, n_rows, 16, [&](int64_t begin, int64_t end) {
+#if defined(__x86_64__)
+      if (best == Isa::avx512)
+        return forward_rows_avx512(p, w, bias, yp, n_out, o0, ob, begin, end);
+      if (best == Isa::avx2) return forward_rows_avx2(p, w, bias, yp, n_out, o0, ob, begin, end);
+#endif
+      forward_rows_generic(p, w, bias, yp, n_out, o0, ob, begin, end);
+    });
+  }
+  return y;
+}
+
+// dL/dw (out,C,3,3,3) from grad_out and the padded input. Each chunk of planes sums into its own
+// 16-lane partials, added up in double per chunk; the chunks are added in plane order, so the
+// result does not depend on which thread finished first.
+at::Tensor weight_grad_padded(const at::Tensor& grad_out, const Padded& p) {
+  at::Tensor g = grad_out.contiguous();
+  const int64_t n_out = g.size(1), n_w = n_out * p.channels * 27, n_pad = p.n_vec * kLanes;
+  if (n_pad != p.width)  // rows of whole vectors with zeros past W
+    g = at::constant_pad_nd(g, {0, n_pad - p.width});
+  const int64_t g_chan = p.depth * p.height * n_pad, n_planes = p.batch * p.depth;
+  const float* gp = g.data_ptr<float>();
+  const Isa best = isa();
+  std::mutex mutex;
+  std::map<int64_t, std::vector<double>> partials;  // first plane of the chunk → its sums
+  at::parallel_for(0, n_planes, 1, [&](int64_t begin, int64_t end) {
+    std::vector<v16> part(n_w, v16{});
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t d = r % p.depth, b = r / p.depth;
+      const float* x = p.data() + b * p.channels * p.chan() + d * p.plane();
+      const float* gr = gp + b * n_out * g_chan + d * p.height * n_pad;
+#if defined(__x86_64__)
+      if (best == Isa::avx512) {
+        weight_grad_plane_avx512(p, x, gr, g_chan, n_out, part.data());
+        continue;
+      }
+      if (best == Isa::avx2) {
+        weight_grad_plane_avx2(p, x, gr, g_chan, n_out, part.data());
+        continue;
+      }
+#endif
+      weight_grad_plane_generic(p, x, gr, g_chan, n_out, part.data());
+    }
+    std::vector<double> sums(n_w, 0.0);
+    for (int64_t j = 0; j < n_w; ++j)
+      for (int l = 0; l < kLanes; ++l) sums[j] += part[j][l];
+    std::lock_guard<std::mutex> lock(mutex);
+    partials[begin] = std::move(sums);
+  });
+  std::vector<double> total(n_w, 0.0);
+  for (const auto& [first, sums] : partials)
+    for (int64_t j = 0; j < n_w; ++j) total[j] += sums[j];
+  at::Tensor gw = at::empty({n_out, p.channels, 3, 3, 3}, g.options());
+  std::copy(total.begin(), total.end(), gw.data_ptr<float>());
+  return gw;
+}
+
+// dL/dx: the forward kernel over the padded grad_out with the weights transposed (in ↔ out) and
+// mirrored in all three axes: dx[i, v] = Σ_o Σ_k w[o,i,k] · g[o, v + 1 − k] = Σ_o Σ_k'
+// w[o,i,26−k'] · g_padded[o, v + k'].
+at::Tensor input_grad(const at::Tensor& grad_out, const at::Tensor& weight) {
+  const Padded gp = pad(grad_out);
+  const at::Tensor w_t = weight.flip({2, 3, 4}).transpose(0, 1).contiguous();  // (C,out,3,3,3)
+  return forward_padded(gp, w_t.data_ptr<float>(), nullptr, w_t.size(0), grad_out.options());
+}
+
+at::Tensor forward_narrow(const Padded& p, const at::Tensor& weight, const at::Tensor& bias) {
+  const at::Tensor w = weight.contiguous();
+  const at::Tensor b = bias.defined() ? bias.contiguous() : at::Tensor();
+  return forward_padded(p, w.data_ptr<float>(), b.defined() ? b.data_ptr<float>() : nullptr,
+                        w.size(0), w.options());
+}
+
+class NarrowConv3d : public torch::autograd::Function<NarrowConv3d> {
+ public:
+  // A narrow output runs kdseg's kernel and keeps the padded input for the weight gradient; a
+  // wide output (narrow input) runs oneDNN, which is fast forward, and keeps x.
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& weight, const at::Tensor& bias_or_empty) {
+    const at::Tensor bias = bias_or_empty.numel() > 0 ? bias_or_empty : at::Tensor();
+    const bool narrow_out = weight.size(0) <= kNarrowChannels;
+    ctx->saved_data["narrow_out"] = narrow_out;
+    ctx->saved_data["has_bias"] = bias.defined();
+    if (narrow_out) {
+      Padded p = pad(x);
+      at::Tensor y = forward_narrow(p, weight, bias);
+      ctx->saved_data["size"] = x.sizes().vec();
+      ctx->save_for_backward({p.t, weight});
+      return y;
+    }
+    ctx->save_for_backward({x, weight});
+    return at::conv3d(x, weight, bias, 1, 1);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const bool narrow_out = ctx->saved_data["narrow_out"].toBool();
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor g = grads[0].contiguous(), weight = saved[1];
+    Padded p;
+    if (narrow_out) {
+      const auto size = ctx->saved_data["size"].toIntVector();
+      p.t = saved[0];
+      p.batch = size[0];
+      p.channels = size[1];
+      p.depth = size[2];
+      p.height = size[3];
+      p.width = size[4];
+      p.n_vec = (p.width + kLanes - 1) / kLanes;
+    } else if (ctx->needs_input_grad(1)) {
+      p = pad(saved[0]);
+    }
+    at::Tensor gx, gw, gb;
+    if (ctx->needs_input_grad(1)) gw = weight_grad_padded(g, p);
+    if (ctx->needs_input_grad(2) && ctx->saved_data["has_bias"].toBool()) gb = g.sum({0, 2, 3, 4});
+    if (ctx->needs_input_grad(0)) {
+      if (narrow_out) {
+        gx = input_grad(g, weight);
+      } else {
+        const at::Tensor& x = saved[0];
+        gx = std::get<0>(at::convolution_backward(g, x, weight, c10::nullopt, {1, 1, 1}, {1, 1, 1},
+                                                  {1, 1, 1}, false, {0, 0, 0}, 1,
+                                                  {true, false, false}));
+      }
+    }
+    return {gx, gw, gb};
+  }
+};
+
+}  // namespace
+
+thread_local bool t_narrow_off = false;
+
+NarrowConvOff::NarrowConvOff(bool off) : was_off_(t_narrow_off) {
+  t_narrow_off = off;
+}
+
+NarrowConvOff::~NarrowConvOff() {
+  t_narrow_off = was_off_;
+}
+
+bool narrow_conv3d_applies(const at::Tensor& x, const at::Tensor& weight) {
+  return !t_narrow_off && x.defined() && weight.defined() && x.dim() == 5 && weight.dim() == 5 &&
+         x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat &&
+         x.device().is_cpu() && weight.device().is_cpu() && weight.size(1) == x.size(1) &&
+         weight.size(2) == 3 && weight.size(3) == 3 && weight.size(4) == 3 && x.numel() > 0 &&
+         (weight.size(0) <= kNarrowChannels || weight.size(1) <= kNarrowChannels) &&
+         !cpu_autocast_enabled();  // under autocast the convolution is LibTorch's, in bf16
+}
+
+at::Tensor narrow_conv3d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  if (!narrow_conv3d_applies(x, weight)) return at::conv3d(x, weight, bias, 1, 1);
+  const bool grad = at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() ||
+                                                   (bias.defined() && bias.requires_grad()));
+  // LibTorch's custom functions take no undefined tensor: no bias travels as an empty one.
+  if (grad) return NarrowConv3d::apply(x, weight, bias.defined() ? bias : at::empty({0}));
+  if (weight.size(0) <= kNarrowChannels) return narrow_conv3d_forward(x, weight, bias);
+  return at::conv3d(x, weight, bias, 1, 1);
+}
+
+at::Tensor narrow_conv3d_forward(const at::Tensor& x, const at::Tensor& weight,
+                                 const at::Tensor& bias) {
+  check_float_cpu(x, "x");
+  check_float_cpu(weight, "weight");
+  check_geometry(x, weight);
+  if (bias.defined()) check_float_cpu(bias, "bias");
+  return forward_narrow(pad(x), weight, bias);
+}
+
+at::Tensor narrow_conv3d_weight_grad(const at::Tensor& grad_out, const at::Tensor& x) {
+  check_float_cpu(grad_out, "grad_out");
+  check_float_cpu(x, "x");
+  if (grad_out.dim() != 5 || x.dim() != 5 || grad_out.size(0) != x.size(0) ||
+      grad_out.sizes().slice(2) != x.sizes().slice(2))
+    throw Error("narrow_conv3d", "grad_out and x must be (B,out,D,H,W) and (B,C,D,H,W)");
+  return weight_grad_padded(grad_out, pad(x));
+}
+
+at::Tensor narrow_conv3d_input_grad(const at::Tensor& grad_out, const at::Tensor& weight) {
+  check_float_cpu(grad_out, "grad_out");
+  check_float_cpu(weight, "weight");
+  if (grad_out.dim() != 5 || weight.dim() != 5 || weight.size(0) != grad_out.size(1))
+    throw Error("narrow_conv3d", "grad_out must be (B,out,D,H,W) for a weight (out,C,3,3,3)");
+  return input_grad(grad_out.contiguous(), weight);
+}
+
+}  // namespace kdseg
