@@ -11,8 +11,8 @@
 
 namespace kdseg {
 
-at::Tensor activate(const at::Tensor& x, Act act) {
-  return act == Act::relu ? torch::relu(x) : torch::leaky_relu(x, 0.01);
+at::Tensor activate_(at::Tensor x, Act act) {
+  return act == Act::relu ? torch::relu_(x) : torch::leaky_relu_(x, 0.01);
 }
 
 torch::nn::Conv3d conv3d(int64_t in, int64_t out, int64_t kernel, int64_t stride, bool bias,
@@ -155,7 +155,7 @@ ConvNormActImpl::ConvNormActImpl(const ConvNormActOptions& opt) : options(opt) {
 }
 
 at::Tensor ConvNormActImpl::forward(const at::Tensor& x) {
-  return activate(norm(conv(x)), options.act);
+  return activate_(norm(conv(x)), options.act);
 }
 
 // ---------------------------------------------------------------- ResBlock
@@ -171,12 +171,12 @@ ResBlockImpl::ResBlockImpl(const ResBlockOptions& opt) : options(opt) {
 at::Tensor ResBlockImpl::forward(const at::Tensor& x) {
   const Act act = options.act;
   if (options.pre_activation) {
-    at::Tensor y = conv1(activate(norm1(x), act));
-    y = conv2(activate(norm2(y), act));
+    at::Tensor y = conv1(activate_(norm1(x), act));
+    y = conv2(activate_(norm2(y), act));
     return x + y;
   }
-  at::Tensor y = activate(norm1(conv1(x)), act);
-  y = activate(norm2(conv2(y)), act);
+  at::Tensor y = activate_(norm1(conv1(x)), act);
+  y = activate_(norm2(conv2(y)), act);
   return x + y;
 }
 

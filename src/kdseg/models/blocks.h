@@ -19,7 +19,10 @@
 namespace kdseg {
 
 enum class Act { relu, leaky_relu };  // leaky_relu has slope 0.01 (Isensee; the student)
-at::Tensor activate(const at::Tensor& x, Act act);
+// In place, on a tensor nothing else reads (every activation follows a norm or an upsampling,
+// whose output is fresh): autograd then keeps the activation's result, which the next convolution
+// keeps anyway, instead of a second full-size tensor (its input) until the backward pass.
+at::Tensor activate_(at::Tensor x, Act act);
 
 // A 3D convolution with "same" padding for odd kernels (kernel 2 stride 2 pads nothing).
 torch::nn::Conv3d conv3d(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1,

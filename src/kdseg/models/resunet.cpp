@@ -142,22 +142,22 @@ at::Tensor ResUNetImpl::decode(const std::vector<at::Tensor>& features) {
     h = up_[i](h) + features[i];  // (B,w[i],D/2^i,…)
     h = decoder_[i]->forward(h);
   }
-  return head_(torch::relu(head_norm_(h)));  // (B,3,D,H,W)
+  return head_(activate_(head_norm_(h), Act::relu));  // (B,3,D,H,W)
 }
 
 void ResUNetImpl::vae_reconstruct(const at::Tensor& bottleneck, SegOutput& out) {
   const int64_t batch = bottleneck.size(0);
-  at::Tensor h = vae_conv_(torch::relu(vae_norm_(bottleneck)));  // (B,vc,D/2s,H/2s,W/2s)
-  h = h.flatten(1);                                              // (B,vc·n_grid)
-  out.mu = vae_mu_(h);                                           // (B,Z)
-  out.logvar = vae_logvar_(h);                                   // (B,Z)
+  at::Tensor h = vae_conv_(activate_(vae_norm_(bottleneck), Act::relu));  // (B,vc,D/2s,H/2s,W/2s)
+  h = h.flatten(1);                                                       // (B,vc·n_grid)
+  out.mu = vae_mu_(h);                                                    // (B,Z)
+  out.logvar = vae_logvar_(h);                                            // (B,Z)
   at::Tensor z = out.mu + torch::exp(0.5 * out.logvar) * torch::randn_like(out.mu);
   h = torch::relu(vae_fc_(z))
           .view({batch, options.vae_channels, vae_grid_[0], vae_grid_[1], vae_grid_[2]});
   h = vae_up_[0](h);  // (B,w[L-1],D/s,…)
   for (size_t k = 0; k < vae_decoder_.size(); ++k)
-    h = vae_decoder_[k]->forward(vae_up_[k + 1](h));      // up one level, one residual block
-  out.recon = vae_head_(torch::relu(vae_head_norm_(h)));  // (B,4,D,H,W)
+    h = vae_decoder_[k]->forward(vae_up_[k + 1](h));  // up one level, one residual block
+  out.recon = vae_head_(activate_(vae_head_norm_(h), Act::relu));  // (B,4,D,H,W)
 }
 
 SegOutput ResUNetImpl::forward(const at::Tensor& x) {

@@ -92,7 +92,7 @@ std::vector<at::Tensor> StudentImpl::encode(const at::Tensor& x) {
 at::Tensor StudentImpl::decode(const std::vector<at::Tensor>& features) {
   at::Tensor h = features.back();  // bottleneck (B,w[L-1],D/2^(L-1),…)
   for (size_t i = decoder_.size(); i-- > 0;) {
-    h = torch::leaky_relu(up_[i](h), 0.01);          // (B,w[i],D/2^i,…)
+    h = activate_(up_[i](h), Act::leaky_relu);       // (B,w[i],D/2^i,…), in place
     h = merge_[i](torch::cat({features[i], h}, 1));  // (B,2w[i],…) → (B,w[i],…)
     h = decoder_[i]->forward(h);
   }
