@@ -79,7 +79,7 @@ TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
   net->train();
   const int threads = at::get_num_threads();
   at::set_num_threads(2);
-  for (int step = 0; step < 40; ++step) {
+  for (int step = 0; step < 80; ++step) {
     opt.zero_grad();
     SegOutput out;
     {
@@ -126,9 +126,16 @@ TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
 
   double min_dice = 1, worst_shifted = 1;
   for (size_t i = 0; i < a.size(); ++i) {
-    // The model has learnt the phantoms: its labels are the tumour, not noise or nothing.
-    EXPECT_GT(dice(a[i].labels, truth[i], 0), 0.8) << "case " << i << ": the model is untrained";
-    EXPECT_GT(dice(a[i].labels, truth[i], 1), 0.5) << "case " << i << ": the model is untrained";
+    // The model has learnt the phantoms, every region: its labels are the tumour, not noise or
+    // nothing. (A model that has not learnt a region leaves it near p = 0.5, where any rounding
+    // flips voxels: 40 steps left ET at Dice 0.39 and 0.00 to the truth in two cases, and the
+    // bf16 paths at 0.972 to plain fp32 there.)
+    for (int r = 0; r < 3; ++r)
+      EXPECT_GT(dice(a[i].labels, truth[i], r), 0.8)
+          << "case " << i << " region " << r << ": the model is untrained";
+    std::printf("case %zu: plain fp32 vs truth Dice WT %.3f TC %.3f ET %.3f\n", i,
+                dice(a[i].labels, truth[i], 0), dice(a[i].labels, truth[i], 1),
+                dice(a[i].labels, truth[i], 2));
     for (int r = 0; r < 3; ++r) {
       const double d = dice(a[i].labels, b[i].labels, r);
       min_dice = std::min(min_dice, d);

@@ -92,8 +92,13 @@ std::vector<at::Tensor> StudentImpl::encode(const at::Tensor& x) {
 at::Tensor StudentImpl::decode(const std::vector<at::Tensor>& features) {
   at::Tensor h = features.back();  // bottleneck (B,w[L-1],D/2^(L-1),…)
   for (size_t i = decoder_.size(); i-- > 0;) {
-    h = activate_(up_[i](h), Act::leaky_relu);       // (B,w[i],D/2^i,…), in place
-    h = merge_[i](torch::cat({features[i], h}, 1));  // (B,2w[i],…) → (B,w[i],…)
+    h = activate_(up_[i](h), Act::leaky_relu);  // (B,w[i],D/2^i,…), in place
+    // merge(cat(skip, h)) as the two halves of its 1×1 weight applied apart and summed: the same
+    // function without the (B,2w[i],…) concatenation, which the merge would keep for its weight
+    // gradient until the backward pass (340 MB at 144×144×128). merge has no bias.
+    const at::Tensor& w = merge_[i]->weight;  // (w[i],2w[i],1,1,1)
+    const int64_t c = features[i].size(1);
+    h = at::conv3d(features[i], w.narrow(1, 0, c)).add_(at::conv3d(h, w.narrow(1, c, c)));
     h = decoder_[i]->forward(h);
   }
   return narrow_conv3d(h, head_->weight, head_->bias);  // (B,3,D,H,W), 3 channels out
