@@ -115,6 +115,8 @@ TEST(NarrowConv, HandsOtherConvolutionsToLibTorch) {
     EXPECT_NE(y.grad_fn()->name().find("ConvolutionBackward"), std::string::npos);
   }
   EXPECT_TRUE(narrow_conv3d_applies(x, w));
+  // Without a backward pass to come: LibTorch's forward, which needs no padded copy.
+  EXPECT_TRUE(at::equal(narrow_conv3d(x, w, b), at::conv3d(x, w, b, 1, 1)));
   EXPECT_THROW(narrow_conv3d_forward(x, torch::randn({3, 8, 3, 3, 3}), b), Error);
   EXPECT_THROW(narrow_conv3d_weight_grad(torch::randn({1, 3, 4, 4, 7}), x), Error);
   EXPECT_THROW(narrow_conv3d_input_grad(torch::randn({1, 2, 4, 4, 8}), w), Error);

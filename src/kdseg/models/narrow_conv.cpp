@@ -428,7 +428,8 @@ at::Tensor narrow_conv3d(const at::Tensor& x, const at::Tensor& weight, const at
                                                    (bias.defined() && bias.requires_grad()));
   // LibTorch's custom functions take no undefined tensor: no bias travels as an empty one.
   if (grad) return NarrowConv3d::apply(x, weight, bias.defined() ? bias : at::empty({0}));
-  if (weight.size(0) <= kNarrowChannels) return narrow_conv3d_forward(x, weight, bias);
+  // Without a backward pass oneDNN's forward is as fast (0.12 s against 0.11 s for 16→3 at
+  // 144×144×128) and needs no padded copy of the input (387 MB at a whole 1 mm case's crop).
   return at::conv3d(x, weight, bias, 1, 1);
 }
 

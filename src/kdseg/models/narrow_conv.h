@@ -37,6 +37,8 @@ class NarrowConvOff {
 };
 
 // conv3d(x, weight, bias, stride 1, padding 1), differentiable in all three; bias may be undefined.
+// The kernels run where a backward pass will follow (grad mode on and an input that requires
+// grad); inference gets LibTorch's forward.
 at::Tensor narrow_conv3d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
 
 // The kernels, without autograd (tests and benches). Any channel counts; fast where the side named
