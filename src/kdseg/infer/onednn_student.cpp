@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 
+#include "kdseg/models/blocks.h"
 #include "kdseg/models/student.h"
 #include "kdseg/util/bf16.h"
 #include "kdseg/util/error.h"
@@ -325,30 +326,13 @@ KDSEG_AVX512 void norm_act_add(Feature& f, int64_t channels, int64_t groups, con
   });
 }
 
-// Trilinear ×2 (align_corners false, as upsample2x) of `in` then LeakyReLU: one output voxel
-// from its 8 neighbours, per axis weights 0.75 / 0.25 (the border voxel repeated).
-struct Taps {
-  std::vector<int64_t> i0, i1;
-  std::vector<float> w0, w1;
-};
-Taps taps_2x(int64_t n) {  // PyTorch's source index for scale 1/2: max(0, (o + 0.5) / 2 - 0.5)
-  Taps t;
-  for (int64_t o = 0; o < 2 * n; ++o) {
-    const float src = std::max(0.0f, (static_cast<float>(o) + 0.5f) * 0.5f - 0.5f);
-    const int64_t i = static_cast<int64_t>(src);
-    const float l1 = src - static_cast<float>(i);
-    t.i0.push_back(i);
-    t.i1.push_back(std::min(i + 1, n - 1));
-    t.w0.push_back(1.0f - l1);
-    t.w1.push_back(l1);
-  }
-  return t;
-}
-
+// Trilinear ×2 (align_corners false, as upsample2x; its taps) of `in` then LeakyReLU: one output
+// voxel from its 8 neighbours, per axis weights 0.75 / 0.25 (the border voxel repeated).
 // Rows [begin, end) of (channel block, output depth) of the upsampling.
 // `out` holds the output depth rows from d0 on (all of them, or one in-place slab).
-KDSEG_AVX512 void upsample_rows(const Feature& in, Feature& out, int64_t d0, const Taps& td,
-                                const Taps& th, const Taps& tw, int64_t begin, int64_t end) {
+KDSEG_AVX512 void upsample_rows(const Feature& in, Feature& out, int64_t d0, const UpsampleTaps& td,
+                                const UpsampleTaps& th, const UpsampleTaps& tw, int64_t begin,
+                                int64_t end) {
   const int64_t s_in = in.spatial();
   const uint16_t* x = in.ptr();
   uint16_t* y = out.ptr();
@@ -383,7 +367,7 @@ KDSEG_AVX512 void upsample_rows(const Feature& in, Feature& out, int64_t d0, con
 
 Feature upsample2x_leaky(const Feature& in, BufferPool& pool) {
   Feature out = make_feature(pool, in.c, 2 * in.d, 2 * in.h, 2 * in.w);
-  const Taps td = taps_2x(in.d), th = taps_2x(in.h), tw = taps_2x(in.w);
+  const UpsampleTaps td = upsample_taps(in.d), th = upsample_taps(in.h), tw = upsample_taps(in.w);
   at::parallel_for(0, (in.c / kBlock) * out.d, 1, [&](int64_t begin, int64_t end) {
     upsample_rows(in, out, 0, td, th, tw, begin, end);
   });
@@ -591,7 +575,7 @@ class Engine {
   // skip ← merge_skip(skip) + merge_up(leaky(up×2(u))), in place in skip's buffer, the
   // upsampling made slab by slab (no full-resolution copy of it).
   void merge_in_place(Conv& merge_skip, Conv& merge_up, Feature& skip, const Feature& u) {
-    const Taps td = taps_2x(u.d), th = taps_2x(u.h), tw = taps_2x(u.w);
+    const UpsampleTaps td = upsample_taps(u.d), th = upsample_taps(u.h), tw = upsample_taps(u.w);
     in_place(skip, [&](int64_t z0, int64_t z1, uint16_t* dst) {
       Feature up = make_feature(pool, u.c, z1 - z0, 2 * u.h, 2 * u.w);  // a slab's rows
       at::parallel_for(0, up.d, 1, [&](int64_t begin, int64_t end) {

@@ -28,20 +28,6 @@ torch::nn::Conv3d conv3d(int64_t in, int64_t out, int64_t kernel, int64_t stride
 
 namespace {
 
-// Trilinear ×2 with align_corners = false along one axis of n voxels: output o reads inputs
-// a = o/2 − 1 + o%2 and a + 1 (clamped to [0, n)) with weights 0.25/0.75 (o even) or 0.75/0.25
-// (o odd), as LibTorch's source index (o + 0.5)/2 − 0.5, clamped at 0, gives.
-struct Tap2 {
-  int64_t i0, i1;
-  float w0, w1;
-};
-
-inline Tap2 up_tap(int64_t o, int64_t n) {
-  const int64_t j = o / 2;
-  if (o % 2 == 0) return {std::max<int64_t>(j - 1, 0), j, 0.25f, 0.75f};
-  return {j, std::min(j + 1, n - 1), 0.75f, 0.25f};
-}
-
 // (N,D,H,W) float32 → (N,2D,2H,2W), one pass: each output row mixes four input rows along D and H,
 // then interpolates along W.
 at::Tensor upsample2x_forward(const at::Tensor& input) {
@@ -50,33 +36,36 @@ at::Tensor upsample2x_forward(const at::Tensor& input) {
   at::Tensor y = at::empty({x.size(0), x.size(1), 2 * d, 2 * h, 2 * w}, x.options());
   const float* xp = x.data_ptr<float>();
   float* yp = y.data_ptr<float>();
+  const UpsampleTaps td = upsample_taps(d), th = upsample_taps(h), tw = upsample_taps(w);
   at::parallel_for(0, n * 2 * d * 2 * h, 64, [&](int64_t begin, int64_t end) {
     std::vector<float> r(w);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t oh = row % (2 * h), od = (row / (2 * h)) % (2 * d), c = row / (4 * d * h);
-      const Tap2 td = up_tap(od, d), th = up_tap(oh, h);
-      const float* p00 = xp + ((c * d + td.i0) * h + th.i0) * w;
-      const float* p01 = xp + ((c * d + td.i0) * h + th.i1) * w;
-      const float* p10 = xp + ((c * d + td.i1) * h + th.i0) * w;
-      const float* p11 = xp + ((c * d + td.i1) * h + th.i1) * w;
-      const float w00 = td.w0 * th.w0, w01 = td.w0 * th.w1, w10 = td.w1 * th.w0,
-                  w11 = td.w1 * th.w1;
+      const float* p00 = xp + ((c * d + td.i0[od]) * h + th.i0[oh]) * w;
+      const float* p01 = xp + ((c * d + td.i0[od]) * h + th.i1[oh]) * w;
+      const float* p10 = xp + ((c * d + td.i1[od]) * h + th.i0[oh]) * w;
+      const float* p11 = xp + ((c * d + td.i1[od]) * h + th.i1[oh]) * w;
+      const float w00 = td.w0[od] * th.w0[oh], w01 = td.w0[od] * th.w1[oh],
+                  w10 = td.w1[od] * th.w0[oh], w11 = td.w1[od] * th.w1[oh];
       for (int64_t i = 0; i < w; ++i)
         r[i] = w00 * p00[i] + w01 * p01[i] + w10 * p10[i] + w11 * p11[i];
       float* out = yp + row * 2 * w;
-      for (int64_t i = 0; i < w; ++i) {
-        const float left = r[std::max<int64_t>(i - 1, 0)], right = r[std::min(i + 1, w - 1)];
-        out[2 * i] = 0.25f * left + 0.75f * r[i];
-        out[2 * i + 1] = 0.75f * r[i] + 0.25f * right;
+      // Along W the interior taps are 0.25 / 0.75 of neighbours, written out so that the loop
+      // vectorises (0.015 s against 0.047 s reading the taps, 16x72x72x64); each end from the taps.
+      for (int64_t i = 1; i + 1 < w; ++i) {
+        out[2 * i] = 0.25f * r[i - 1] + 0.75f * r[i];
+        out[2 * i + 1] = 0.75f * r[i] + 0.25f * r[i + 1];
       }
+      for (const int64_t o : {int64_t{0}, int64_t{1}, 2 * w - 2, 2 * w - 1})
+        out[o] = tw.w0[o] * r[tw.i0[o]] + tw.w1[o] * r[tw.i1[o]];
     }
   });
   return y;
 }
 
-// The adjoint along one axis of n inputs: input j receives outputs 2j, 2j+1 (0.75 each) and
-// 2j−1, 2j+2 (0.25 each), indices clamped to [0, 2n) — at the ends the clamped taps land on the
-// outputs that read input j twice.
+// The adjoint of upsample_taps along one axis of n inputs: input j receives outputs 2j, 2j+1
+// (0.75 each) and 2j−1, 2j+2 (0.25 each), indices clamped to [0, 2n) — at the ends the clamped
+// taps land on the outputs that read input j with weight 1 (o = 0) or twice (o = 2n−1).
 struct Tap4 {
   int64_t o[4];
   float w[4];
@@ -138,6 +127,20 @@ at::Tensor upsample2x_cpu(const at::Tensor& x) {
 }
 
 }  // namespace
+
+UpsampleTaps upsample_taps(int64_t n) {
+  UpsampleTaps t;
+  for (int64_t o = 0; o < 2 * n; ++o) {
+    const float src = std::max(0.0f, (static_cast<float>(o) + 0.5f) * 0.5f - 0.5f);
+    const int64_t i = static_cast<int64_t>(src);
+    const float l1 = src - static_cast<float>(i);
+    t.i0.push_back(i);
+    t.i1.push_back(std::min(i + 1, n - 1));
+    t.w0.push_back(1.0f - l1);
+    t.w1.push_back(l1);
+  }
+  return t;
+}
 
 at::Tensor upsample2x(const at::Tensor& x) {
   if (x.dim() == 5 && x.device().is_cpu() && x.numel() > 0) {

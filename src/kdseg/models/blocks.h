@@ -31,6 +31,15 @@ torch::nn::Conv3d conv3d(int64_t in, int64_t out, int64_t kernel, int64_t stride
 // Trilinear ×2 upsampling, align_corners = false (as everywhere in kdseg).
 at::Tensor upsample2x(const at::Tensor& x);
 
+// Its taps along one axis of n voxels: output o (0 ≤ o < 2n) reads inputs i0[o] and i1[o] with
+// weights w0[o] + w1[o] = 1, from LibTorch's source index max(0, (o + 0.5)/2 − 0.5). upsample2x
+// and the oneDNN student's upsampling both read these.
+struct UpsampleTaps {
+  std::vector<int64_t> i0, i1;
+  std::vector<float> w0, w1;
+};
+UpsampleTaps upsample_taps(int64_t n);
+
 // Affine normalisation over channel groups: GroupNorm(groups), or InstanceNorm when groups == 0
 // (one group per channel; same maths as InstanceNorm3d(affine=True), no running statistics).
 // Parameters `weight` (init 1) and `bias` (init 0), shape (C).

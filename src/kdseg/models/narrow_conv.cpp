@@ -49,17 +49,25 @@ struct Padded {
   const float* data() const { return t.data_ptr<float>(); }
 };
 
+// The geometry of t, a padded copy (B,C,D+2,H+2,Wp) of a tensor `width` voxels wide.
+Padded padded(at::Tensor t, int64_t width) {
+  Padded p;
+  p.t = std::move(t);
+  p.batch = p.t.size(0);
+  p.channels = p.t.size(1);
+  p.depth = p.t.size(2) - 2;
+  p.height = p.t.size(3) - 2;
+  p.width = width;
+  p.n_vec = (width + kLanes - 1) / kLanes;
+  return p;
+}
+
 Padded pad(const at::Tensor& input) {
   const at::Tensor x = input.contiguous();
-  Padded p;
-  p.batch = x.size(0);
-  p.channels = x.size(1);
-  p.depth = x.size(2);
-  p.height = x.size(3);
-  p.width = x.size(4);
-  p.n_vec = (p.width + kLanes - 1) / kLanes;
-  const int64_t dp = p.depth + 2, hp = p.height + 2, wp = p.wp();
-  p.t = at::empty({p.batch, p.channels, dp, hp, wp}, x.options());
+  const int64_t wp = (x.size(4) + kLanes - 1) / kLanes * kLanes + 2;
+  const Padded p = padded(
+      at::empty({x.size(0), x.size(1), x.size(2) + 2, x.size(3) + 2, wp}, x.options()), x.size(4));
+  const int64_t dp = p.depth + 2, hp = p.height + 2;
   const float* src = x.data_ptr<float>();
   float* dst = p.t.data_ptr<float>();
   const int64_t n_rows = p.batch * p.channels * dp * hp;
@@ -235,18 +243,24 @@ KDSEG_NARROW_KERNELS(avx2, __attribute__((target("avx2,fma"))))
 KDSEG_NARROW_KERNELS(avx512, __attribute__((target("avx512f,fma"))))
 #endif
 
-enum class Isa { generic, avx2, avx512 };
+// The kernels of the best instruction set this CPU has, chosen once.
+struct Kernels {
+  void (*forward_rows)(const Padded&, const float*, const float*, float*, int64_t, int64_t, int64_t,
+                       int64_t, int64_t);
+  void (*weight_grad_plane)(const Padded&, const float*, const float*, int64_t, int64_t, v16*);
+};
 
-Isa isa() {
+const Kernels& kernels() {
+  static const Kernels best = [] {
 #if defined(__x86_64__)
-  static const Isa best = __builtin_cpu_supports("avx512f") ? Isa::avx512
-                          : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-                              ? Isa::avx2
-                              : Isa::generic;
-  return best;
-#else
-  return Isa::generic;
+    if (__builtin_cpu_supports("avx512f"))
+      return Kernels{forward_rows_avx512, weight_grad_plane_avx512};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      return Kernels{forward_rows_avx2, weight_grad_plane_avx2};
 #endif
+    return Kernels{forward_rows_generic, weight_grad_plane_generic};
+  }();
+  return best;
 }
 
 void check_float_cpu(const at::Tensor& t, const char* what) {
@@ -269,16 +283,11 @@ at::Tensor forward_padded(const Padded& p, const float* w, const float* bias, in
   at::Tensor y = at::empty({p.batch, n_out, p.depth, p.height, p.width}, options);
   float* yp = y.data_ptr<float>();
   const int64_t n_rows = p.batch * p.depth * p.height;
-  const Isa best = isa();
+  const auto forward_rows = kernels().forward_rows;
   for (int64_t o0 = 0; o0 < n_out; o0 += 8) {
     const int64_t ob = std::min<int64_t>(8, n_out - o0);
     at::parallel_for(0, n_rows, 16, [&](int64_t begin, int64_t end) {
-#if defined(__x86_64__)
-      if (best == Isa::avx512)
-        return forward_rows_avx512(p, w, bias, yp, n_out, o0, ob, begin, end);
-      if (best == Isa::avx2) return forward_rows_avx2(p, w, bias, yp, n_out, o0, ob, begin, end);
-#endif
-      forward_rows_generic(p, w, bias, yp, n_out, o0, ob, begin, end);
+      forward_rows(p, w, bias, yp, n_out, o0, ob, begin, end);
     });
   }
   return y;
@@ -294,7 +303,7 @@ at::Tensor weight_grad_padded(const at::Tensor& grad_out, const Padded& p) {
     g = at::constant_pad_nd(g, {0, n_pad - p.width});
   const int64_t g_chan = p.depth * p.height * n_pad, n_planes = p.batch * p.depth;
   const float* gp = g.data_ptr<float>();
-  const Isa best = isa();
+  const auto weight_grad_plane = kernels().weight_grad_plane;
   std::mutex mutex;
   std::map<int64_t, std::vector<double>> partials;  // first plane of the chunk → its sums
   at::parallel_for(0, n_planes, 1, [&](int64_t begin, int64_t end) {
@@ -303,17 +312,7 @@ at::Tensor weight_grad_padded(const at::Tensor& grad_out, const Padded& p) {
       const int64_t d = r % p.depth, b = r / p.depth;
       const float* x = p.data() + b * p.channels * p.chan() + d * p.plane();
       const float* gr = gp + b * n_out * g_chan + d * p.height * n_pad;
-#if defined(__x86_64__)
-      if (best == Isa::avx512) {
-        weight_grad_plane_avx512(p, x, gr, g_chan, n_out, part.data());
-        continue;
-      }
-      if (best == Isa::avx2) {
-        weight_grad_plane_avx2(p, x, gr, g_chan, n_out, part.data());
-        continue;
-      }
-#endif
-      weight_grad_plane_generic(p, x, gr, g_chan, n_out, part.data());
+      weight_grad_plane(p, x, gr, g_chan, n_out, part.data());
     }
     std::vector<double> sums(n_w, 0.0);
     for (int64_t j = 0; j < n_w; ++j)
@@ -358,7 +357,7 @@ class NarrowConv3d : public torch::autograd::Function<NarrowConv3d> {
     if (narrow_out) {
       Padded p = pad(x);
       at::Tensor y = forward_narrow(p, weight, bias);
-      ctx->saved_data["size"] = x.sizes().vec();
+      ctx->saved_data["width"] = x.size(4);
       ctx->save_for_backward({p.t, weight});
       return y;
     }
@@ -372,18 +371,10 @@ class NarrowConv3d : public torch::autograd::Function<NarrowConv3d> {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor g = grads[0].contiguous(), weight = saved[1];
     Padded p;
-    if (narrow_out) {
-      const auto size = ctx->saved_data["size"].toIntVector();
-      p.t = saved[0];
-      p.batch = size[0];
-      p.channels = size[1];
-      p.depth = size[2];
-      p.height = size[3];
-      p.width = size[4];
-      p.n_vec = (p.width + kLanes - 1) / kLanes;
-    } else if (ctx->needs_input_grad(1)) {
+    if (narrow_out)
+      p = padded(saved[0], ctx->saved_data["width"].toInt());
+    else if (ctx->needs_input_grad(1))
       p = pad(saved[0]);
-    }
     at::Tensor gx, gw, gb;
     if (ctx->needs_input_grad(1)) gw = weight_grad_padded(g, p);
     if (ctx->needs_input_grad(2) && ctx->saved_data["has_bias"].toBool()) gb = g.sum({0, 2, 3, 4});
