@@ -93,6 +93,9 @@ CLI::App* add_pseudo_label_flags(CLI::App& app, PseudoLabelOptions& opt, std::st
   cmd->add_option("--ignore-band", opt.ignore_band,
                   "Ignore mask where a probability is within this of the threshold; 0 = none")
       ->capture_default_str();
+  cmd->add_flag("--soft-with-ignore-band", opt.soft_with_ignore,
+                "Allow --target soft with --ignore-band (refused otherwise: the mask removes the "
+                "loss where soft targets differ from hard ones)");
   cmd->add_option("--shard", shard, "i/N: this machine's share (case k goes to shard k mod N)")
       ->capture_default_str();
   add_common_flags(cmd, runtime);

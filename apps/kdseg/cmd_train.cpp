@@ -35,7 +35,8 @@ CLI::App* add_train_flags(CLI::App& app, TrainOptions& opt, RuntimeOptions& runt
            for (const auto& d : dirs) opt.data.push_back(parse_data_arg(d));
          },
          "Data folder DIR or DIR:W (W: its share of the samples); repeat for several, e.g. "
-         "--data cohort/labeled --data pseudo:0.5")
+         "--data cohort/labeled --data pseudo:0.5. Without any :W the folders' cases are pooled "
+         "(each folder weighs its number of cases); with some, a folder without :W weighs 1")
       ->required()
       ->take_all();
   cmd->add_option("--out", opt.out, "Run folder")->required();
@@ -128,6 +129,14 @@ CLI::App* add_train_flags(CLI::App& app, TrainOptions& opt, RuntimeOptions& runt
   cmd->add_option("--dice-weight", l.dice_weight, "Weight of the soft Dice term")
       ->capture_default_str();
   cmd->add_option("--bce-weight", l.bce_weight, "Weight of the BCE term")->capture_default_str();
+  cmd->add_option("--vae-l2-weight", l.vae_l2_weight,
+                  "resunet-vae: weight of the reconstruction term (mean squared error)")
+      ->capture_default_str();
+  cmd->add_option("--vae-kl-weight", l.vae_kl_weight,
+                  "resunet-vae: weight of the KL term. kdseg divides the KL sum by the input's "
+                  "C*D*H*W elements, Myronenko by its D*H*W voxels: with 4 channels 0.4 here is "
+                  "his 0.1")
+      ->capture_default_str();
   cmd->add_flag("--quiet", opt.quiet, "No progress lines");
   cmd->add_flag("--distributed", opt.distributed,
                 "Data-parallel training over the processes of a torchrun-style launch (each "

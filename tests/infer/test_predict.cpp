@@ -127,6 +127,7 @@ TEST(PseudoLabel, ShardedEqualsUnshardedAndTrainingReadsTheDataset) {
   o.predict.quiet = true;
   o.target = "soft";
   o.ignore_band = 0.05;
+  o.soft_with_ignore = true;  // both files, to check that shards write them alike
   o.predict.out = dir.str("whole");
   PseudoLabelReport whole = pseudo_label(o);
   EXPECT_EQ(whole.n_cases, 3);

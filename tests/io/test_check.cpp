@@ -46,5 +46,41 @@ TEST(Check, ReportsQformSformDisagreementAndBadLabelsTogether) {
   EXPECT_NE(text.find("2 problem(s):"), std::string::npos);
 }
 
+TEST(Check, ReportsA4dModalityAndPixdimAgainstTheSform) {
+  ScratchDir dir("check_4d_pixdim");
+  const std::array<int64_t, 3> dim{12, 12, 10};
+  LabelMap l = phantom_labels(dim, {6, 6, 5}, 4);
+  write_case(dir.str(), "C", Layout::brats2021, l);
+  write_case(dir.str(), "D", Layout::brats2021, l);
+  // C: its T1 file is a series of two volumes.
+  const std::string t1 = (dir.path() / "C" / "C_t1.nii.gz").string();
+  const Volume one = read_volume(t1);
+  Volume two = like<float>(one, 2);
+  std::copy(one.data.begin(), one.data.end(), two.data.begin());
+  std::copy(one.data.begin(), one.data.end(), two.data.begin() + one.n_voxels());
+  write_volume(t1, two);
+  // D: every file's sform has 2 mm columns, pixdim still says 1 mm (no qform).
+  for (const char* f : {"D_t1", "D_t1ce", "D_t2", "D_flair"}) {
+    const std::string path = (dir.path() / "D" / (std::string(f) + ".nii.gz")).string();
+    Volume v = read_volume(path);
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j) v.source.srow[i][j] *= 2;
+    v.source.qform_code = 0;
+    write_volume(path, v);
+    EXPECT_DOUBLE_EQ(read_volume(path).spacing[0], 2.0) << "spacing from the sform's columns";
+  }
+  CheckOptions opt;
+  opt.dir = dir.str();
+  opt.quiet = true;
+  CheckReport r = check_dataset(opt);
+  const std::string text = format_check_report(r);
+  EXPECT_NE(text.find("C_t1.nii.gz: a 4D image of 2 volumes where one 3D t1 volume is expected"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("D_flair.nii.gz: pixdim gives 1x1x1 mm but the sform's columns 2x2x2 mm"),
+            std::string::npos)
+      << text;
+}
+
 }  // namespace
 }  // namespace kdseg

@@ -95,8 +95,12 @@ void make_experiment(const fs::path& exp, bool with_predictions = true) {
     write_text(exp / "seed1" / "runs" / model / "config.json",
                std::string("{\"command\": \"train\", \"options\": {\"model\": \"") + model +
                    "\", \"steps\": 20}}\n");
-    write_text(exp / "seed1" / "runs" / model / "done.json",
-               "{\"steps\": 20, \"best_step\": 20, \"best_mean_dice\": 0.6, \"seconds\": 24.5}\n");
+    // The student ran without validation (as reproduce's runs do): done.json says -1.
+    write_text(
+        exp / "seed1" / "runs" / model / "done.json",
+        std::string(model) == "unet"
+            ? "{\"steps\": 20, \"best_step\": 20, \"best_mean_dice\": 0.6, \"seconds\": 24.5}\n"
+            : "{\"steps\": 20, \"best_step\": -1, \"best_mean_dice\": -1, \"seconds\": 24.5}\n");
   }
   write_text(exp / "config.json", "{\"command\": \"reproduce\", \"options\": {\"seeds\": [1]}}\n");
   write_text(exp / "results.json",
@@ -500,6 +504,12 @@ TEST(ReportBrowser, OpensInHeadlessChromiumWithNiiVueAndWithoutWebGL) {
   EXPECT_NE(st_dom.find("data-viewer=\"static\""), std::string::npos);
   EXPECT_NE(st_dom.find("src=\"png/case_000_reference.png\""), std::string::npos);
   EXPECT_NE(st_dom.find("id=\"results-table\""), std::string::npos);
+  // Training table: a run without validation shows a dash, not done.json's -1.
+  EXPECT_NE(st_dom.find("<td>unet (seed 1)</td><td>20</td><td>0.600</td><td>20</td>"),
+            std::string::npos);
+  EXPECT_NE(st_dom.find("<td>student (seed 1)</td><td>20</td><td>—</td><td>—</td>"),
+            std::string::npos);
+  EXPECT_EQ(st_dom.find("-1.000"), std::string::npos);
   EXPECT_TRUE(is_png(d / "static.png"));
 
   // Kept beside the test binary for a person to look at.

@@ -208,9 +208,12 @@
     var rows = runs.map(function (r) {
       var d = r.done || {};
       var val = (r.log.val_mean_dice || []).filter(isNum);
+      // A run without validation records best_mean_dice -1 and best_step -1: no score to show.
+      var validated = isNum(d.best_mean_dice) ? d.best_mean_dice >= 0 : val.length > 0;
+      var best = isNum(d.best_mean_dice) ? d.best_mean_dice : (val.length ? Math.max.apply(null, val) : NaN);
       return el('tr', {}, [el('td', { text: r.name }), el('td', { text: d.steps !== undefined ? String(d.steps) : String(lastNum(r.log.step)) }),
-        el('td', { text: fmt(isNum(d.best_mean_dice) ? d.best_mean_dice : (val.length ? Math.max.apply(null, val) : NaN), 3) }),
-        el('td', { text: d.best_step !== undefined ? String(d.best_step) : '–' }),
+        el('td', { text: validated ? fmt(best, 3) : '—' }),
+        el('td', { text: validated && d.best_step !== undefined && d.best_step >= 0 ? String(d.best_step) : '—' }),
         el('td', { text: isNum(d.seconds) ? duration(d.seconds) : (isNum(lastNum(r.log.elapsed_s)) ? duration(lastNum(r.log.elapsed_s)) + ' (not finished)' : '–') })]);
     });
     b.appendChild(el('table', { 'class': 'plain' }, [

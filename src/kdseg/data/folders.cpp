@@ -176,6 +176,10 @@ TrainingData prepare_training_data(const TrainingDataOptions& opt, const Preproc
     else
       td.validation.push_back(cached[i]);
   }
+  const bool any_set = std::any_of(td.pools.begin(), td.pools.end(),
+                                   [](const SamplePool& p) { return p.weight > 0; });
+  for (auto& p : td.pools)
+    if (!(p.weight > 0)) p.weight = any_set ? 1.0 : static_cast<double>(p.cases.size());
   return td;
 }
 

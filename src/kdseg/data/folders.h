@@ -22,15 +22,18 @@
 namespace kdseg {
 
 struct DataFolderSpec {
-  std::string dir;      // e.g. "cohort/labeled"
-  double weight = 1.0;  // share of samples drawn from it (normalised over folders), e.g. 0.5
+  std::string dir;    // e.g. "cohort/labeled"
+  double weight = 0;  // share of samples drawn from it (normalised over folders), e.g. 0.5;
+                      // 0 = unset: when no folder sets one, each folder weighs its number of
+                      // training cases (the cases are pooled, as the paper trains); when some
+                      // do, an unset one weighs 1
 };
 // "DIR" or "DIR:W" (W a positive number). Throws kdseg::Error naming --data.
 DataFolderSpec parse_data_arg(const std::string& arg);
 
 struct DataFolder {
   std::string dir;
-  double weight = 1.0;
+  double weight = 0;               // as DataFolderSpec
   bool pseudo = false;             // dataset.json says "kind": "pseudo"
   std::string target = "hard";     // pseudo folders: "hard" or "soft"
   std::vector<CaseInput> cases;    // sorted by ID

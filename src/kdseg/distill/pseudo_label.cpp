@@ -23,16 +23,6 @@ void write_json_atomic(const fs::path& path, const json& j) {
   write_file_atomic(path.string(), reinterpret_cast<const uint8_t*>(text.data()), text.size());
 }
 
-// Links (or copies) `from` to `to`, replacing a previous file.
-void link_or_copy(const std::string& from, const fs::path& to) {
-  std::error_code ec;
-  const fs::path tmp = to.string() + ".tmp";
-  fs::remove(tmp, ec);
-  fs::create_hard_link(from, tmp, ec);
-  if (ec) fs::copy_file(from, tmp, fs::copy_options::overwrite_existing);
-  fs::rename(tmp, to);
-}
-
 // Rebuilds OUT/dataset.json from every OUT/<ID>/pseudo.json.
 int write_dataset_json(const fs::path& out, const PseudoLabelOptions& opt,
                        const Ensemble& ensemble) {
@@ -94,6 +84,12 @@ PseudoLabelReport pseudo_label(const PseudoLabelOptions& opt) {
     throw Error("--target", "\"" + opt.target + "\" is neither hard nor soft");
   if (!(opt.ignore_band >= 0 && opt.ignore_band < 0.5))
     throw Error("--ignore-band", "must be in [0, 0.5)");
+  if (opt.target == "soft" && opt.ignore_band > 0 && !opt.soft_with_ignore)
+    throw Error("--target soft --ignore-band " + json(opt.ignore_band).dump(),
+                "the ignore mask zeroes the loss exactly at the uncertain voxels, where soft "
+                "targets differ from hard ones: the soft targets would carry almost nothing",
+                "choose one (soft targets, or hard targets with an ignore band), or pass "
+                "--soft-with-ignore-band to keep both");
   if (opt.n_shards < 1 || opt.shard < 0 || opt.shard >= opt.n_shards)
     throw Error("--shard", "must be i/N with 0 <= i < N");
   const PredictOptions& po = opt.predict;
@@ -120,7 +116,7 @@ PseudoLabelReport pseudo_label(const PseudoLabelOptions& opt) {
       const fs::path to = stem + kSuffix[m] + ".nii.gz";
       if (layout != Layout::msd && files.image[m].size() > 7 &&
           files.image[m].substr(files.image[m].size() - 7) == ".nii.gz") {
-        link_or_copy(files.image[m], to);
+        link_or_copy(files.image[m], to.string());
       } else {  // a frame of a 4D file, or an uncompressed .nii: written as its own volume
         Volume v = like<float>(p.data->image, 1);
         std::copy(p.data->image.channel(m), p.data->image.channel(m) + v.n_voxels(),

@@ -26,11 +26,13 @@
 namespace kdseg {
 
 struct PseudoLabelOptions {
-  PredictOptions predict;       // models, weights, in, out, inference, threshold, post, overwrite
-  std::string target = "hard";  // hard (the paper) or soft (also the ensemble's probabilities)
-  double ignore_band = 0;       // ignore mask where |p - threshold| < band for some region, e.g.
-                                // 0.2; 0 = no mask
-  int shard = 0, n_shards = 1;  // --shard i/N
+  PredictOptions predict;         // models, weights, in, out, inference, threshold, post, overwrite
+  std::string target = "hard";    // hard (the paper) or soft (also the ensemble's probabilities)
+  double ignore_band = 0;         // ignore mask where |p - threshold| < band for some region, e.g.
+                                  // 0.2; 0 = no mask
+  bool soft_with_ignore = false;  // allow target soft with an ignore band (refused by default:
+                                  // the mask drops the loss where soft targets differ from hard)
+  int shard = 0, n_shards = 1;    // --shard i/N
 };
 
 // "i/N" with 0 <= i < N. Throws kdseg::Error naming --shard.

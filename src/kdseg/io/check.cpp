@@ -33,6 +33,23 @@ std::string form_disagreement(const NiftiHeader& h) {
          ") disagree; kdseg uses the sform";
 }
 
+// pixdim's voxel sizes against the lengths of the chosen matrix's columns (what kdseg measures
+// distances and volumes with).
+std::string spacing_disagreement(const NiftiHeader& h) {
+  if (h.sform_code <= 0) return "";  // the qform's columns are pixdim by construction
+  const std::array<double, 3> m = affine_spacing(sform_matrix(h));
+  for (int j = 0; j < 3; ++j)
+    if (std::fabs(m[j] - h.pixdim[j + 1]) > 1e-3 * std::max(1.0, m[j])) {
+      char buf[200];
+      std::snprintf(buf, sizeof buf,
+                    "pixdim gives %.4gx%.4gx%.4g mm but the sform's columns %.4gx%.4gx%.4g mm; "
+                    "kdseg uses the sform's (HD95 and volumes in those mm)",
+                    h.pixdim[1], h.pixdim[2], h.pixdim[3], m[0], m[1], m[2]);
+      return buf;
+    }
+  return "";
+}
+
 CaseCheck check_case(const CaseFiles& files, LabelConvention convention) {
   CaseCheck out;
   out.id = files.id;
@@ -57,6 +74,11 @@ CaseCheck check_case(const CaseFiles& files, LabelConvention convention) {
                          axis_codes(affine(h)) + ", NIfTI-" + std::to_string(h.version));
       std::string d = form_disagreement(h);
       if (!d.empty()) problem(path, d);
+      d = spacing_disagreement(h);
+      if (!d.empty()) problem(path, d);
+      if (files.frame[m] < 0 && v.n_channels > 1)
+        problem(path, "a 4D image of " + std::to_string(v.n_channels) + " volumes where one 3D " +
+                          kModalityNames[m] + " volume is expected");
       if (!have_first) {
         first = std::move(v);
         have_first = true;

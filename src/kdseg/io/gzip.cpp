@@ -236,4 +236,14 @@ void write_file_atomic(const std::string& path, const uint8_t* bytes, size_t siz
   }
 }
 
+void link_or_copy(const std::string& from, const std::string& to) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path tmp = to + ".tmp." + std::to_string(::getpid());
+  fs::remove(tmp, ec);
+  fs::create_hard_link(from, tmp, ec);
+  if (ec) fs::copy_file(from, tmp, fs::copy_options::overwrite_existing);
+  fs::rename(tmp, to);
+}
+
 }  // namespace kdseg

@@ -28,5 +28,8 @@ std::vector<uint8_t> gzip(const uint8_t* bytes, size_t size, int level = 4);
 std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes = SIZE_MAX);
 // Writes to `path`.tmp.<pid> then renames over `path`: readers never see a half-written file.
 void write_file_atomic(const std::string& path, const uint8_t* bytes, size_t size);
+// Puts `from` at `to` as a hard link, or a copy where links are impossible (another file
+// system), through a temporary name; a previous `to` is replaced.
+void link_or_copy(const std::string& from, const std::string& to);
 
 }  // namespace kdseg

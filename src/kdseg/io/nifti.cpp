@@ -321,10 +321,17 @@ Image<T> canonical_frame(const NiftiHeader& h) {
   Image<T> img;
   img.source = h;
   img.n_channels = h.dim[4];
-  img.to_canonical = axis_map_to_ras(affine(h));
+  // Voxel sizes from the matrix that also orients the image (sform, else qform, else pixdim),
+  // so that distances and volumes agree with the geometry used; pixdim where the matrix has a
+  // degenerate column. `kdseg check` reports a pixdim that disagrees.
+  const Mat44 m = affine(h);
+  img.to_canonical = axis_map_to_ras(m);
+  const std::array<double, 3> from_matrix = affine_spacing(m);
   for (int a = 0; a < 3; ++a) {
-    img.dim[a] = h.dim[img.to_canonical.perm[a] + 1];
-    double s = h.pixdim[img.to_canonical.perm[a] + 1];
+    const int j = img.to_canonical.perm[a];
+    img.dim[a] = h.dim[j + 1];
+    const double s =
+        from_matrix[j] > 0 && std::isfinite(from_matrix[j]) ? from_matrix[j] : h.pixdim[j + 1];
     img.spacing[a] = s > 0 ? s : 1.0;
   }
   return img;

@@ -113,6 +113,13 @@ Mat44 affine(const NiftiHeader& h) {
   return m;
 }
 
+std::array<double, 3> affine_spacing(const Mat44& m) {
+  std::array<double, 3> s{};
+  for (int j = 0; j < 3; ++j)
+    s[j] = std::sqrt(m[0][j] * m[0][j] + m[1][j] * m[1][j] + m[2][j] * m[2][j]);
+  return s;
+}
+
 void set_affine(NiftiHeader& h, const Mat44& m, int32_t code) {
   for (int i = 0; i < 3; ++i) h.srow[i] = m[i];
   h.sform_code = code;

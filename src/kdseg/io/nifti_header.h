@@ -58,6 +58,8 @@ Mat44 sform_matrix(const NiftiHeader& h);
 // The matrix kdseg uses: sform when sform_code > 0, else qform when qform_code > 0, else the
 // pixdim scaling ("method 1").
 Mat44 affine(const NiftiHeader& h);
+// Voxel size (mm) along file axes i, j, k: the lengths of the matrix's first three columns.
+std::array<double, 3> affine_spacing(const Mat44& m);
 // Writes a matrix into the header as both sform and qform (codes set to `code`, e.g. 1 scanner);
 // the qform keeps the rotation part of `m` (shears and non-orthogonal parts only in the sform).
 void set_affine(NiftiHeader& h, const Mat44& m, int32_t code = 1);

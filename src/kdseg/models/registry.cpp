@@ -24,9 +24,13 @@ PaperFacts paper_facts(const std::string& arch) {
   if (arch == "unet")
     return {"No-New-Net 3D UNet, InstanceNorm + LeakyReLU (Isensee 2018)", "128x128x128"};
   if (arch == "resunet")
-    return {"asymmetric residual UNet, GroupNorm + ReLU (Myronenko 2018)", "144x144x128"};
+    return {
+        "asymmetric residual UNet, GroupNorm + ReLU (Myronenko 2018; base width 16 where he "
+        "used 32: widths [32,64,128,256] give his)",
+        "144x144x128"};
   if (arch == "resunet-vae")
-    return {"resunet + VAE regulariser branch (Myronenko 2018)", "144x144x128"};
+    return {"resunet + VAE regulariser branch (Myronenko 2018; base width 16, his 32)",
+            "144x144x128"};
   if (arch == "cascade")
     return {"3-scale cascade of multi-encoder UNets, max merge (Lachinov 2018)",
             "128x128x128 (resampled)"};

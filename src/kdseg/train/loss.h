@@ -27,7 +27,9 @@ struct LossOptions {
   double dice_weight = 1.0;  // e.g. 1
   double bce_weight = 1.0;   // e.g. 1 (0 = Dice only)
   double vae_l2_weight = 0.1;  // resunet-vae reconstruction term (Myronenko: 0.1)
-  double vae_kl_weight = 0.1;  // resunet-vae KL term (Myronenko: 0.1)
+  double vae_kl_weight = 0.1;  // resunet-vae KL term (Myronenko: 0.1 on a KL sum divided by the
+                               // D·H·W voxels; vae_kl_loss divides by C·D·H·W, so with 4
+                               // channels 0.1 here acts as his 0.025 and 0.4 is his 0.1)
   std::vector<double> deep_supervision{0.2, 0.3, 0.4};  // cascade, coarse → fine (the last
                                                         // weights the full-resolution output)
 };

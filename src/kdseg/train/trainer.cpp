@@ -238,6 +238,51 @@ std::vector<std::string> dead_region_warnings(const at::Tensor& counts, int64_t 
   return out;
 }
 
+double time_train_steps(const TrainOptions& given, int n_steps, int n_warmup) {
+  const TrainOptions opt = with_paper_defaults(given);
+  json model_options = opt.model_options.is_null() ? json::object() : opt.model_options;
+  if (opt.model == "resunet-vae" && !model_options.contains("vae_input_shape"))
+    model_options["vae_input_shape"] = opt.patch;
+  torch::manual_seed(opt.seed);
+  SegNet net = make_net(opt.model, model_options);
+  const torch::Device device(opt.device);
+  net->to(device);
+  net->train();
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (const auto& p : net->named_parameters()) named.emplace_back(p.key(), p.value());
+  OptimizerOptions optim = opt.optimizer_options;
+  optim.kind = opt.optimizer;
+  Optimizer optimizer(named, optim);
+  const std::vector<int64_t> shape{opt.batch, 4, opt.patch[0], opt.patch[1], opt.patch[2]};
+  const at::Tensor x = torch::randn(shape).to(device);
+  const at::Tensor y = (torch::rand({opt.batch, 3, opt.patch[0], opt.patch[1], opt.patch[2]}) > 0.9)
+                           .to(at::kFloat)
+                           .to(device);
+  std::vector<double> seconds;
+  for (int k = 0; k < n_warmup + n_steps; ++k) {
+    const auto t = Clock::now();
+    optimizer.zero_grad();
+    SegOutput o;
+    {
+      AutocastGuard autocast(opt.bf16, opt.device);
+      o = net->forward(x);
+    }
+    o.logits = o.logits.to(at::kFloat);
+    for (auto& d : o.deep) d = d.to(at::kFloat);
+    if (o.recon.defined()) {
+      o.recon = o.recon.to(at::kFloat);
+      o.mu = o.mu.to(at::kFloat);
+      o.logvar = o.logvar.to(at::kFloat);
+    }
+    segmentation_loss(o, y, x, {}, opt.loss).total.backward();
+    optimizer.step(opt.lr);
+    (void)named.front().second.sum().item<double>();  // waits for an asynchronous device
+    if (k >= n_warmup) seconds.push_back(seconds_since(t));
+  }
+  std::sort(seconds.begin(), seconds.end());
+  return seconds[seconds.size() / 2];
+}
+
 TrainResult train(const TrainOptions& given) {
   const TrainOptions opt = with_paper_defaults(given);
   const auto t_setup = Clock::now();
@@ -691,6 +736,16 @@ TrainResult train(const TrainOptions& given) {
     result.warnings = dead_region_warnings(c, tail_steps);
   }
   if (rank0) {
+    // The samples each data folder gave over the whole run (every rank's, before and after any
+    // resume): the draws depend only on (seed, step, index), so they are counted again here.
+    std::vector<int64_t> drawn(td.pools.size(), 0);
+    for (int64_t s = 0; s < step; ++s)
+      for (int64_t i = 0; i < opt.batch * world; ++i) ++drawn[sampler->draw(s, i).pool];
+    json per_folder = json::object();
+    for (size_t k = 0; k < td.pools.size(); ++k)
+      per_folder[td.pools[k].name] = {{"samples", drawn[k]},
+                                      {"weight", td.pools[k].weight},
+                                      {"cases", td.pools[k].cases.size()}};
     write_json_atomic((out / "done.json").string(),
                       {{"steps", step},
                        {"best_step", best_step},
@@ -702,6 +757,7 @@ TrainResult train(const TrainOptions& given) {
                         result.seconds > 0 ? result.collective_seconds / result.seconds : 0},
                        {"train_hard_dice", tail},
                        {"train_hard_dice_steps", tail_steps},
+                       {"data_folders", per_folder},
                        {"warnings", result.warnings}});
     for (const auto& w : result.warnings) std::fprintf(stderr, "train: warning: %s\n", w.c_str());
   }

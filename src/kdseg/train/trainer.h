@@ -113,6 +113,12 @@ std::vector<std::string> dead_region_warnings(const at::Tensor& counts, int64_t 
 // stride, empty or unlabelled data folder, a resume that does not match the run).
 TrainResult train(const TrainOptions& opt);
 
+// Seconds per optimiser step of the run `opt` describes (its model, options, patch, batch,
+// optimiser, bf16, device), measured on random inputs and targets: `n_warmup` steps, then the
+// median of `n_steps`. Reads no data and writes nothing; the data loader's work (which runs
+// ahead on its own threads) is not included. For projections such as reproduce --dry-run.
+double time_train_steps(const TrainOptions& opt, int n_steps = 2, int n_warmup = 1);
+
 // Validation Dice per region (WT, TC, ET) of probabilities (3,D,H,W) thresholded at 0.5 against
 // internal labels (D,H,W); both empty = 1.
 std::array<double, 3> region_dice(const at::Tensor& probs, const at::Tensor& labels);
