@@ -11,19 +11,35 @@
 
 namespace kdseg::cli {
 
-CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptions& runtime) {
+CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptions& runtime,
+                              bool* dry_run) {
   CLI::App* cmd = app.add_subcommand(
       "reproduce",
       "Run the paper's experiment end to end: synthetic cohort, three teachers, ensemble, "
-      "pseudo-labels, distilled student and a labelled-only control, over several seeds; "
-      "prints Table 1/2-style results with paired bootstrap intervals and writes a report");
+      "pseudo-labels, distilled student, a labelled-only control and an oracle (the student on "
+      "the true labels of every case), over several seeds; prints Table 1/2-style results with "
+      "paired bootstrap intervals, says whether the run is data- or budget-limited, and writes "
+      "a report");
   cmd->add_option("--out", opt.out, "Experiment folder (layout: docs/outputs.md)")
       ->capture_default_str();
   cmd->add_option("--preset", opt.preset,
-                  "cpu (~20 min on 2 cores), tiny (minutes), paper (the paper's sizes; a GPU)")
+                  "quick (a first look, ~10 min on 2 cores, 1 seed), cpu (the default, ~35 min, "
+                  "3 seeds), long (1000 steps per model: data-limited, ~2 h), paper (the paper's "
+                  "sizes and schedules: a GPU, days), tiny (tests)")
       ->capture_default_str();
-  cmd->add_option("--seeds", opt.n_seeds, "Seeds 1..N (initialisation and sampling of all models)")
+  cmd->add_option("--seeds", opt.n_seeds,
+                  "Seeds 1..N (initialisation and sampling of all models); 0 = the preset's")
       ->capture_default_str();
+  cmd->add_option("--teachers", opt.teachers,
+                  "The ensemble's members: recipe names with an optional :count, e.g. "
+                  "student:3 or unet:2,cascade (unet, resunet, resunet-vae, cascade, student)")
+      ->capture_default_str();
+  cmd->add_option("--only-seed", opt.only_seed,
+                  "Run only this seed's models (one seed per process or machine, same --out) and "
+                  "stop before the tables; 0 = every seed")
+      ->capture_default_str();
+  cmd->add_flag("!--no-oracle", opt.oracle,
+                "Skip the oracle row (the student on the true labels of every case)");
   cmd->add_option("--cohort", opt.cohort, "Use this cohort folder (kdseg synth) instead");
   cmd->add_option("--labeled", opt.n_labeled, "Labelled cases; 0 = the preset's")
       ->capture_default_str();
@@ -36,7 +52,7 @@ CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptio
   cmd->add_option("--teacher-steps", opt.teacher_steps, "Steps per teacher; 0 = the preset's")
       ->capture_default_str();
   cmd->add_option("--student-steps", opt.student_steps,
-                  "Steps of the student and the control; 0 = the preset's")
+                  "Steps of the student, the control and the oracle; 0 = the preset's")
       ->capture_default_str();
   cmd->add_option("--pseudo-target", opt.pseudo_target, "hard (the paper) or soft; \"\" = preset");
   cmd->add_option("--pseudo-weight", opt.pseudo_weight,
@@ -54,6 +70,10 @@ CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptio
       },
       "Recipe overrides as JSON, e.g. '{\"unet\":{\"steps\":500,\"lr\":0.001}}'");
   cmd->add_flag("!--no-report", opt.report, "Do not write the HTML report");
+  cmd->add_flag("--dry-run", *dry_run,
+                "Print each model's steps, epochs, learning rates, patch and batch and the "
+                "projected training time (a few steps of each model timed on this device), "
+                "then stop without training");
   cmd->add_flag("--quiet", opt.quiet, "No progress lines");
   add_common_flags(cmd, runtime);
   return cmd;
@@ -62,10 +82,15 @@ CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptio
 void add_reproduce_command(CLI::App& app) {
   auto opt = std::make_shared<ReproduceOptions>();
   auto runtime = std::make_shared<RuntimeOptions>();
-  CLI::App* cmd = add_reproduce_flags(app, *opt, *runtime);
-  cmd->callback([opt, runtime, cmd] {
+  auto dry_run = std::make_shared<bool>(false);
+  CLI::App* cmd = add_reproduce_flags(app, *opt, *runtime, dry_run.get());
+  cmd->callback([opt, runtime, cmd, dry_run] {
     opt->device = apply_runtime_flags(*runtime);
     opt->threads = runtime->threads;
+    if (*dry_run) {
+      std::cout << plan_reproduce(*opt, true).text;
+      return;
+    }
     std::filesystem::create_directories(opt->out);
     write_resolved_config(cmd, (std::filesystem::path(opt->out) / "options.json").string());
     const ReproduceResult r = reproduce(*opt);

@@ -20,7 +20,8 @@ void add_predict_command(CLI::App& app);
 CLI::App* add_pseudo_label_flags(CLI::App& app, PseudoLabelOptions& opt, std::string& shard,
                                  RuntimeOptions& runtime);
 void add_pseudo_label_command(CLI::App& app);
-CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptions& runtime);
+CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptions& runtime,
+                              bool* dry_run);
 void add_reproduce_command(CLI::App& app);
 
 }  // namespace kdseg::cli

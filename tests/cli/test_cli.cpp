@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 
 #include "kdseg/cli.h"
 #include "kdseg/io/nifti.h"
@@ -242,6 +243,33 @@ TEST_F(CliCommands, CheckOnAnEmptyFolderFailsClearly) {
   auto r = run_kdseg("check " + dir.str("empty"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("holds no cases"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace kdseg
+
+namespace kdseg {
+namespace {
+
+TEST(CliReproduce, DryRunPlansEveryModelWithoutTraining) {
+  test::ScratchDir dir("cli_reproduce_dry_run");
+  auto r = test::run_kdseg("reproduce --preset tiny --dry-run --threads 2 --out " + dir.str("exp"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Plan of reproduce --preset tiny: 1 seed(s); 3 labelled, 4 unlabelled"),
+            std::string::npos)
+      << r.output;
+  // Teachers: 60 steps over 3 labelled cases at batch 2 (2 steps an epoch: 30 epochs); the
+  // student's runs over 3 + 4 cases (4 steps an epoch).
+  EXPECT_TRUE(std::regex_search(r.output, std::regex(R"(\nunet +teacher +60 +30\.0 +2 )")))
+      << r.output;
+  EXPECT_TRUE(
+      std::regex_search(r.output, std::regex(R"(\ncascade +teacher +60 +30\.0 +2 +32x32x32 )")))
+      << r.output;
+  EXPECT_TRUE(std::regex_search(
+      r.output, std::regex(R"(\nstudent +student, control, oracle +60 +15\.0 +4 +32x32x32 )")))
+      << r.output;
+  EXPECT_NE(r.output.find("Projected training time:"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "exp")) << "a dry run writes nothing";
 }
 
 }  // namespace

@@ -26,16 +26,18 @@ TEST(Reproduce, MiniatureExperimentRunsEveryStageAndResumes) {
   auto r = test::run_kdseg(cmd);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("Dice ET"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("Paired per-case differences"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("student  - control"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Paired differences (a - b)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("student - control"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("oracle - control"), std::string::npos) << r.output;
 
   const fs::path exp = dir.path() / "exp", s1 = exp / "seed1";
   const auto test_ids = discover_dataset(std::string(KDSEG_TEST_COHORT) + "/test").cases;
-  for (const char* m : {"unet", "resunet-vae", "cascade", "student", "control"}) {
+  for (const char* m : {"unet", "resunet-vae", "cascade", "student", "control", "oracle"}) {
     EXPECT_TRUE(fs::exists(s1 / "runs" / m / "done.json")) << m;
     EXPECT_TRUE(fs::exists(s1 / "runs" / m / "checkpoints" / "last.pt")) << m;
   }
-  for (const char* m : {"unet", "resunet-vae", "cascade", "ensemble", "student", "control"}) {
+  for (const char* m :
+       {"unet", "resunet-vae", "cascade", "ensemble", "student", "control", "oracle"}) {
     for (const auto& c : test_ids)
       EXPECT_TRUE(fs::exists(s1 / "pred" / m / (c.id + ".nii.gz"))) << m << " " << c.id;
     EXPECT_TRUE(fs::exists(s1 / "eval" / m / "metrics.csv")) << m;
@@ -47,9 +49,38 @@ TEST(Reproduce, MiniatureExperimentRunsEveryStageAndResumes) {
   EXPECT_TRUE(fs::exists(exp / "report" / "index.html"));
 
   const nlohmann::json res = nlohmann::json::parse(std::ifstream((exp / "results.json").string()));
-  ASSERT_EQ(res["methods"].size(), 6u);
-  ASSERT_EQ(res["paired"].size(), 12u);
-  for (const auto& p : res["paired"]) EXPECT_FALSE(p["verdict"].get<std::string>().empty());
+  ASSERT_EQ(res["methods"].size(), 7u);
+  // (a)-(d) and the oracle against the control, 4 metrics each; 2 test cases: no verdicts.
+  ASSERT_EQ(res["paired"].size(), 20u);
+  for (const auto& p : res["paired"]) {
+    EXPECT_NE(p["verdict"].get<std::string>().find("too few cases"), std::string::npos);
+    EXPECT_GE(p["p_holm"].get<double>(), p["p"].get<double>());
+  }
+  // The oracle trained on the labelled cases and the unlabelled ones with their true labels.
+  const auto oracle_config =
+      nlohmann::json::parse(std::ifstream((s1 / "runs" / "oracle" / "config.json").string()));
+  EXPECT_NE(oracle_config.dump().find("oracle-data"), std::string::npos);
+  for (const auto& c : discover_dataset(std::string(KDSEG_TEST_COHORT) + "/unlabeled").cases)
+    EXPECT_TRUE(fs::exists(exp / "oracle-data" / c.id / (c.id + "_seg.nii.gz"))) << c.id;
+  // The student and the oracle drew from their second folder as the cases are pooled (3
+  // labelled, 2 unlabelled: 2/5 of 80 samples = 32 expected); the control only from labelled.
+  for (const auto& [run, folder] : std::vector<std::pair<std::string, fs::path>>{
+           {"student", s1 / "pseudo"}, {"oracle", exp / "oracle-data"}}) {
+    const auto done =
+        nlohmann::json::parse(std::ifstream((s1 / "runs" / run / "done.json").string()));
+    ASSERT_TRUE(done["data_folders"].contains(folder.string())) << done.dump();
+    const int64_t n = done["data_folders"][folder.string()]["samples"].get<int64_t>();
+    EXPECT_GE(n, 16) << run;
+    EXPECT_LE(n, 48) << run;
+  }
+  const auto control_done =
+      nlohmann::json::parse(std::ifstream((s1 / "runs" / "control" / "done.json").string()));
+  EXPECT_EQ(control_done["data_folders"].size(), 1u);
+  ASSERT_TRUE(res.contains("regime"));
+  const std::string sentence = res["regime"]["sentence"];
+  EXPECT_NE(r.output.find(sentence), std::string::npos) << r.output;
+  EXPECT_EQ(res["regime"]["data_limited"].get<bool>(),
+            sentence.find("data-limited") != std::string::npos);
   // The teachers learned something: WT Dice well above an untrained network's (this run
   // reaches ~0.75 for the ensemble and its best teacher on this machine; an untrained net's
   // near-0.5 probabilities score ~0.1-0.2)
@@ -60,7 +91,7 @@ TEST(Reproduce, MiniatureExperimentRunsEveryStageAndResumes) {
   EXPECT_GT(res["table"]["ensemble"]["dice_wt"]["mean"].get<double>(), 0.45);
   // Every run reports its training patches' hard Dice; the trainer's warnings are gathered.
   ASSERT_TRUE(res["warnings"].is_array());
-  for (const char* m : {"unet", "resunet-vae", "cascade", "student", "control"}) {
+  for (const char* m : {"unet", "resunet-vae", "cascade", "student", "control", "oracle"}) {
     const auto done =
         nlohmann::json::parse(std::ifstream((s1 / "runs" / m / "done.json").string()));
     EXPECT_TRUE(done["train_hard_dice"].contains("wt")) << m;
@@ -70,6 +101,35 @@ TEST(Reproduce, MiniatureExperimentRunsEveryStageAndResumes) {
   r = test::run_kdseg(cmd);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("already finished"), std::string::npos) << r.output;
+}
+
+TEST(Reproduce, TeacherSetFromTheCommandLine) {
+  // Two seeds of the student architecture as the ensemble: two runs, both in the ensemble.
+  test::ScratchDir dir("e2e_reproduce_teachers");
+  const std::string cmd = "reproduce --preset tiny --seeds 1 --cohort " +
+                          std::string(KDSEG_TEST_COHORT) + " --out " + dir.str("exp") +
+                          " --teachers student:2 --no-oracle --teacher-steps 10 "
+                          "--student-steps 4 --no-report --threads 2";
+  auto r = test::run_kdseg(cmd);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fs::path s1 = dir.path() / "exp" / "seed1";
+  const nlohmann::json res =
+      nlohmann::json::parse(std::ifstream((dir.path() / "exp" / "results.json").string()));
+  EXPECT_EQ(res["methods"],
+            nlohmann::json({"student-1", "student-2", "ensemble", "student", "control"}));
+  EXPECT_FALSE(res.contains("regime"));
+  // Different seeds: the two teachers' weights differ.
+  const auto c1 =
+      nlohmann::json::parse(std::ifstream((s1 / "runs/student-1/config.json").string()));
+  const auto c2 =
+      nlohmann::json::parse(std::ifstream((s1 / "runs/student-2/config.json").string()));
+  EXPECT_EQ(c1["train"]["seed"].get<int>(), 1);
+  EXPECT_EQ(c2["train"]["seed"].get<int>(), 1001);
+  const auto pseudo = nlohmann::json::parse(std::ifstream((s1 / "pseudo/dataset.json").string()));
+  EXPECT_EQ(pseudo["teachers"].size(), 2u);
+  EXPECT_FALSE(fs::exists(s1 / "runs" / "oracle"));
+
+  EXPECT_NE(test::run_kdseg("reproduce --teachers vnet:2 --out " + dir.str("bad")).exit_code, 0);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// The pure parts of `kdseg reproduce`: the presets' recipes with their overrides, and the paired
-// bootstrap behind the verdicts.
+// The pure parts of `kdseg reproduce`: the presets' recipes with their overrides, the teacher
+// list, and the regime read from the oracle (the statistics: tests/eval/test_paired.cpp).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,7 +13,7 @@ namespace {
 TEST(ExperimentRecipes, CpuPresetSizesAndOverrides) {
   ReproduceOptions o;  // preset cpu
   auto r = reproduce_recipes(o);
-  ASSERT_EQ(r.size(), 4u);
+  ASSERT_EQ(r.size(), 5u);  // unet, resunet, resunet-vae, cascade, student
   const ReproduceOptions resolved = with_preset(o);
   EXPECT_EQ(resolved.n_labeled, 4);
   EXPECT_EQ(resolved.n_test, 40);
@@ -51,33 +51,79 @@ TEST(ExperimentRecipes, CpuPresetSizesAndOverrides) {
   EXPECT_THROW(reproduce_recipes(o), Error);
 }
 
-TEST(ExperimentStatistics, PairedBootstrapFindsAShiftAndNotNoise) {
-  // b = a - 0.05 exactly: every resample's mean difference is 0.05.
-  std::vector<double> a, b, c;
-  for (int i = 0; i < 40; ++i) {
-    a.push_back(0.5 + 0.3 * std::sin(i * 1.7));
-    b.push_back(a.back() - 0.05);
-    // c differs from a by a zero-mean alternating +-0.1: no systematic difference.
-    c.push_back(a.back() + (i % 2 ? 0.1 : -0.1));
+TEST(ExperimentRecipes, PresetsDifferInStepsAndSeeds) {
+  ReproduceOptions o;
+  o.preset = "quick";
+  ReproduceOptions q = with_preset(o);
+  EXPECT_EQ(q.n_seeds, 1);
+  o.preset = "long";
+  ReproduceOptions l = with_preset(o);
+  EXPECT_EQ(l.n_seeds, 3);
+  EXPECT_EQ(l.teacher_steps, 1000);
+  EXPECT_EQ(l.student_steps, 1000);
+  EXPECT_EQ(reproduce_recipes(o)["cascade"].steps, 500);
+  o.n_seeds = 2;  // an explicit --seeds wins
+  EXPECT_EQ(with_preset(o).n_seeds, 2);
+
+  // paper: 160k steps with the drop at 75 %; the cascade 500 epochs of the labelled set at
+  // batch 4 (20 cases: 5 steps an epoch).
+  o = ReproduceOptions{};
+  o.preset = "paper";
+  auto r = reproduce_recipes(o);
+  EXPECT_EQ(r["unet"].steps, 160000);
+  EXPECT_EQ(r["resunet-vae"].schedule, "step");
+  EXPECT_EQ(r["cascade"].steps, 2500);
+  EXPECT_EQ(r["cascade"].batch, 4);
+  EXPECT_EQ(r["cascade"].schedule, "exp");
+}
+
+TEST(ExperimentTeachers, ParsesNamesAndCounts) {
+  const std::vector<std::string> recipes{"cascade", "resunet", "resunet-vae", "student", "unet"};
+  auto t = parse_teachers("unet,resunet-vae,cascade", recipes);
+  ASSERT_EQ(t.size(), 3u);
+  EXPECT_EQ(t[0].name, "unet");
+  EXPECT_EQ(t[1].arch, "resunet-vae");
+  EXPECT_EQ(t[2].instance, 0);
+
+  t = parse_teachers("student:3", recipes);
+  ASSERT_EQ(t.size(), 3u);
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(t[k].arch, "student");
+    EXPECT_EQ(t[k].name, "student-" + std::to_string(k + 1));
+    EXPECT_EQ(t[k].instance, k);
   }
-  const PairedComparison shift = paired_bootstrap(a, b, 2000, 7);
-  EXPECT_NEAR(shift.diff, 0.05, 1e-12);
-  EXPECT_NEAR(shift.ci95[0], 0.05, 1e-9);
-  EXPECT_NEAR(shift.ci95[1], 0.05, 1e-9);
-  EXPECT_EQ(shift.n_cases, 40);
+  // A recipe named twice counts on: folders stay distinct.
+  t = parse_teachers("unet,cascade,unet", recipes);
+  ASSERT_EQ(t.size(), 3u);
+  EXPECT_EQ(t[0].name, "unet-1");
+  EXPECT_EQ(t[1].name, "cascade");
+  EXPECT_EQ(t[2].name, "unet-2");
+  EXPECT_EQ(t[2].instance, 1);
 
-  const PairedComparison noise = paired_bootstrap(a, c, 2000, 7);
-  EXPECT_NEAR(noise.diff, 0.0, 1e-12);
-  EXPECT_LT(noise.ci95[0], 0.0);
-  EXPECT_GT(noise.ci95[1], 0.0);
-  // The interval is about mean ± 1.96 sd/sqrt(n) = ± 0.031 for sd 0.1, n 40.
-  EXPECT_NEAR(noise.ci95[1] - noise.ci95[0], 2 * 1.96 * 0.1 / std::sqrt(40.0), 0.015);
+  for (const char* bad : {"", "vnet", "student:0", "student:x", "student:", "unet,,cascade"})
+    EXPECT_THROW(parse_teachers(bad, recipes), Error) << bad;
+}
 
-  // The same seed gives the same interval; the sides must match in length.
-  const PairedComparison again = paired_bootstrap(a, c, 2000, 7);
-  EXPECT_EQ(again.ci95, noise.ci95);
-  EXPECT_THROW(paired_bootstrap(a, std::vector<double>(39, 0.5)), Error);
-  EXPECT_THROW(paired_bootstrap({}, {}), Error);
+TEST(ExperimentRegime, DataLimitedOnlyWhenTheOracleIntervalIsAboveZero) {
+  PairedComparison oc;
+  oc.a = "oracle";
+  oc.b = "control";
+  oc.diff = 0.15;
+  oc.ci95_seeds = {0.09, 0.21};
+  RatioEstimate share{0.4, {0.1, 0.7}};
+  Regime r = judge_regime(oc, share);
+  EXPECT_TRUE(r.data_limited);
+  EXPECT_DOUBLE_EQ(r.share.value, 0.4);
+  EXPECT_NE(r.sentence.find("data-limited"), std::string::npos) << r.sentence;
+  EXPECT_NE(r.sentence.find("40 %"), std::string::npos) << r.sentence;
+
+  oc.diff = 0.02;
+  oc.ci95_seeds = {-0.01, 0.05};
+  r = judge_regime(oc, share);
+  EXPECT_FALSE(r.data_limited);
+  EXPECT_TRUE(std::isnan(r.share.value));
+  EXPECT_NE(r.sentence.find("budget-limited"), std::string::npos) << r.sentence;
+  EXPECT_NE(r.sentence.find("--preset long"), std::string::npos) << r.sentence;
 }
 
 }  // namespace

@@ -1,9 +1,12 @@
 #pragma once
 // `kdseg reproduce` (DESIGN §2, issue "the paper's experiment"): synthesise (or reuse) a cohort,
-// train the three teachers, ensemble them, pseudo-label the unlabelled cases, train the student
-// on labelled + pseudo-labelled data and — the control the paper lacks — the same student on the
-// labelled data alone; evaluate every method on the test split, over several seeds, and compare
-// the student with the control and with the ensemble case by case (paired bootstrap).
+// train the teachers (the paper's three by default), ensemble them, pseudo-label the unlabelled
+// cases, train the student on labelled + pseudo-labelled data, and two rows the paper lacks: the
+// control (the same student on the labelled data alone) and the oracle (the same student on the
+// true labels of the labelled and the unlabelled cases: the ceiling pseudo-labels could reach);
+// evaluate every method on the test split, over several seeds, and compare them case by case
+// (paired bootstrap, eval/paired.h). The oracle against the control says which regime the run is
+// in: data-limited (more labels help, so distillation can show a gain) or budget-limited.
 //
 // Layout of the output folder: docs/outputs.md ("The experiment"). Every stage is skipped when
 // its output is there (a finished run's done.json, a prediction file, a pseudo-label's
@@ -14,6 +17,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "kdseg/eval/paired.h"
 
 namespace kdseg {
 
@@ -33,10 +38,18 @@ struct ModelRecipe {
 
 struct ReproduceOptions {
   std::string out = "reproduce";  // experiment folder
-  std::string preset = "cpu";     // cpu (~20 min on 2 cores), paper (the paper's sizes, a GPU),
-                                  // tiny (a few minutes: tests, a first look)
-  int n_seeds = 3;                // seeds 1..N vary initialisation and sampling of all models
-  std::string cohort;             // an existing cohort folder; "" = synthesise into <out>/cohort
+  std::string preset = "cpu";     // quick (~10 min on 2 cores: a first look), cpu (the default,
+                                  // ~35 min), long (data-limited, ~2 h), paper (the paper's sizes
+                                  // and schedules: a GPU), tiny (a minute or two: tests)
+  int n_seeds = 0;                // seeds 1..N vary initialisation and sampling of all models;
+                                  // 0 = the preset's
+  std::string teachers =
+      "unet,resunet-vae,cascade";  // the ensemble's members: names of
+                                   // recipes, each with an optional :count, e.g. "student:3"
+  bool oracle = true;              // train the oracle row (needs the cohort's hidden/ labels)
+  int only_seed = 0;               // run only this seed's models (e.g. one seed per machine or
+                                   // process) and stop before the tables; 0 = every seed
+  std::string cohort;              // an existing cohort folder; "" = synthesise into <out>/cohort
   int n_labeled = 0, n_unlabeled = 0, n_test = 0;  // cohort sizes; 0 = the preset's
   int spacing_mm = 0;                              // cohort spacing; 0 = the preset's
   uint64_t cohort_seed = 2019;     // the cohort and the split stay fixed across seeds
@@ -56,24 +69,47 @@ struct ReproduceOptions {
   bool quiet = false;
 };
 
-// The preset's recipes by name: "unet", "resunet-vae", "cascade" (teachers), "student" (the
-// distilled student and the control), after `opt` overrides. Throws for an unknown preset.
+// The preset's recipes by name: "unet", "resunet", "resunet-vae", "cascade" (teachers),
+// "student" (the distilled student, the control and the oracle; a teacher too when --teachers
+// names it), after `opt` overrides. Throws for an unknown preset.
 std::map<std::string, ModelRecipe> reproduce_recipes(const ReproduceOptions& opt);
 // `opt` with the preset's values where it says 0 / "".
 ReproduceOptions with_preset(ReproduceOptions opt);
 
-// --- statistics (pure) ---
-struct PairedComparison {
-  std::string a, b, metric;      // e.g. "student", "control", "dice_mean"
-  double diff = 0;               // mean over cases of (a - b), each case averaged over seeds
-  std::array<double, 2> ci95{};  // bootstrap percentile interval of that mean
-  int64_t n_cases = 0;
-  std::string verdict;  // one line
+// One member of the teacher ensemble.
+struct TeacherSpec {
+  std::string name;  // its run folder and table row, e.g. "unet", "student-2"
+  std::string arch;  // its recipe, e.g. "student"
+  int instance = 0;  // k-th member of that recipe (0-based): seed s trains it with seed s + 1000 k
 };
-// Paired bootstrap of the mean difference (a[i] - b[i]) over cases: `n_boot` resamples drawn
-// with a generator seeded by `seed`; the 2.5th and 97.5th percentiles.
-PairedComparison paired_bootstrap(const std::vector<double>& a, const std::vector<double>& b,
-                                  int n_boot = 10000, uint64_t seed = 2019);
+// "unet,resunet-vae,cascade" or "student:3" or "unet:2,cascade": a recipe with a repeat count;
+// a recipe named more than once gets folders "<arch>-1", "<arch>-2", ... Throws kdseg::Error
+// (naming --teachers) for an unknown recipe, a count below 1, or no teacher.
+std::vector<TeacherSpec> parse_teachers(const std::string& text,
+                                        const std::vector<std::string>& recipes);
+
+// Where a run sits, from the oracle against the control (dice_mean): data-limited when the
+// seed-and-case interval of (oracle - control) lies above 0 (true labels for the unlabelled cases
+// help, so the question the experiment asks can be answered), else budget-limited. `share`: the
+// part of that gain the distilled student captured, (student - control) / (oracle - control),
+// given only when data-limited.
+struct Regime {
+  bool data_limited = false;
+  RatioEstimate share;  // NaN when not data-limited
+  std::string sentence;
+};
+Regime judge_regime(const PairedComparison& oracle_vs_control, const RatioEstimate& share);
+
+// What a preset would train, without training (`reproduce --dry-run`): per model its steps,
+// epochs (a pass over the run's cases), learning rate at the start, after the drop (step
+// schedule) and at the end, patch, batch, and with `measure` the seconds per step measured on
+// random data on opt.device (time_train_steps) and the projected training time.
+struct ReproducePlan {
+  nlohmann::json models;         // [{"model", "runs_per_seed", "steps", "epochs", ...}]
+  double projected_seconds = 0;  // training of every model of every seed; 0 without measure
+  std::string text;              // the table as printed
+};
+ReproducePlan plan_reproduce(const ReproduceOptions& opt, bool measure);
 
 struct ReproduceResult {
   nlohmann::json results;  // what results.json holds
