@@ -283,12 +283,28 @@ Regime judge_regime(const PairedComparison& oc, const RatioEstimate& share) {
   return r;
 }
 
+namespace {
+
+// The run's teachers (--teachers) and the recipe each trains with: a student-architecture
+// teacher gets the teachers' steps.
+std::vector<std::pair<TeacherSpec, ModelRecipe>> teacher_recipes(
+    const ReproduceOptions& opt, const std::map<std::string, ModelRecipe>& recipes) {
+  std::vector<std::string> names;
+  for (const auto& [name, r] : recipes) names.push_back(name);
+  std::vector<std::pair<TeacherSpec, ModelRecipe>> out;
+  for (const auto& t : parse_teachers(opt.teachers, names)) {
+    ModelRecipe r = recipes.at(t.arch);
+    if (t.arch == "student") r.steps = opt.teacher_steps;
+    out.emplace_back(t, r);
+  }
+  return out;
+}
+
+}  // namespace
+
 ReproducePlan plan_reproduce(const ReproduceOptions& given, bool measure) {
   const ReproduceOptions opt = with_preset(given);
   const auto recipes = reproduce_recipes(opt);
-  std::vector<std::string> recipe_names;
-  for (const auto& [name, r] : recipes) recipe_names.push_back(name);
-  const std::vector<TeacherSpec> teachers = parse_teachers(opt.teachers, recipe_names);
   int64_t n_labeled = opt.n_labeled, n_unlabeled = opt.n_unlabeled;
   if (!opt.cohort.empty()) {  // an existing cohort: its own counts
     n_labeled = static_cast<int64_t>(discover_dataset(opt.cohort + "/labeled").cases.size());
@@ -301,11 +317,8 @@ ReproducePlan plan_reproduce(const ReproduceOptions& given, bool measure) {
     int64_t cases;
   };
   std::vector<Row> rows;
-  for (const auto& t : teachers) {
-    ModelRecipe r = recipes.at(t.arch);
-    if (t.arch == "student") r.steps = opt.teacher_steps;
+  for (const auto& [t, r] : teacher_recipes(opt, recipes))
     rows.push_back({t.name, "teacher", 1, r, n_labeled});
-  }
   const int n_students = opt.oracle ? 3 : 2;
   rows.push_back({"student", opt.oracle ? "student, control, oracle" : "student, control",
                   n_students, recipes.at("student"), n_labeled + n_unlabeled});
@@ -396,9 +409,7 @@ ReproducePlan plan_reproduce(const ReproduceOptions& given, bool measure) {
 ReproduceResult reproduce(const ReproduceOptions& given) {
   const ReproduceOptions opt = with_preset(given);
   const auto recipes = reproduce_recipes(opt);
-  std::vector<std::string> recipe_names;
-  for (const auto& [name, r] : recipes) recipe_names.push_back(name);
-  const std::vector<TeacherSpec> teachers = parse_teachers(opt.teachers, recipe_names);
+  const auto teachers = teacher_recipes(opt, recipes);
   const auto t_all = Clock::now();
   const fs::path out(opt.out);
   fs::create_directories(out);
@@ -471,7 +482,7 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
   }
 
   std::vector<std::string> methods;
-  for (const auto& t : teachers) methods.push_back(t.name);
+  for (const auto& [t, r] : teachers) methods.push_back(t.name);
   for (const std::string m : {"ensemble", "student", "control"}) methods.push_back(m);
   if (oracle) methods.push_back("oracle");
 
@@ -572,9 +583,7 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
     const fs::path sd = out / ("seed" + std::to_string(s));
     const std::string tag = "seed " + std::to_string(s) + "/" + std::to_string(opt.n_seeds);
     std::vector<std::string> teacher_ckpts;
-    for (const auto& tm : teachers) {
-      ModelRecipe r = recipes.at(tm.arch);
-      if (tm.arch == "student") r.steps = opt.teacher_steps;  // a teacher's budget
+    for (const auto& [tm, r] : teachers) {
       const auto t = Clock::now();
       say(tag + ": training " + tm.name + " (" + std::to_string(r.steps) + " steps)");
       train_model(sd / "runs" / tm.name, r, static_cast<uint64_t>(s + 1000 * tm.instance),
@@ -585,7 +594,7 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
     auto t = Clock::now();
     say(tag + ": predicting the test split with each teacher and the ensemble");
     for (size_t i = 0; i < teachers.size(); ++i)
-      predict_into({teacher_ckpts[i]}, test, sd / "pred" / teachers[i].name);
+      predict_into({teacher_ckpts[i]}, test, sd / "pred" / teachers[i].first.name);
     predict_into(teacher_ckpts, test, sd / "pred" / "ensemble");
     timing["predict teachers + ensemble"] += since(t);
 
@@ -719,8 +728,8 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
   }
 
   // The best teacher by mean Dice over seeds: what the ensemble has to beat.
-  std::string best_teacher = teachers.front().name;
-  for (const auto& t : teachers)
+  std::string best_teacher = teachers.front().first.name;
+  for (const auto& [t, r] : teachers)
     if (results["table"][t.name]["dice_mean"]["mean"].get<double>() >
         results["table"][best_teacher]["dice_mean"]["mean"].get<double>())
       best_teacher = t.name;
