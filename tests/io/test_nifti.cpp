@@ -247,5 +247,19 @@ TEST(NiftiIo, WritesAreAtomic) {
   EXPECT_THROW(write_volume("/proc/kdseg_cannot_write/x.nii.gz", v), Error);
 }
 
+TEST(NiftiIo, WritesAreSyncedBeforeAndAfterTheRename) {
+  // The file's bytes are fsynced before the rename and its folder after it: two calls per
+  // write (a power loss leaves the old file or the whole new one); a link is one (the folder).
+  ScratchDir dir("durable");
+  Volume v = random_volume({4, 4, 4}, 1, 2, true);
+  uint64_t before = durable_sync_count();
+  write_volume(dir.str("a.nii.gz"), v);
+  EXPECT_EQ(durable_sync_count() - before, 2u);
+  before = durable_sync_count();
+  link_or_copy(dir.str("a.nii.gz"), dir.str("b.nii.gz"));
+  EXPECT_EQ(durable_sync_count() - before, 1u);
+  EXPECT_EQ(read_volume(dir.str("b.nii.gz")).data, read_volume(dir.str("a.nii.gz")).data);
+}
+
 }  // namespace
 }  // namespace kdseg

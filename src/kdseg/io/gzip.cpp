@@ -1,10 +1,12 @@
 #include "kdseg/io/gzip.h"
 
+#include <fcntl.h>
 #include <libdeflate.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -205,6 +207,37 @@ std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes) {
   return out;
 }
 
+namespace {
+
+std::atomic<uint64_t> g_syncs{0};
+
+// fsync of an open file; a failure means the data may not be on disk.
+void sync_file(int fd, const std::string& path) {
+  if (::fsync(fd) != 0)
+    throw Error(path, std::string("fsync failed: ") + std::strerror(errno), "is the disk full?");
+  ++g_syncs;
+}
+
+// fsync of the folder holding `path`, so that a rename into it survives a power loss. Some file
+// systems cannot sync a folder (EINVAL): nothing more can be done there.
+void sync_folder_of(const std::string& path) {
+  std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  const int rc = ::fsync(fd), e = errno;
+  ::close(fd);
+  if (rc != 0 && e != EINVAL && e != EROFS)
+    throw Error(dir.string(), std::string("fsync of the folder failed: ") + std::strerror(e));
+  ++g_syncs;
+}
+
+}  // namespace
+
+uint64_t durable_sync_count() {
+  return g_syncs.load();
+}
+
 void write_file_atomic(const std::string& path, const uint8_t* bytes, size_t size) {
   namespace fs = std::filesystem;
   fs::path target(path);
@@ -228,12 +261,20 @@ void write_file_atomic(const std::string& path, const uint8_t* bytes, size_t siz
       std::remove(tmp.c_str());
       throw Error(path, std::string("write failed: ") + std::strerror(e), "is the disk full?");
     }
+    try {
+      sync_file(::fileno(f.get()), path);
+    } catch (...) {
+      f.reset();
+      std::remove(tmp.c_str());
+      throw;
+    }
   }
   fs::rename(tmp, target, ec);
   if (ec) {
     std::remove(tmp.c_str());
     throw Error(path, "cannot rename the temporary file into place: " + ec.message());
   }
+  sync_folder_of(path);
 }
 
 void link_or_copy(const std::string& from, const std::string& to) {
@@ -242,8 +283,21 @@ void link_or_copy(const std::string& from, const std::string& to) {
   const fs::path tmp = to + ".tmp." + std::to_string(::getpid());
   fs::remove(tmp, ec);
   fs::create_hard_link(from, tmp, ec);
-  if (ec) fs::copy_file(from, tmp, fs::copy_options::overwrite_existing);
+  if (ec) {  // a copy: its bytes are new, sync them before they get the name
+    fs::copy_file(from, tmp, fs::copy_options::overwrite_existing);
+    const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      try {
+        sync_file(fd, to);
+      } catch (...) {
+        ::close(fd);
+        throw;
+      }
+      ::close(fd);
+    }
+  }
   fs::rename(tmp, to);
+  sync_folder_of(to);
 }
 
 }  // namespace kdseg

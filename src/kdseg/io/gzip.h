@@ -26,10 +26,15 @@ std::vector<uint8_t> gzip(const uint8_t* bytes, size_t size, int level = 4);
 // The whole file, or its first `max_bytes`; throws kdseg::Error naming the path when it cannot
 // be read.
 std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes = SIZE_MAX);
-// Writes to `path`.tmp.<pid> then renames over `path`: readers never see a half-written file.
+// Writes to `path`.tmp.<pid>, fsyncs it, renames it over `path` and fsyncs the folder (as SQLite,
+// git and LevelDB do): readers never see a half-written file, and after a power loss the file is
+// either the old one or the whole new one, never an empty rename.
 void write_file_atomic(const std::string& path, const uint8_t* bytes, size_t size);
 // Puts `from` at `to` as a hard link, or a copy where links are impossible (another file
 // system), through a temporary name; a previous `to` is replaced.
 void link_or_copy(const std::string& from, const std::string& to);
+// fsync calls made so far by write_file_atomic and link_or_copy in this process (files and
+// folders): the seam tests check the calls through.
+uint64_t durable_sync_count();
 
 }  // namespace kdseg
