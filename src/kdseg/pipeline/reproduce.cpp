@@ -285,6 +285,22 @@ Regime judge_regime(const PairedComparison& oc, const RatioEstimate& share) {
 
 namespace {
 
+// What a recipe sets of a training run (model, options, steps, batch, patch, optimiser, bf16).
+TrainOptions recipe_options(const ModelRecipe& r) {
+  TrainOptions t;
+  t.model = r.arch;
+  t.model_options = r.options;
+  t.steps = r.steps;
+  t.batch = r.batch;
+  t.patch = r.patch;
+  t.fixed_shape = r.fixed_shape;
+  t.optimizer = r.optimizer;
+  t.lr = r.lr;
+  t.schedule = r.schedule;
+  t.bf16 = r.bf16;
+  return t;
+}
+
 // The run's teachers (--teachers) and the recipe each trains with: a student-architecture
 // teacher gets the teachers' steps.
 std::vector<std::pair<TeacherSpec, ModelRecipe>> teacher_recipes(
@@ -354,16 +370,7 @@ ReproducePlan plan_reproduce(const ReproduceOptions& given, bool measure) {
               : std::numeric_limits<double>::quiet_NaN();
     double s_step = 0;
     if (measure) {
-      TrainOptions t;
-      t.model = r.arch;
-      t.model_options = r.options;
-      t.patch = r.patch;
-      t.fixed_shape = r.fixed_shape;
-      t.batch = r.batch;
-      t.optimizer = r.optimizer;
-      t.lr = r.lr;
-      t.schedule = r.schedule;
-      t.bf16 = r.bf16;
+      TrainOptions t = recipe_options(r);
       t.device = opt.device;
       s_step = time_train_steps(t);
       per_seed += s_step * static_cast<double>(r.steps) * row.n_runs;
@@ -509,9 +516,7 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
   std::vector<std::string> warnings;  // "seed2/resunet-vae: ..." from the runs' done.json
   auto train_model = [&](const fs::path& run, const ModelRecipe& r, uint64_t seed,
                          std::vector<DataFolderSpec> data) {
-    TrainOptions t;
-    t.model = r.arch;
-    t.model_options = r.options;
+    TrainOptions t = recipe_options(r);
     // An epoch is one pass over the run's cases (what the cascade's x0.99 per epoch counts).
     int64_t n_cases = 0;
     for (const auto& d : data)
@@ -520,15 +525,7 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
     t.out = run.string();
     t.cache = (out / "cache").string();
     t.splits = (out / "splits.json").string();
-    t.steps = r.steps;
     t.steps_per_epoch = std::max<int64_t>((n_cases + r.batch - 1) / r.batch, 1);
-    t.batch = r.batch;
-    t.patch = r.patch;
-    t.fixed_shape = r.fixed_shape;
-    t.optimizer = r.optimizer;
-    t.lr = r.lr;
-    t.schedule = r.schedule;
-    t.bf16 = r.bf16;
     // Every labelled case trains (as in the paper); the final weights are what the test split
     // scores, so no validation split is held out of the few labelled cases.
     t.val_fraction = 0;

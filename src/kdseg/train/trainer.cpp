@@ -238,6 +238,27 @@ std::vector<std::string> dead_region_warnings(const at::Tensor& counts, int64_t 
   return out;
 }
 
+namespace {
+
+// The network's training outputs, under bf16 autocast when asked, as float32 for the loss.
+SegOutput forward_fp32(SegNet& net, const at::Tensor& x, bool bf16, const std::string& device) {
+  SegOutput o;
+  {
+    AutocastGuard autocast(bf16, device);
+    o = net->forward(x);
+  }
+  o.logits = o.logits.to(at::kFloat);
+  for (auto& d : o.deep) d = d.to(at::kFloat);
+  if (o.recon.defined()) {
+    o.recon = o.recon.to(at::kFloat);
+    o.mu = o.mu.to(at::kFloat);
+    o.logvar = o.logvar.to(at::kFloat);
+  }
+  return o;
+}
+
+}  // namespace
+
 double time_train_steps(const TrainOptions& given, int n_steps, int n_warmup) {
   const TrainOptions opt = with_paper_defaults(given);
   json model_options = opt.model_options.is_null() ? json::object() : opt.model_options;
@@ -262,19 +283,8 @@ double time_train_steps(const TrainOptions& given, int n_steps, int n_warmup) {
   for (int k = 0; k < n_warmup + n_steps; ++k) {
     const auto t = Clock::now();
     optimizer.zero_grad();
-    SegOutput o;
-    {
-      AutocastGuard autocast(opt.bf16, opt.device);
-      o = net->forward(x);
-    }
-    o.logits = o.logits.to(at::kFloat);
-    for (auto& d : o.deep) d = d.to(at::kFloat);
-    if (o.recon.defined()) {
-      o.recon = o.recon.to(at::kFloat);
-      o.mu = o.mu.to(at::kFloat);
-      o.logvar = o.logvar.to(at::kFloat);
-    }
-    segmentation_loss(o, y, x, {}, opt.loss).total.backward();
+    segmentation_loss(forward_fp32(net, x, opt.bf16, opt.device), y, x, {}, opt.loss)
+        .total.backward();
     optimizer.step(opt.lr);
     (void)named.front().second.sum().item<double>();  // waits for an asynchronous device
     if (k >= n_warmup) seconds.push_back(seconds_since(t));
@@ -591,18 +601,7 @@ TrainResult train(const TrainOptions& given) {
     if (world > 1) torch::manual_seed(data::sample_key(data::mix64(opt.seed), step, rank));
     LossTerms loss;
     {
-      SegOutput o;
-      {
-        AutocastGuard autocast(opt.bf16, device_name);
-        o = net->forward(x);
-      }
-      o.logits = o.logits.to(at::kFloat);
-      for (auto& d : o.deep) d = d.to(at::kFloat);
-      if (o.recon.defined()) {
-        o.recon = o.recon.to(at::kFloat);
-        o.mu = o.mu.to(at::kFloat);
-        o.logvar = o.logvar.to(at::kFloat);
-      }
+      const SegOutput o = forward_fp32(net, x, opt.bf16, device_name);
       loss = segmentation_loss(o, y, x, w, opt.loss);
       if (step >= tail_from) {
         const at::Tensor c = hard_overlap_counts(o.logits, y, w);
