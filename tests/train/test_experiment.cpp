@@ -110,12 +110,20 @@ TEST(ExperimentRegime, DataLimitedOnlyWhenTheOracleIntervalIsAboveZero) {
   oc.b = "control";
   oc.diff = 0.15;
   oc.ci95_seeds = {0.09, 0.21};
+  oc.p_holm = 0.004;
   RatioEstimate share{0.4, {0.1, 0.7}};
   Regime r = judge_regime(oc, share);
   EXPECT_TRUE(r.data_limited);
   EXPECT_DOUBLE_EQ(r.share.value, 0.4);
   EXPECT_NE(r.sentence.find("data-limited"), std::string::npos) << r.sentence;
   EXPECT_NE(r.sentence.find("40 %"), std::string::npos) << r.sentence;
+  EXPECT_EQ(r.sentence.find("thin"), std::string::npos) << r.sentence;
+  // Above 0 on its own interval, but not after the table's Holm adjustment: said so.
+  oc.p_holm = 0.43;
+  r = judge_regime(oc, share);
+  EXPECT_TRUE(r.data_limited);
+  EXPECT_NE(r.sentence.find("The margin is thin"), std::string::npos) << r.sentence;
+  EXPECT_NE(r.sentence.find("p is 0.43"), std::string::npos) << r.sentence;
 
   oc.diff = 0.02;
   oc.ci95_seeds = {-0.01, 0.05};

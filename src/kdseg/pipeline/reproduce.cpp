@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -269,6 +270,14 @@ Regime judge_regime(const PairedComparison& oc, const RatioEstimate& share) {
                   "headroom.",
                   oc.diff, oc.ci95_seeds[0], oc.ci95_seeds[1], 100 * share.value,
                   100 * share.ci95[0], 100 * share.ci95[1]);
+    if (oc.p_holm >= 0.05) {  // the regime's own interval, against the table's adjusted verdict
+      char thin[200];
+      std::snprintf(thin, sizeof thin,
+                    " The margin is thin: after Holm's adjustment over the table's comparisons "
+                    "its p is %.2f, so the table gives it no verdict.",
+                    oc.p_holm);
+      std::strncat(buf, thin, sizeof buf - std::strlen(buf) - 1);
+    }
   } else {
     const double nan = std::numeric_limits<double>::quiet_NaN();
     r.share = {nan, {nan, nan}};

@@ -92,7 +92,8 @@ std::vector<TeacherSpec> parse_teachers(const std::string& text,
 // seed-and-case interval of (oracle - control) lies above 0 (true labels for the unlabelled cases
 // help, so the question the experiment asks can be answered), else budget-limited. `share`: the
 // part of that gain the distilled student captured, (student - control) / (oracle - control),
-// given only when data-limited.
+// given only when data-limited. When the interval is above 0 but the comparison's Holm-adjusted
+// p (the table's verdict) is not below 0.05, the sentence says the margin is thin.
 struct Regime {
   bool data_limited = false;
   RatioEstimate share;  // NaN when not data-limited
