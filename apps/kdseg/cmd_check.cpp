@@ -12,7 +12,7 @@ CLI::App* add_check_flags(CLI::App& app, CheckOptions& opt, RuntimeOptions& runt
       "Find a dataset's layout, list every case (modalities, shape, spacing, labels) and "
       "every problem in one pass; exits non-zero when there is any");
   cmd->add_option("dir", opt.dir,
-                  "Dataset folder (BraTS 2018-2021, BraTS 2023, MSD Task01) "
+                  "Dataset folder (BraTS 2018-2021, BraTS 2023, MSD Task01, nnU-Net raw) "
                   "or a single case folder")
       ->required();
   cmd->add_flag("--quiet", opt.quiet, "No per-case progress");

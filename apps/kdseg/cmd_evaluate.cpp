@@ -15,18 +15,18 @@ CLI::App* add_evaluate_flags(CLI::App& app, EvaluateOptions& opt, RuntimeOptions
       "metrics.csv, summary.json and config.json");
   cmd->add_option("--pred", opt.pred, "Predictions: <ID>.nii.gz files or case folders")->required();
   cmd->add_option("--ref", opt.ref,
-                  "References: BraTS 2018-2021/2023 case folders, an MSD "
-                  "folder, or <ID>.nii.gz label maps")
+                  "References: BraTS 2018-2021/2023 case folders, an MSD or nnU-Net "
+                  "dataset (or its labelsTr/), or <ID>.nii.gz label maps")
       ->required();
   cmd->add_option("--out", opt.out, "Folder for metrics.csv, summary.json, config.json")
       ->required();
   cmd->add_option("--pred-labels", opt.pred_labels,
                   "Label convention of the predictions: auto (= the references'), brats2021, "
-                  "brats2023, msd")
+                  "brats2023, msd, nnunet")
       ->capture_default_str();
   cmd->add_option("--ref-labels", opt.ref_labels,
-                  "Label convention of the references: auto (from the layout), brats2021, "
-                  "brats2023, msd")
+                  "Label convention of the references: auto (from the layout or dataset.json), "
+                  "brats2021, brats2023, msd, nnunet")
       ->capture_default_str();
   cmd->add_flag("--quiet", opt.quiet, "No per-case progress");
   add_common_flags(cmd, runtime);

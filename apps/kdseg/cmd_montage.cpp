@@ -15,7 +15,7 @@ void add_montage_command(CLI::App& app) {
       "Write a PNG of a case: axial and coronal slices through the tumour of each "
       "modality and the label overlay (NCR red, ED green, ET yellow)");
   cmd->add_option("--case", opt->inputs,
-                  "A case folder (BraTS 2018-2021/2023, MSD), or image "
+                  "A case folder (BraTS 2018-2021/2023, MSD, nnU-Net), or image "
                   "files in T1, T1ce, T2, FLAIR order")
       ->required();
   cmd->add_option("--seg", opt->seg, "Label map to overlay when --case lists files");

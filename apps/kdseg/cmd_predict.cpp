@@ -17,9 +17,9 @@ void add_inference_flags(CLI::App* cmd, PredictOptions& opt) {
                   "Checkpoint (repeat for an ensemble; architectures may differ)")
       ->required();
   cmd->add_option("--weights", opt.weights, "One weight per --model (default: equal)");
-  cmd->add_option("--in", opt.in, "Cases in any layout (BraTS 2018-2021/2023, MSD) or one case")
-      ->required();
-  cmd->add_option("--out", opt.out, "Output folder")->required();
+  cmd->add_option("--in", opt.in,
+                  "Cases in any layout (BraTS 2018-2021/2023, MSD, nnU-Net raw) or one case");
+  cmd->add_option("--out", opt.out, "Output folder (a .nii.gz file with --t1 ...)")->required();
   auto& i = opt.inference;
   cmd->add_option("--tta", i.tta, "Mirror test-time augmentation: none, xy (4 flips), all (8)")
       ->capture_default_str();
@@ -57,10 +57,18 @@ CLI::App* add_predict_flags(CLI::App& app, PredictOptions& opt, RuntimeOptions& 
       "Segment every case of a folder with one checkpoint or an ensemble; writes <ID>.nii.gz "
       "on each input's grid, in its label convention (BraTS submission format)");
   add_inference_flags(cmd, opt);
+  const char* names[] = {"--t1", "--t1ce", "--t2", "--flair"};
+  const char* what[] = {"T1", "T1ce (T1 with contrast)", "T2", "FLAIR"};
+  for (int m = 0; m < 4; ++m)
+    cmd->add_option(names[m], opt.files[m],
+                    std::string("One case's ") + what[m] +
+                        " file, any name (instead of --in; --out is then the label map's file)")
+        ->excludes("--in");
   cmd->add_flag("--save-probs", opt.save_probs,
                 "Also write <ID>_prob.nii.gz (WT, TC, ET probabilities, uint8 x 1/255)");
   cmd->add_option("--labels", opt.labels,
-                  "Label convention written: auto, brats2021, brats2023, msd")
+                  "Label convention written: auto (the input's; brats2021 for --t1 ... files), "
+                  "brats2021, brats2023, msd, nnunet (1 ED, 2 NCR, 3 ET)")
       ->capture_default_str();
   add_common_flags(cmd, runtime);
   return cmd;
@@ -72,6 +80,20 @@ void add_predict_command(CLI::App& app) {
   CLI::App* cmd = add_predict_flags(app, *opt, *runtime);
   cmd->callback([opt, runtime, cmd] {
     opt->inference.device = apply_runtime_flags(*runtime);
+    const bool one_case = !opt->files[0].empty() || !opt->files[1].empty() ||
+                          !opt->files[2].empty() || !opt->files[3].empty();
+    if (!one_case && opt->in.empty())
+      throw Error("kdseg predict", "nothing to segment",
+                  "give --in FOLDER, or one case's --t1 --t1ce --t2 --flair files");
+    if (one_case) {
+      const PredictReport r = predict_files(*opt);
+      // The resolved options beside the label map: <stem>.config.json.
+      std::string config = opt->out.substr(0, opt->out.rfind(".nii")) + ".config.json";
+      if (r.failures.empty()) write_resolved_config(cmd, config);
+      report_failures("predict", r.failures, "failed");
+      std::cout << "predict: wrote " << opt->out << "\n";
+      return;
+    }
     const PredictReport r = predict_folder(*opt);
     write_resolved_config(cmd, (fs::path(opt->out) / "config.json").string());
     std::cout << "predict: " << r.written.size() << " case(s) written, " << r.skipped.size()
@@ -88,6 +110,7 @@ CLI::App* add_pseudo_label_flags(CLI::App& app, PseudoLabelOptions& opt, std::st
       "(images, <ID>_seg, optional soft targets and ignore masks, dataset.json) that "
       "kdseg train --data reads");
   add_inference_flags(cmd, opt.predict);
+  cmd->get_option("--in")->required();
   cmd->add_option("--target", opt.target, "hard (thresholded labels) or soft (also probabilities)")
       ->capture_default_str();
   cmd->add_option("--ignore-band", opt.ignore_band,

@@ -230,6 +230,43 @@ TEST_F(CliCommands, CheckListsCasesAndEveryProblem) {
   EXPECT_NE(bad.output.find("2 problem(s)"), std::string::npos) << bad.output;
 }
 
+TEST_F(CliCommands, CheckAndEvaluateReadAnNnunetDataset) {
+  // An nnU-Net dataset with region labels: check names its label values; evaluate scores
+  // predictions written in the dataset's own values (ET = 3) against labelsTr/.
+  const std::string ds = dir.str("Dataset137_BraTS");
+  for (int i = 0; i < 2; ++i)
+    write_case(ds, "CASE_" + std::to_string(i), Layout::nnunet,
+               phantom_labels(kDim, {10, 10, 8}, 4.0 + i));
+  auto ok = run_kdseg("check " + ds + " --quiet");
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_NE(ok.output.find("nnunet layout (labels nnunet(1=ED,2=NCR,3=ET)), 2 case(s), 2 labelled"),
+            std::string::npos)
+      << ok.output;
+  for (int i = 0; i < 2; ++i) {
+    LabelMap pred = phantom_labels(kDim, {10, 10, 8}, 4.0 + i);
+    labels_to_convention(pred, Layout::nnunet);
+    write_labels(dir.str("pred/CASE_" + std::to_string(i) + ".nii.gz"), pred);
+  }
+  for (const std::string& ref : {ds, ds + "/labelsTr"}) {
+    auto r = run_kdseg("evaluate --pred " + dir.str("pred") + " --ref " + ref + " --out " +
+                       dir.str("eval") + " --quiet");
+    ASSERT_EQ(r.exit_code, 0) << ref << "\n" << r.output;
+    std::ifstream csv(dir.str("eval/metrics.csv"));
+    std::string header, row0;
+    std::getline(csv, header);
+    std::getline(csv, row0);
+    EXPECT_EQ(row0.rfind("CASE_0,1,1,1,0,0,0,", 0), 0u) << ref << ": " << row0;
+  }
+  // A dataset.json whose channels cannot be mapped: a non-zero exit naming the file.
+  std::ofstream(fs::path(ds) / "dataset.json")
+      << R"({"channel_names": {"0": "T1", "1": "T2", "2": "FLAIR", "3": "ADC"},
+             "labels": {"background": 0, "ED": 1, "NCR": 2, "ET": 3}})";
+  auto bad = run_kdseg("check " + ds + " --quiet");
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("dataset.json"), std::string::npos) << bad.output;
+  EXPECT_NE(bad.output.find("no t1ce"), std::string::npos) << bad.output;
+}
+
 TEST_F(CliCommands, ABadDeviceIsRefusedBeforeAnyWork) {
   make_reference(dir.str("data"), 1);
   auto r = run_kdseg("check " + dir.str("data") + " --device tpu0 --quiet");

@@ -12,6 +12,7 @@
 #include "kdseg/infer/predict.h"
 #include "kdseg/io/gzip.h"
 #include "kdseg/io/nifti.h"
+#include "kdseg/util/error.h"
 #include "models/tiny_configs.h"
 #include "support/test_support.h"
 
@@ -89,7 +90,7 @@ TEST(Predict, TheSameCaseInEveryLayoutGivesTheSameLabels) {
   test::ScratchDir dir("predict_layouts");
   const std::string ck = save_tiny(dir.path(), "student", 5);
   std::vector<LabelMap> got;
-  for (Layout l : {Layout::brats2021, Layout::brats2023, Layout::msd}) {
+  for (Layout l : {Layout::brats2021, Layout::brats2023, Layout::msd, Layout::nnunet}) {
     const std::string in = dir.str(std::string("in_") + layout_name(l)),
                       out = dir.str(std::string("out_") + layout_name(l));
     test::write_case(in, "C1", l, phantom(), /*with_seg=*/false);
@@ -103,11 +104,27 @@ TEST(Predict, TheSameCaseInEveryLayoutGivesTheSameLabels) {
     ASSERT_TRUE(predict_folder(o).failures.empty());
     got.push_back(load_label_map(out + "/C1.nii.gz", l));  // back to internal labels
   }
-  int64_t n_tumour = 0;
-  for (uint8_t v : got[0].data) n_tumour += v != 0;
+  // One case from four explicit files, any names: the same labels, in BraTS 2021 values.
+  const std::string case_dir = dir.str("in_brats2021/C1");
+  PredictOptions o;
+  o.models = {ck};
+  o.files = {case_dir + "/C1_t1.nii.gz", case_dir + "/C1_t1ce.nii.gz", case_dir + "/C1_t2.nii.gz",
+             case_dir + "/C1_flair.nii.gz"};
+  o.out = dir.str("single/seg.nii.gz");
+  o.inference = quick();
+  o.threshold = 0.45;
+  o.quiet = true;
+  ASSERT_TRUE(predict_files(o).failures.empty());
+  got.push_back(load_label_map(o.out, Layout::brats2021));
+  EXPECT_EQ(predict_files(o).written.size(), 1u);  // an explicit file is always rewritten
+  o.out = dir.str("single/seg.txt");
+  EXPECT_THROW(predict_files(o), Error);
+
+  int64_t n_tumour = 0, n_et = 0;
+  for (uint8_t v : got[0].data) n_tumour += v != 0, n_et += v == 4;
   EXPECT_GT(n_tumour, 0);
-  EXPECT_EQ(got[0].data, got[1].data);
-  EXPECT_EQ(got[0].data, got[2].data);
+  EXPECT_GT(n_et, 0);  // so that the layouts' ET values (4, 3, 3, 3) are all exercised
+  for (size_t k = 1; k < got.size(); ++k) EXPECT_EQ(got[0].data, got[k].data) << k;
 }
 
 std::string slurp(const fs::path& p) {

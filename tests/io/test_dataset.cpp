@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+#include <functional>
 
 #include "kdseg/io/dataset.h"
 #include "kdseg/io/nifti.h"
@@ -99,7 +101,7 @@ TEST(Dataset, SingleCaseFolder) {
 }
 
 TEST(Dataset, LabelConventionsRoundTrip) {
-  for (Layout l : {Layout::brats2021, Layout::brats2023, Layout::msd}) {
+  for (Layout l : {Layout::brats2021, Layout::brats2023, Layout::msd, Layout::nnunet}) {
     auto to = label_lut_to_internal(l), from = label_lut_from_internal(l);
     for (int internal : {0, 1, 2, 4}) EXPECT_EQ(to[from[internal]], internal) << layout_name(l);
     EXPECT_EQ(from[3], kInvalidLabel);
@@ -196,6 +198,100 @@ TEST(Dataset, PredictionFolders) {
   auto folders = discover_label_maps(dir.str("folders"));
   ASSERT_EQ(folders.size(), 1u);
   EXPECT_EQ(folders[0].first, "B");
+}
+
+// nnU-Net raw datasets: the channel order and the label values come from dataset.json.
+void write_json(const fs::path& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Dataset, NnunetLayoutTakesChannelsAndRegionLabelsFromDatasetJson) {
+  ScratchDir dir("dsnnunet");
+  write_case(dir.str(), "BraTS2021_00001", Layout::nnunet, tumour());
+  write_case(dir.str(), "BraTS2021_00009", Layout::nnunet, tumour(), /*with_seg=*/false);
+  Dataset ds = discover_dataset(dir.str());
+  EXPECT_EQ(ds.layout, Layout::nnunet);
+  EXPECT_EQ(ds.labels.name, "nnunet(1=ED,2=NCR,3=ET)");
+  EXPECT_TRUE(ds.problems.empty()) << ds.problems[0];
+  ASSERT_EQ(ds.cases.size(), 2u);
+  EXPECT_EQ(ds.cases[0].id, "BraTS2021_00001");
+  // FLAIR is channel 0 in kNnunetDatasetJson: internal modality 3 reads <ID>_0000.
+  EXPECT_NE(ds.cases[0].image[3].find("BraTS2021_00001_0000.nii.gz"), std::string::npos);
+  EXPECT_NE(ds.cases[0].seg.find("labelsTr"), std::string::npos);
+  EXPECT_TRUE(ds.cases[1].seg.empty());  // imagesTs: unlabelled
+  expect_internal_labels(load_case(ds.cases[0], ds.labels));
+  // Written back in the dataset's values: ET is 3 there.
+  LabelMap back = tumour();
+  labels_to_convention(back, ds.labels);
+  EXPECT_EQ(read_labels(ds.cases[0].seg).data, back.data);
+}
+
+TEST(Dataset, NnunetLabelsByNameIncludingVersion1AndBrats2023Names) {
+  ScratchDir dir("dsnnnames");
+  // BraTS 2023 names, v2 style: 1 NETC, 2 SNFH, 3 ET.
+  write_json(dir.path() / "a.json", R"({"channel_names": {"0": "t1n", "1": "t1c", "2": "t2w",
+    "3": "t2f"}, "labels": {"background": 0, "NETC": 1, "SNFH": 2, "ET": 3}})");
+  NnunetMeta a = nnunet_dataset_json(dir.str("a.json"));
+  EXPECT_EQ(a.channel, (std::array<int, 4>{0, 1, 2, 3}));
+  EXPECT_EQ(a.labels.to_internal[1], 1);
+  EXPECT_EQ(a.labels.to_internal[2], 2);
+  EXPECT_EQ(a.labels.to_internal[3], 4);
+  EXPECT_EQ(a.labels.to_internal[4], kInvalidLabel);
+  // MSD / nnU-Net v1 style: "modality" and value -> name.
+  write_json(dir.path() / "b.json", R"({"modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd",
+    "3": "T2w"}, "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor",
+    "3": "enhancing tumour"}})");
+  NnunetMeta b = nnunet_dataset_json(dir.str("b.json"));
+  EXPECT_EQ(b.channel, (std::array<int, 4>{1, 2, 3, 0}));
+  EXPECT_EQ(b.labels.to_internal, LabelConvention(Layout::msd).to_internal);
+  // A fifth channel that is none of the four is not read.
+  write_json(dir.path() / "c.json", R"({"channel_names": {"0": "T1", "1": "T1ce", "2": "T2",
+    "3": "FLAIR", "4": "brain mask"}, "labels": {"background": 0, "NCR": 1, "ED": 2, "ET": 4}})");
+  EXPECT_EQ(nnunet_dataset_json(dir.str("c.json")).labels.to_internal,
+            LabelConvention(Layout::brats2021).to_internal);
+}
+
+TEST(Dataset, NnunetDatasetJsonThatCannotBeMappedIsRefusedNamingTheFile) {
+  ScratchDir dir("dsnnbad");
+  const std::string labels = R"("labels": {"background": 0, "ED": 1, "NCR": 2, "ET": 3})";
+  write_json(
+      dir.path() / "dwi.json",
+      R"({"channel_names": {"0": "T1", "1": "T2", "2": "FLAIR", "3": "DWI"}, )" + labels + "}");
+  std::string e = error_of([&] { nnunet_dataset_json(dir.str("dwi.json")); });
+  EXPECT_NE(e.find("dwi.json"), std::string::npos) << e;
+  EXPECT_NE(e.find("no t1ce"), std::string::npos) << e;
+  write_json(dir.path() / "tumour.json",
+             R"({"channel_names": {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"},
+                 "labels": {"background": 0, "tumour": 1}})");
+  e = error_of([&] { nnunet_dataset_json(dir.str("tumour.json")); });
+  EXPECT_NE(e.find("cannot map the label \"tumour\""), std::string::npos) << e;
+  write_json(dir.path() / "regions.json",
+             R"({"channel_names": {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"},
+                 "labels": {"background": 0, "whole tumor": [1, 2], "tumor core": [2, 3],
+                            "enhancing tumor": [3]}})");
+  e = error_of([&] { nnunet_dataset_json(dir.str("regions.json")); });
+  EXPECT_NE(e.find("not nested"), std::string::npos) << e;
+  // The dataset folder: per-channel files without dataset.json are refused, not guessed.
+  write_case(dir.str("ds"), "A", Layout::nnunet, tumour());
+  fs::remove(dir.path() / "ds" / "dataset.json");
+  e = error_of([&] { discover_dataset(dir.str("ds")); });
+  EXPECT_NE(e.find("no dataset.json"), std::string::npos) << e;
+  // A missing channel file is a problem of the case.
+  write_case(dir.str("ds2"), "A", Layout::nnunet, tumour());
+  fs::remove(dir.path() / "ds2" / "imagesTr" / "A_0002.nii.gz");
+  Dataset ds = discover_dataset(dir.str("ds2"));
+  ASSERT_EQ(ds.problems.size(), 1u);
+  EXPECT_NE(ds.problems[0].find("A_0002.nii.gz: missing modality t1ce"), std::string::npos)
+      << ds.problems[0];
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 
 #include "kdseg/io/nifti_header.h"
@@ -96,13 +97,22 @@ LabelMap phantom_labels(const std::array<int64_t, 3>& dim, const std::array<doub
   return l;
 }
 
+const char* const kNnunetDatasetJson = R"({
+  "channel_names": {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"},
+  "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
+             "enhancing tumor": [3]},
+  "regions_class_order": [1, 2, 3],
+  "numTraining": 1,
+  "file_ending": ".nii.gz"
+})";
+
 void write_case(const std::string& root, const std::string& id, Layout layout,
                 const LabelMap& labels, bool with_seg) {
   namespace fs = std::filesystem;
   auto modality = [&](int m) {
     Volume v = like<float>(labels);
     for (size_t i = 0; i < v.data.size(); ++i)
-      v.data[i] = 100.f * (m + 1) + 10.f * labels.data[i] + static_cast<float>(i % 7);
+      v.data[i] = 100.f * (m + 1) + 10.f * labels.data[i] + static_cast<float>(i % (5 + m));
     return v;
   };
   LabelMap seg = labels;
@@ -117,6 +127,20 @@ void write_case(const std::string& root, const std::string& id, Layout layout,
     }
     write_volume((fs::path(root) / "imagesTr" / (id + ".nii.gz")).string(), v4);
     if (with_seg) write_labels((fs::path(root) / "labelsTr" / (id + ".nii.gz")).string(), seg);
+    return;
+  }
+  if (layout == Layout::nnunet) {
+    const int channel_of[4] = {1, 2, 3, 0};  // T1, T1ce, T2, FLAIR as in kNnunetDatasetJson
+    for (int m = 0; m < 4; ++m) {
+      char name[32];
+      std::snprintf(name, sizeof name, "_%04d.nii.gz", channel_of[m]);
+      write_volume((fs::path(root) / (with_seg ? "imagesTr" : "imagesTs") / (id + name)).string(),
+                   modality(m));
+    }
+    if (with_seg) write_labels((fs::path(root) / "labelsTr" / (id + ".nii.gz")).string(), seg);
+    if (!fs::exists(fs::path(root) / "dataset.json")) {
+      std::ofstream(fs::path(root) / "dataset.json") << kNnunetDatasetJson;
+    }
     return;
   }
   const bool y2023 = layout == Layout::brats2023;

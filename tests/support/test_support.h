@@ -46,9 +46,12 @@ namespace kdseg::test {
 LabelMap phantom_labels(const std::array<int64_t, 3>& dim, const std::array<double, 3>& c, double r,
                         const std::array<double, 3>& spacing = {1, 1, 1});
 
-// Writes case `id` under `root` in `layout` (BraTS 2021/2023 folders, or MSD imagesTr/labelsTr):
-// four modalities on `labels`' grid with distinct intensities, and the label map in the layout's
-// convention unless `with_seg` is false.
+// Writes case `id` under `root` in `layout` (BraTS 2021/2023 folders, MSD imagesTr/labelsTr, or
+// nnU-Net imagesTr/<id>_000k + labelsTr + dataset.json): four modalities on `labels`' grid with
+// distinct intensities, and the label map in the layout's convention unless `with_seg` is false.
+// The nnU-Net dataset.json (written when absent) lists the channels in the order FLAIR, T1, T1ce,
+// T2 and the labels as nnU-Net's BraTS regions (1 ED, 2 NCR, 3 ET): kNnunetDatasetJson.
+extern const char* const kNnunetDatasetJson;
 void write_case(const std::string& root, const std::string& id, Layout layout,
                 const LabelMap& labels, bool with_seg = true);
 

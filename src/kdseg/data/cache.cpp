@@ -313,7 +313,7 @@ std::string PreprocessCache::plan_dir() const {
 }
 
 std::string PreprocessCache::case_key(const CaseInput& in) const {
-  return hash_hex(plan_key_ + " " + layout_name(in.convention) + " " + inputs_json(in).dump());
+  return hash_hex(plan_key_ + " " + in.convention.name + " " + inputs_json(in).dump());
 }
 
 std::string PreprocessCache::case_path(const CaseInput& in) const {
@@ -322,8 +322,7 @@ std::string PreprocessCache::case_path(const CaseInput& in) const {
 
 std::shared_ptr<const CachedCase> PreprocessCache::get(const CaseInput& in, bool* built) const {
   const json inputs = inputs_json(in);
-  const std::string key =
-      hash_hex(plan_key_ + " " + layout_name(in.convention) + " " + inputs.dump());
+  const std::string key = hash_hex(plan_key_ + " " + in.convention.name + " " + inputs.dump());
   const fs::path path = fs::path(plan_dir()) / (in.files.id + "." + key + ".kdc");
   std::error_code ec;
   if (fs::exists(path, ec)) {

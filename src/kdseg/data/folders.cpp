@@ -70,7 +70,7 @@ DataFolder open_data_folder(const DataFolderSpec& spec) {
   for (const auto& c : ds.cases) {
     CaseInput in;
     in.files = c;
-    in.convention = ds.layout;
+    in.convention = ds.labels;
     double conf = 1.0;
     if (f.pseudo && entries.count(c.id)) {
       const json& e = entries[c.id];

@@ -107,14 +107,14 @@ PseudoLabelReport pseudo_label(const PseudoLabelOptions& opt) {
 
   PredictHooks hooks;
   hooks.is_done = [&](const std::string& id) { return fs::exists(out / id / "pseudo.json"); };
-  hooks.write = [&](const CaseFiles& files, Layout layout, const CasePrediction& p) {
+  hooks.write = [&](const CaseFiles& files, const CasePrediction& p) {
     const fs::path dir = out / files.id;
     fs::create_directories(dir);
     const std::string stem = (dir / files.id).string();
     static const char* kSuffix[] = {"_t1", "_t1ce", "_t2", "_flair"};
     for (int m = 0; m < kNumModalities; ++m) {
       const fs::path to = stem + kSuffix[m] + ".nii.gz";
-      if (layout != Layout::msd && files.image[m].size() > 7 &&
+      if (files.frame[m] < 0 && files.image[m].size() > 7 &&
           files.image[m].substr(files.image[m].size() - 7) == ".nii.gz") {
         link_or_copy(files.image[m], to.string());
       } else {  // a frame of a 4D file, or an uncompressed .nii: written as its own volume
@@ -139,7 +139,7 @@ PseudoLabelReport pseudo_label(const PseudoLabelOptions& opt) {
     write_json_atomic(dir / "pseudo.json", entry);
   };
   PseudoLabelReport report;
-  report.predict = predict_cases(po, ensemble, mine, ds.layout, hooks);
+  report.predict = predict_cases(po, ensemble, mine, ds.labels, hooks);
   report.dataset_json = (out / "dataset.json").string();
   report.n_cases = write_dataset_json(out, opt, ensemble);
   return report;

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 
 #include "kdseg/eval/metrics.h"
@@ -28,13 +29,36 @@ struct References {
   std::vector<std::string> unlabelled;  // reference cases without a label map
 };
 
+// The label convention of an nnU-Net or MSD folder's dataset.json, if `dir` holds one.
+std::optional<LabelConvention> dataset_json_labels(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_regular_file(dir / "dataset.json", ec)) return std::nullopt;
+  return nnunet_dataset_json((dir / "dataset.json").string(), /*need_channels=*/false).labels;
+}
+
 References find_references(const std::string& ref, const std::string& labels_flag) {
   References r;
   std::error_code ec;
   if (!fs::is_directory(ref, ec)) throw Error(ref, "no such folder", "--ref takes a folder");
-  if (fs::is_directory(fs::path(ref) / "labelsTr", ec)) {
+  const fs::path root(ref);
+  fs::path abs = fs::absolute(root).lexically_normal();
+  if (abs.filename().empty()) abs = abs.parent_path();  // "labelsTr/"
+  if (fs::is_directory(root / "labelsTr", ec)) {
+    // MSD or nnU-Net: labelsTr/, values as the dataset says (dataset.json for nnU-Net).
     r.convention = Layout::msd;
-    r.maps = discover_label_maps((fs::path(ref) / "labelsTr").string());
+    if (labels_flag == "auto") {
+      if (fs::is_directory(root / "imagesTr", ec) || fs::is_directory(root / "imagesTs", ec))
+        r.convention = discover_dataset(ref).labels;
+      else if (auto c = dataset_json_labels(root))
+        r.convention = *c;
+    }
+    r.maps = discover_label_maps((root / "labelsTr").string());
+  } else if (labels_flag == "auto" &&
+             (abs.filename() == "labelsTr" || abs.filename() == "labelsTs") &&
+             fs::is_regular_file(abs.parent_path() / "dataset.json", ec)) {
+    // An nnU-Net dataset's labelsTr/ or labelsTs/ given directly.
+    r.convention = *dataset_json_labels(abs.parent_path());
+    r.maps = discover_label_maps(ref);
   } else {
     r.maps = discover_label_maps(ref);
     bool dashed = false;
@@ -152,8 +176,8 @@ EvaluateReport evaluate(const EvaluateOptions& opt) {
                     {"failures", report.failures},
                     {"pred", opt.pred},
                     {"ref", opt.ref},
-                    {"pred_labels", layout_name(pred_conv)},
-                    {"ref_labels", layout_name(refs.convention)},
+                    {"pred_labels", pred_conv.name},
+                    {"ref_labels", refs.convention.name},
                     {"hd95_empty_mm", kHd95Empty},
                     {"columns", cols}};
   std::error_code ec;

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <future>
 
@@ -30,24 +31,24 @@ void write_probabilities(const std::string& path, const at::Tensor& probs, const
 }
 
 PredictReport predict_cases(const PredictOptions& opt, const Ensemble& ensemble,
-                            const std::vector<CaseFiles>& cases, Layout layout,
+                            const std::vector<CaseFiles>& cases, const LabelConvention& labels,
                             const PredictHooks& hooks) {
   if (!(opt.threshold > 0 && opt.threshold < 1))
     throw Error("--threshold", "must be in (0, 1), got " + std::to_string(opt.threshold));
-  const Layout out_layout = opt.labels == "auto" ? layout : parse_layout(opt.labels, "--labels");
-  fs::create_directories(opt.out);
+  const LabelConvention out_labels =
+      opt.labels == "auto" ? labels : LabelConvention(parse_layout(opt.labels, "--labels"));
+  if (!hooks.write) fs::create_directories(opt.out);
   auto is_done = hooks.is_done ? hooks.is_done : [&](const std::string& id) {
     return fs::exists(fs::path(opt.out) / (id + ".nii.gz"));
   };
-  auto write =
-      hooks.write ? hooks.write : [&](const CaseFiles& files, Layout, const CasePrediction& p) {
-        LabelMap out = p.labels;
-        labels_to_convention(out, out_layout);
-        write_labels((fs::path(opt.out) / (files.id + ".nii.gz")).string(), out);
-        if (opt.save_probs)
-          write_probabilities((fs::path(opt.out) / (files.id + "_prob.nii.gz")).string(), p.probs,
-                              p.data->image);
-      };
+  auto write = hooks.write ? hooks.write : [&](const CaseFiles& files, const CasePrediction& p) {
+    LabelMap out = p.labels;
+    labels_to_convention(out, out_labels);
+    write_labels((fs::path(opt.out) / (files.id + ".nii.gz")).string(), out);
+    if (opt.save_probs)
+      write_probabilities((fs::path(opt.out) / (files.id + "_prob.nii.gz")).string(), p.probs,
+                          p.data->image);
+  };
 
   PredictReport report;
   std::vector<const CaseFiles*> todo;
@@ -63,7 +64,7 @@ PredictReport predict_cases(const PredictOptions& opt, const Ensemble& ensemble,
   Progress progress("predict", static_cast<int64_t>(todo.size()), opt.quiet);
   auto load = [&](size_t i) {
     return std::async(std::launch::async,
-                      [&, i] { return load_case(*todo[i], layout, opt.read_threads); });
+                      [&, i] { return load_case(*todo[i], labels, opt.read_threads); });
   };
   std::future<CaseData> next;
   if (!todo.empty()) next = load(0);
@@ -77,7 +78,7 @@ PredictReport predict_cases(const PredictOptions& opt, const Ensemble& ensemble,
       p.data = &data;
       p.probs = ensemble.predict_case(data);
       p.labels = probabilities_to_labels(p.probs, data.image, opt.threshold, opt.post);
-      write(*todo[i], layout, p);
+      write(*todo[i], p);
       report.written.push_back(id);
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       progress.done(id, "ok " + format_seconds(s));
@@ -90,11 +91,48 @@ PredictReport predict_cases(const PredictOptions& opt, const Ensemble& ensemble,
   return report;
 }
 
+PredictReport predict_files(const PredictOptions& opt) {
+  const char* flags[kNumModalities] = {"--t1", "--t1ce", "--t2", "--flair"};
+  for (int m = 0; m < kNumModalities; ++m)
+    if (opt.files[m].empty())
+      throw Error(flags[m], "missing", "one case needs --t1, --t1ce, --t2 and --flair");
+  const fs::path out(opt.out);
+  const std::string name = out.filename().string();
+  std::string stem;
+  for (const char* ext : {".nii.gz", ".nii"})
+    if (name.size() > std::strlen(ext) &&
+        name.compare(name.size() - std::strlen(ext), std::strlen(ext), ext) == 0) {
+      stem = name.substr(0, name.size() - std::strlen(ext));
+      break;
+    }
+  if (stem.empty())
+    throw Error("--out " + opt.out, "must name a .nii.gz or .nii file when --t1 ... are given");
+  if (!out.parent_path().empty()) fs::create_directories(out.parent_path());
+  CaseFiles files;
+  files.id = stem;
+  for (int m = 0; m < kNumModalities; ++m) files.image[m] = opt.files[m];
+  const LabelConvention labels = opt.labels == "auto"
+                                     ? LabelConvention()
+                                     : LabelConvention(parse_layout(opt.labels, "--labels"));
+  PredictHooks hooks;
+  hooks.is_done = [](const std::string&) { return false; };
+  hooks.write = [&](const CaseFiles&, const CasePrediction& p) {
+    LabelMap labelled = p.labels;
+    labels_to_convention(labelled, labels);
+    write_labels(opt.out, labelled);
+    if (opt.save_probs)
+      write_probabilities((out.parent_path() / (stem + "_prob.nii.gz")).string(), p.probs,
+                          p.data->image);
+  };
+  Ensemble ensemble(opt.models, opt.weights, opt.inference);
+  return predict_cases(opt, ensemble, {files}, labels, hooks);
+}
+
 PredictReport predict_folder(const PredictOptions& opt) {
   if (opt.out.empty()) throw Error("--out", "no output folder given");
   Dataset ds = discover_dataset(opt.in);
   Ensemble ensemble(opt.models, opt.weights, opt.inference);
-  return predict_cases(opt, ensemble, ds.cases, ds.layout);
+  return predict_cases(opt, ensemble, ds.cases, ds.labels);
 }
 
 }  // namespace kdseg

@@ -2,6 +2,7 @@
 // `kdseg predict`: segments every case of a folder (any layout, or one case folder) with one
 // network or an ensemble, and writes <ID>.nii.gz label maps on each input's own grid, in the
 // input's label convention (or the one asked for) — the BraTS submission format.
+#include <array>
 #include <functional>
 #include <string>
 #include <vector>
@@ -12,17 +13,18 @@
 namespace kdseg {
 
 struct PredictOptions {
-  std::vector<std::string> models;  // checkpoints, e.g. runs/unet/checkpoints/best.pt (repeated)
-  std::vector<double> weights;      // one per model, e.g. 1 1 2; empty = equal
-  std::string in;                   // cases in any layout, or one case folder, e.g. cohort/test
-  std::string out;                  // folder for <ID>.nii.gz, e.g. pred/
+  std::vector<std::string> models;   // checkpoints, e.g. runs/unet/checkpoints/best.pt (repeated)
+  std::vector<double> weights;       // one per model, e.g. 1 1 2; empty = equal
+  std::string in;                    // cases in any layout, or one case folder, e.g. cohort/test
+  std::array<std::string, 4> files;  // or one case's T1, T1ce, T2, FLAIR files (predict_files)
+  std::string out;  // folder for <ID>.nii.gz, e.g. pred/ (predict_files: the label map's path)
   InferenceOptions inference;
   double threshold = 0.5;  // region probability threshold
   PostprocessOptions post;
   bool save_probs = false;      // also <ID>_prob.nii.gz: WT,TC,ET as uint8 x 1/255
   bool overwrite = false;       // redo cases whose output exists
   std::string labels = "auto";  // label convention written: auto (the input's), brats2021,
-                                // brats2023 or msd
+                                // brats2023, msd or nnunet
   int read_threads = 2;         // threads reading one case's files
   bool quiet = false;           // no per-case progress lines
 };
@@ -43,14 +45,18 @@ struct PredictHooks {
   // Decides whether a case is done already (default: <out>/<ID>.nii.gz exists).
   std::function<bool(const std::string& id)> is_done;
   // Writes a case's outputs (default: <ID>.nii.gz [+ _prob]). Must write atomically.
-  std::function<void(const CaseFiles& files, Layout layout, const CasePrediction& p)> write;
+  std::function<void(const CaseFiles& files, const CasePrediction& p)> write;
 };
 
 // Predicts every case of opt.in (restricted to `ids` when not empty); a bad case is reported in
 // failures and skipped. Loading of the next case overlaps the prediction of the current one.
 PredictReport predict_cases(const PredictOptions& opt, const Ensemble& ensemble,
-                            const std::vector<CaseFiles>& cases, Layout layout,
+                            const std::vector<CaseFiles>& cases, const LabelConvention& labels,
                             const PredictHooks& hooks = {});
+// One case from four explicit files (opt.files, any names and folders) to the file opt.out
+// (.nii.gz or .nii; written even when it exists), in opt.labels (auto = brats2021); with
+// save_probs also <stem>_prob.nii.gz beside it.
+PredictReport predict_files(const PredictOptions& opt);
 // discover_dataset(opt.in) + Ensemble + predict_cases with the default outputs.
 PredictReport predict_folder(const PredictOptions& opt);
 

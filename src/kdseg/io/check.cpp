@@ -50,7 +50,7 @@ std::string spacing_disagreement(const NiftiHeader& h) {
   return "";
 }
 
-CaseCheck check_case(const CaseFiles& files, LabelConvention convention) {
+CaseCheck check_case(const CaseFiles& files, const LabelConvention& convention) {
   CaseCheck out;
   out.id = files.id;
   Volume first;
@@ -111,8 +111,7 @@ CaseCheck check_case(const CaseFiles& files, LabelConvention convention) {
       }
       out.labels = text;
       if (!bad.empty())
-        problem(files.seg, std::string("label values outside the ") + layout_name(convention) +
-                               " convention: " + bad);
+        problem(files.seg, "label values outside the " + convention.name + " convention: " + bad);
       if (have_first && (lm.dim != first.dim || !same_grid(lm, first, 1e-2)))
         problem(files.seg, "label map is not on the grid of the case's images (" +
                                shape_text(lm.dim) + " vs " + shape_text(first.dim) + ")");
@@ -132,7 +131,7 @@ CheckReport check_dataset(const CheckOptions& opt) {
   r.cases.resize(r.dataset.cases.size());
   Progress progress("check", static_cast<int64_t>(r.cases.size()), opt.quiet);
   parallel_for(static_cast<int64_t>(r.cases.size()), opt.threads, [&](int64_t i) {
-    r.cases[i] = check_case(r.dataset.cases[i], r.dataset.layout);
+    r.cases[i] = check_case(r.dataset.cases[i], r.dataset.labels);
     const auto& c = r.cases[i];
     progress.done(c.id,
                   c.problems.empty() ? "ok" : std::to_string(c.problems.size()) + " problem(s)");
@@ -154,8 +153,10 @@ std::string format_check_report(const CheckReport& r) {
   std::ostringstream s;
   int64_t labelled = 0;
   for (const auto& c : r.dataset.cases) labelled += !c.seg.empty();
-  s << r.dataset.root << ": " << layout_name(r.dataset.layout) << " layout, " << r.cases.size()
-    << " case(s), " << labelled << " labelled, " << r.cases.size() - labelled << " unlabelled\n";
+  s << r.dataset.root << ": " << layout_name(r.dataset.layout) << " layout";
+  if (r.dataset.layout == Layout::nnunet) s << " (labels " << r.dataset.labels.name << ")";
+  s << ", " << r.cases.size() << " case(s), " << labelled << " labelled, "
+    << r.cases.size() - labelled << " unlabelled\n";
   for (const auto& c : r.cases) {
     s << c.id
       << (c.problems.empty() ? "" : "  [" + std::to_string(c.problems.size()) + " problem(s)]")

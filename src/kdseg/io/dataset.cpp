@@ -1,6 +1,8 @@
 #include "kdseg/io/dataset.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -83,7 +85,194 @@ CaseFiles brats_case(const fs::path& folder, Layout layout, std::vector<std::str
   return c;
 }
 
-// MSD: modality order from dataset.json when present ("modality" or "channel_names").
+// A name reduced to lower-case letters and digits, British spellings made American: "Tumour
+// Core" -> "tumorcore", "T1-Gd" -> "t1gd", "peritumoral oedema" -> "peritumoraledema".
+std::string squash(const std::string& name) {
+  std::string out;
+  for (char ch : name)
+    if (std::isalnum(static_cast<unsigned char>(ch)))
+      out += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  for (auto [from, to] :
+       {std::pair<const char*, const char*>{"tumour", "tumor"}, {"oedema", "edema"}})
+    for (size_t at; (at = out.find(from)) != std::string::npos;)
+      out.replace(at, std::string(from).size(), to);
+  return out;
+}
+
+bool contains(const std::string& s, const char* part) {
+  return s.find(part) != std::string::npos;
+}
+
+// A channel name -> internal modality index (0 T1, 1 T1ce, 2 T2, 3 FLAIR), or -1.
+int modality_of_name(const std::string& name) {
+  const std::string k = squash(name);
+  if (contains(k, "flair") || k == "t2f") return 3;
+  for (const char* x : {"t1ce", "t1c", "t1gd", "t1wgd", "t1wce", "t1post", "t1contrast", "t1gad"})
+    if (k.rfind(x, 0) == 0) return 1;
+  if (k == "t1" || k == "t1n" || k == "t1w" || k == "t1native" || k == "t1pre") return 0;
+  if (k == "t2" || k == "t2w") return 2;
+  return -1;
+}
+
+// A label or region name -> internal label (0, 1 NCR, 2 ED, 4 ET), or -1.
+int internal_label_of_name(const std::string& name) {
+  const std::string k = squash(name);
+  if (k == "background" || k == "bg") return 0;
+  if (contains(k, "edema") || k == "ed" || k == "snfh" || contains(k, "hyperintensity")) return 2;
+  if (contains(k, "nonenhancing") || contains(k, "necro") || k == "ncr" || k == "net" ||
+      k == "netc" || k == "ncrnet")
+    return 1;
+  if (contains(k, "enhancing") || k == "et") return 4;
+  return -1;
+}
+
+// A region name -> 0 whole tumor, 1 tumor core, 2 enhancing tumor, or -1.
+int region_of_name(const std::string& name) {
+  const std::string k = squash(name);
+  if (k == "wt" || contains(k, "whole")) return 0;
+  if (k == "tc" || contains(k, "core")) return 1;
+  if (k == "et" || (contains(k, "enhancing") && !contains(k, "nonenhancing"))) return 2;
+  return -1;
+}
+
+const char* internal_label_short(int internal) {
+  return internal == 1 ? "NCR" : internal == 2 ? "ED" : internal == 4 ? "ET" : "?";
+}
+
+// The name an nnU-Net convention is shown with: "nnunet(1=ED,2=NCR,3=ET)".
+std::string nnunet_convention_name(const std::array<uint8_t, 256>& lut) {
+  std::string name = "nnunet(";
+  for (int v = 1; v < 256; ++v)
+    if (lut[v] != kInvalidLabel && lut[v] != 0)
+      name +=
+          (name.back() == '(' ? "" : ",") + std::to_string(v) + "=" + internal_label_short(lut[v]);
+  return name + ")";
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(path, "cannot be opened");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path, std::string("is not valid JSON: ") + e.what());
+  }
+}
+
+// The label values of a dataset.json's "labels": v2 (name -> value or list of values, the lists
+// being nnU-Net's regions) or v1 (value -> name).
+LabelConvention labels_of_dataset_json(const nlohmann::json& j, const std::string& path) {
+  const auto hint = std::string(
+      "name the labels background, edema, necrosis (or non-enhancing tumor) and enhancing "
+      "tumor, or the regions whole tumor, tumor core and enhancing tumor");
+  if (!j.contains("labels") || !j["labels"].is_object() || j["labels"].empty())
+    throw Error(path, "has no \"labels\" object", hint);
+  LabelConvention c(Layout::nnunet);
+  c.to_internal.fill(kInvalidLabel);
+  c.to_internal[0] = 0;
+  std::string found;  // the entries as read, for the messages
+  std::vector<std::pair<std::string, std::vector<int>>> entries;  // name -> values
+  bool regions = false;
+  for (auto& [key, value] : j["labels"].items()) {
+    std::vector<int> values;
+    std::string name = key;
+    if (value.is_string()) {  // v1: "1": "edema"
+      name = value.get<std::string>();
+      try {
+        values.push_back(std::stoi(key));
+      } catch (const std::exception&) {
+        throw Error(path, "label \"" + key + "\" is not a number", hint);
+      }
+    } else if (value.is_number_integer()) {
+      values.push_back(value.get<int>());
+    } else if (value.is_array()) {
+      regions = true;
+      for (const auto& v : value) {
+        if (!v.is_number_integer()) throw Error(path, "region \"" + key + "\" lists a non-integer");
+        values.push_back(v.get<int>());
+      }
+    } else {
+      throw Error(path, "label \"" + key + "\" is neither a value nor a list of values", hint);
+    }
+    for (int v : values)
+      if (v < 0 || v > 255)
+        throw Error(path,
+                    "label \"" + name + "\" has value " + std::to_string(v) + " outside 0-255");
+    found += (found.empty() ? "" : ", ") + name;
+    entries.emplace_back(name, values);
+  }
+  if (regions) {
+    // nnU-Net region-based training: each region lists the values inside it. A value's internal
+    // label follows from the regions holding it: all three ET, whole tumor and core NCR, whole
+    // tumor alone ED.
+    std::array<std::vector<int>, 3> region;
+    std::array<bool, 3> named{false, false, false};
+    for (const auto& [name, values] : entries) {
+      if (values.size() == 1 && values[0] == 0) continue;  // background
+      const int r = region_of_name(name);
+      if (r < 0 || named[r])
+        throw Error(path,
+                    "cannot map the region \"" + name +
+                        "\" to whole tumor, tumor core or "
+                        "enhancing tumor (regions: " +
+                        found + ")",
+                    hint);
+      named[r] = true;
+      region[r] = values;
+    }
+    if (!named[0] || !named[1] || !named[2])
+      throw Error(path,
+                  "region-based labels need whole tumor, tumor core and enhancing tumor; "
+                  "found " +
+                      found,
+                  hint);
+    auto in = [&](int r, int v) {
+      return std::find(region[r].begin(), region[r].end(), v) != region[r].end();
+    };
+    for (int v : region[0]) {
+      if (v == 0) continue;
+      c.to_internal[v] = in(2, v) ? 4 : in(1, v) ? 1 : 2;
+    }
+    for (int r : {1, 2})
+      for (int v : region[r])
+        if (!in(0, v) || (r == 2 && !in(1, v)))
+          throw Error(path,
+                      "the regions are not nested (enhancing tumor in tumor core in whole "
+                      "tumor): value " +
+                          std::to_string(v),
+                      hint);
+  } else {
+    std::array<int, 5> value_of{-1, -1, -1, -1, -1};
+    for (const auto& [name, values] : entries) {
+      const int internal = internal_label_of_name(name);
+      if (internal < 0)
+        throw Error(path,
+                    "cannot map the label \"" + name +
+                        "\" to background, necrosis (NCR), "
+                        "edema (ED) or enhancing tumor (ET) (labels: " +
+                        found + ")",
+                    hint);
+      if (internal != 0 && value_of[internal] >= 0)
+        throw Error(path,
+                    "two labels map to " + std::string(internal_label_short(internal)) +
+                        " (labels: " + found + ")",
+                    hint);
+      value_of[internal] = values[0];
+      c.to_internal[values[0]] = static_cast<uint8_t>(internal);
+    }
+    for (int internal : {1, 2, 4})
+      if (value_of[internal] < 0)
+        throw Error(path,
+                    std::string("no label for ") + internal_label_short(internal) +
+                        " (labels: " + found + ")",
+                    hint);
+  }
+  c.name = nnunet_convention_name(c.to_internal);
+  return c;
+}
+
+// MSD: modality order from dataset.json when present ("modality" or "channel_names"); the Task01
+// order when the names cannot all be mapped (with a problem noted).
 std::array<int, kNumModalities> msd_frames(const fs::path& root,
                                            std::vector<std::string>& problems) {
   std::array<int, kNumModalities> frames{1, 2, 3, 0};  // T1, T1Gd, T2, FLAIR in FLAIR,T1,T1Gd,T2
@@ -91,25 +280,15 @@ std::array<int, kNumModalities> msd_frames(const fs::path& root,
   std::error_code ec;
   if (!fs::is_regular_file(js, ec)) return frames;
   try {
-    std::ifstream in(js);
-    nlohmann::json j = nlohmann::json::parse(in);
+    nlohmann::json j = read_json_file(js.string());
     const nlohmann::json* mods = j.contains("modality")        ? &j["modality"]
                                  : j.contains("channel_names") ? &j["channel_names"]
                                                                : nullptr;
     if (!mods || !mods->is_object()) return frames;
     std::array<int, kNumModalities> found{-1, -1, -1, -1};
     for (auto& [k, v] : mods->items()) {
-      std::string name = v.get<std::string>();
-      std::transform(name.begin(), name.end(), name.begin(), ::tolower);
-      int idx = std::stoi(k);
-      if (name == "flair" || name == "t2f")
-        found[3] = idx;
-      else if (name == "t1gd" || name == "t1ce" || name == "t1c" || name == "t1w+gd")
-        found[1] = idx;
-      else if (name == "t2" || name == "t2w")
-        found[2] = idx;
-      else if (name == "t1" || name == "t1w" || name == "t1n")
-        found[0] = idx;
+      const int m = v.is_string() ? modality_of_name(v.get<std::string>()) : -1;
+      if (m >= 0) found[m] = std::stoi(k);
     }
     if (std::find(found.begin(), found.end(), -1) != found.end()) {
       problems.push_back(js.string() +
@@ -124,6 +303,74 @@ std::array<int, kNumModalities> msd_frames(const fs::path& root,
   }
 }
 
+// "<ID>_0003.nii.gz" -> ("<ID>", 3) for nnU-Net's per-channel files; nullopt for other names.
+std::optional<std::pair<std::string, int>> nnunet_channel_file(const std::string& name,
+                                                               const std::string& ending) {
+  if (name.size() <= ending.size() + 5 ||
+      name.compare(name.size() - ending.size(), ending.size(), ending) != 0)
+    return std::nullopt;
+  const std::string stem = name.substr(0, name.size() - ending.size());
+  const std::string digits = stem.substr(stem.size() - 4);
+  if (stem[stem.size() - 5] != '_' ||
+      !std::all_of(digits.begin(), digits.end(), [](char ch) { return std::isdigit(ch); }))
+    return std::nullopt;
+  return std::make_pair(stem.substr(0, stem.size() - 5), std::stoi(digits));
+}
+
+// Whether a dataset folder holds nnU-Net's per-channel image files.
+bool has_nnunet_images(const fs::path& root) {
+  for (const char* sub : {"imagesTr", "imagesTs"})
+    for (const auto& p : sorted_entries(root / sub)) {
+      const std::string name = p.filename().string();
+      if (nnunet_channel_file(name, ".nii.gz") || nnunet_channel_file(name, ".nii")) return true;
+    }
+  return false;
+}
+
+void discover_nnunet(const fs::path& root, Dataset& ds) {
+  const fs::path js = root / "dataset.json";
+  std::error_code ec;
+  if (!fs::is_regular_file(js, ec))
+    throw Error(root.string(), "holds nnU-Net image files (<ID>_0000.nii.gz) but no dataset.json",
+                "the channel order comes from dataset.json's channel_names; add it");
+  const NnunetMeta meta = nnunet_dataset_json(js.string());
+  ds.layout = Layout::nnunet;
+  ds.labels = meta.labels;
+  for (auto [images, labels] :
+       {std::pair<const char*, const char*>{"imagesTr", "labelsTr"}, {"imagesTs", "labelsTs"}}) {
+    std::map<std::string, std::map<int, std::string>> files;  // id -> channel -> path
+    for (const auto& p : sorted_entries(root / images)) {
+      const std::string name = p.filename().string();
+      if (!is_nifti_name(name)) continue;
+      if (auto f = nnunet_channel_file(name, meta.file_ending))
+        files[f->first][f->second] = p.string();
+      else
+        ds.problems.push_back(p.string() + ": not named <ID>_<4-digit channel>" + meta.file_ending +
+                              " (nnU-Net layout); left out");
+    }
+    for (const auto& [id, channels] : files) {
+      CaseFiles c;
+      c.id = id;
+      for (int m = 0; m < kNumModalities; ++m) {
+        auto it = channels.find(meta.channel[m]);
+        if (it != channels.end()) {
+          c.image[m] = it->second;
+        } else {
+          char suffix[16];
+          std::snprintf(suffix, sizeof suffix, "_%04d", meta.channel[m]);
+          ds.problems.push_back((root / images / (id + suffix + meta.file_ending)).string() +
+                                ": missing modality " + kModalityNames[m]);
+        }
+      }
+      c.seg = find_nifti(root / labels, id);
+      if (c.seg.empty() && std::string(images) == "imagesTr")
+        ds.problems.push_back((root / images).string() + "/" + id + ": no label map " + labels +
+                              "/" + id + meta.file_ending);
+      ds.cases.push_back(std::move(c));
+    }
+  }
+}
+
 }  // namespace
 
 const char* layout_name(Layout layout) {
@@ -134,6 +381,8 @@ const char* layout_name(Layout layout) {
       return "brats2023";
     case Layout::msd:
       return "msd";
+    case Layout::nnunet:
+      return "nnunet";
   }
   return "?";
 }
@@ -142,14 +391,16 @@ Layout parse_layout(const std::string& name, const std::string& flag) {
   if (name == "brats2021" || name == "brats") return Layout::brats2021;
   if (name == "brats2023") return Layout::brats2023;
   if (name == "msd") return Layout::msd;
-  throw Error(flag, "unknown label convention \"" + name + "\"", "use brats2021, brats2023 or msd");
+  if (name == "nnunet") return Layout::nnunet;
+  throw Error(flag, "unknown label convention \"" + name + "\"",
+              "use brats2021, brats2023, msd or nnunet");
 }
 
-std::array<uint8_t, 256> label_lut_to_internal(LabelConvention c) {
-  std::array<uint8_t, 256> lut;
+LabelConvention::LabelConvention(Layout layout) : name(layout_name(layout)) {
+  auto& lut = to_internal;
   lut.fill(kInvalidLabel);
   lut[0] = 0;
-  switch (c) {
+  switch (layout) {
     case Layout::brats2021:
       lut[1] = 1, lut[2] = 2, lut[4] = 4;
       break;
@@ -157,13 +408,60 @@ std::array<uint8_t, 256> label_lut_to_internal(LabelConvention c) {
       lut[1] = 1, lut[2] = 2, lut[3] = 4;
       break;
     case Layout::msd:
+    case Layout::nnunet:  // nnU-Net's BraTS conversion writes MSD's values
       lut[1] = 2, lut[2] = 1, lut[3] = 4;
       break;
   }
-  return lut;
+  if (layout == Layout::nnunet) name = nnunet_convention_name(lut);
 }
 
-std::array<uint8_t, 256> label_lut_from_internal(LabelConvention c) {
+std::array<uint8_t, 256> label_lut_to_internal(const LabelConvention& c) {
+  return c.to_internal;
+}
+
+NnunetMeta nnunet_dataset_json(const std::string& path, bool need_channels) {
+  const nlohmann::json j = read_json_file(path);
+  NnunetMeta meta;
+  meta.labels = labels_of_dataset_json(j, path);
+  meta.file_ending = j.value("file_ending", std::string(".nii.gz"));
+  if (meta.file_ending != ".nii.gz" && meta.file_ending != ".nii")
+    throw Error(path, "file_ending \"" + meta.file_ending + "\": kdseg reads NIfTI only",
+                "convert the images to .nii.gz");
+  if (!need_channels) return meta;
+  const char* key = j.contains("channel_names") ? "channel_names" : "modality";
+  if (!j.contains(key) || !j[key].is_object())
+    throw Error(path, "has no \"channel_names\" object", "nnU-Net v2 datasets list their channels");
+  std::string found;
+  for (auto& [k, v] : j[key].items()) {
+    const std::string name = v.is_string() ? v.get<std::string>() : v.dump();
+    found += (found.empty() ? "" : ", ") + k + ": " + name;
+    const int m = modality_of_name(name);
+    int index = -1;
+    try {
+      index = std::stoi(k);
+    } catch (const std::exception&) {
+      throw Error(path, std::string(key) + " key \"" + k + "\" is not a channel number");
+    }
+    if (m < 0) continue;  // another channel (e.g. a brain mask): not read
+    if (meta.channel[m] >= 0)
+      throw Error(path, std::string("two channels are ") + kModalityNames[m] + " (" + found + ")",
+                  "give each of T1, T1ce, T2 and FLAIR one channel");
+    meta.channel[m] = index;
+  }
+  std::string missing;
+  for (int m = 0; m < kNumModalities; ++m)
+    if (meta.channel[m] < 0)
+      missing += (missing.empty() ? "" : ", ") + std::string(kModalityNames[m]);
+  if (!missing.empty())
+    throw Error(
+        path,
+        "cannot map " + std::string(key) + " {" + found + "} to T1, T1ce, T2 and FLAIR: no " +
+            missing,
+        "name the channels T1, T1ce, T2 and FLAIR (T1n/T1w, T1c/T1Gd, T2w, T2f are read too)");
+  return meta;
+}
+
+std::array<uint8_t, 256> label_lut_from_internal(const LabelConvention& c) {
   std::array<uint8_t, 256> to = label_lut_to_internal(c), from;
   from.fill(kInvalidLabel);
   for (int v = 0; v < 256; ++v)
@@ -171,7 +469,7 @@ std::array<uint8_t, 256> label_lut_from_internal(LabelConvention c) {
   return from;
 }
 
-std::vector<int> allowed_labels(LabelConvention c) {
+std::vector<int> allowed_labels(const LabelConvention& c) {
   std::vector<int> out;
   auto lut = label_lut_to_internal(c);
   for (int v = 0; v < 256; ++v)
@@ -187,8 +485,13 @@ Dataset discover_dataset(const std::string& dir) {
   Dataset ds;
   ds.root = dir;
   const fs::path root(dir);
-  // MSD Task01: imagesTr/ (labelled through labelsTr/) and imagesTs/ (unlabelled).
-  if (fs::is_directory(root / "imagesTr", ec) || fs::is_directory(root / "imagesTs", ec)) {
+  const bool images_folders =
+      fs::is_directory(root / "imagesTr", ec) || fs::is_directory(root / "imagesTs", ec);
+  if (images_folders && has_nnunet_images(root)) {
+    // nnU-Net raw: one file per channel, the order and labels in dataset.json.
+    discover_nnunet(root, ds);
+  } else if (images_folders) {
+    // MSD Task01: imagesTr/ (labelled through labelsTr/) and imagesTs/ (unlabelled).
     ds.layout = Layout::msd;
     const auto frames = msd_frames(root, ds.problems);
     for (const char* sub : {"imagesTr", "imagesTs"}) {
@@ -197,12 +500,6 @@ Dataset discover_dataset(const std::string& dir) {
         if (!is_nifti_name(name)) continue;
         CaseFiles c;
         c.id = strip_nifti(name);
-        if (c.id.size() > 5 && c.id.compare(c.id.size() - 5, 5, "_0000") == 0) {
-          ds.problems.push_back(p.string() +
-                                ": one file per modality (nnU-Net style) is not the "
-                                "MSD layout; only 4D images are read");
-          continue;
-        }
         c.image.fill(p.string());
         c.frame = frames;
         if (std::string(sub) == "imagesTr") {
@@ -249,19 +546,21 @@ Dataset discover_dataset(const std::string& dir) {
     if (!ds.problems.empty()) why += " (" + ds.problems.front() + ")";
     throw Error(dir, why,
                 "expected BraTS case folders <ID>/<ID>_t1.nii.gz ... (2018-2021), "
-                "<ID>/<ID>-t1n.nii.gz ... (2023), or an MSD Task01 folder with imagesTr/");
+                "<ID>/<ID>-t1n.nii.gz ... (2023), an MSD Task01 folder with imagesTr/, or an "
+                "nnU-Net dataset (imagesTr/<ID>_0000.nii.gz ... and dataset.json)");
   }
+  if (ds.layout != Layout::nnunet) ds.labels = LabelConvention(ds.layout);
   std::sort(ds.cases.begin(), ds.cases.end(),
             [](const CaseFiles& a, const CaseFiles& b) { return a.id < b.id; });
   return ds;
 }
 
-void labels_to_convention(LabelMap& labels, LabelConvention c) {
+void labels_to_convention(LabelMap& labels, const LabelConvention& c) {
   const auto lut = label_lut_from_internal(c);
   for (auto& v : labels.data) v = lut[v];
 }
 
-LabelMap load_label_map(const std::string& path, LabelConvention c) {
+LabelMap load_label_map(const std::string& path, const LabelConvention& c) {
   LabelMap lm = read_labels(path);
   const auto lut = label_lut_to_internal(c);
   std::array<int64_t, 256> count{};
@@ -275,8 +574,7 @@ LabelMap load_label_map(const std::string& path, LabelConvention c) {
     std::string allowed;
     for (int v : allowed_labels(c)) allowed += (allowed.empty() ? "" : ",") + std::to_string(v);
     throw Error(path,
-                std::string("label values outside the ") + layout_name(c) + " convention {" +
-                    allowed + "}: " + bad,
+                "label values outside the " + c.name + " convention {" + allowed + "}: " + bad,
                 "check that the file is a tumour segmentation of this layout (BraTS 2023 uses "
                 "ET = 3, BraTS 2018-2021 ET = 4)");
   }
@@ -287,7 +585,7 @@ LabelMap load_label_map(const std::string& path, LabelConvention c) {
   return lm;
 }
 
-CaseData load_case(const CaseFiles& files, LabelConvention labels, int threads) {
+CaseData load_case(const CaseFiles& files, const LabelConvention& labels, int threads) {
   CaseData out;
   out.id = files.id;
   for (int m = 0; m < kNumModalities; ++m)

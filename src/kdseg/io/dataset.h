@@ -15,24 +15,48 @@ enum class Layout {
   brats2023,  // <ID>/<ID>-{t1n,t1c,t2w,t2f}.nii.gz (+ <ID>-seg.nii.gz), labels {0,1,2,3}
   msd,  // imagesTr/<ID>.nii.gz 4D (FLAIR,T1,T1Gd,T2), labelsTr/<ID>.nii.gz, labels {0,1 ED,2 NCR,3
         // ET}
+  nnunet,  // nnU-Net raw: {imagesTr,imagesTs}/<ID>_000{0..3}.nii.gz, labelsTr/<ID>.nii.gz and
+           // dataset.json, whose channel_names and labels say the order and the label values
 };
-// Label conventions follow the layouts: internal == brats2021.
-using LabelConvention = Layout;
 
 const char* layout_name(Layout layout);
-// "brats2021" | "brats2023" | "msd" -> Layout; throws kdseg::Error naming `flag`.
+// "brats2021" | "brats2023" | "msd" | "nnunet" -> Layout; throws kdseg::Error naming `flag`.
 Layout parse_layout(const std::string& name, const std::string& flag);
 
 constexpr int kNumModalities = 4;
 extern const std::array<const char*, kNumModalities> kModalityNames;  // t1, t1ce, t2, flair
 constexpr uint8_t kInvalidLabel = 255;
 
+// How the label values of a dataset's files map to kdseg's internal {0, 1 NCR, 2 ED, 4 ET}. The
+// fixed conventions come from a Layout (internal == brats2021; Layout::nnunet gives the values
+// nnU-Net's own BraTS conversion writes: 1 ED, 2 NCR, 3 ET); an nnU-Net dataset's own comes from
+// its dataset.json (nnunet_dataset_json).
+struct LabelConvention {
+  LabelConvention(Layout layout = Layout::brats2021);  // NOLINT(google-explicit-constructor)
+  std::string name;                      // e.g. "brats2021", "nnunet(1=ED,2=NCR,3=ET)"
+  std::array<uint8_t, 256> to_internal;  // file value -> internal (kInvalidLabel: not a label)
+};
+
 // file label -> internal label (kInvalidLabel where the convention has no such label)
-std::array<uint8_t, 256> label_lut_to_internal(LabelConvention c);
+std::array<uint8_t, 256> label_lut_to_internal(const LabelConvention& c);
 // internal label -> file label (kInvalidLabel where undefined)
-std::array<uint8_t, 256> label_lut_from_internal(LabelConvention c);
+std::array<uint8_t, 256> label_lut_from_internal(const LabelConvention& c);
 // The file labels a convention allows, e.g. {0,1,2,4}.
-std::vector<int> allowed_labels(LabelConvention c);
+std::vector<int> allowed_labels(const LabelConvention& c);
+
+// What an nnU-Net dataset.json says (v2: channel_names, labels as name -> value or region list;
+// v1: modality, labels as value -> name).
+struct NnunetMeta {
+  std::array<int, kNumModalities> channel{-1, -1, -1, -1};  // channel index of T1, T1ce, T2, FLAIR
+  LabelConvention labels{Layout::nnunet};
+  std::string file_ending = ".nii.gz";
+};
+// Reads `path`. Channels are matched by name (T1/T1n/T1w, T1ce/T1c/T1Gd, T2/T2w, FLAIR/T2f, any
+// case); labels by name (edema/ED/SNFH, necrosis/NCR/non-enhancing, enhancing/ET) or, for
+// region-based datasets, by the regions whole tumor, tumor core and enhancing tumor. Throws
+// kdseg::Error naming the file and what cannot be mapped. `need_channels` = false reads only the
+// labels (for a folder of reference label maps).
+NnunetMeta nnunet_dataset_json(const std::string& path, bool need_channels = true);
 
 struct CaseFiles {
   std::string id;                                         // e.g. "BraTS2021_00000"
@@ -44,6 +68,7 @@ struct CaseFiles {
 struct Dataset {
   std::string root;
   Layout layout = Layout::brats2021;
+  LabelConvention labels;             // of the label maps (the layout's, or dataset.json's)
   std::vector<CaseFiles> cases;       // sorted by id
   std::vector<std::string> problems;  // found while discovering (e.g. a missing modality)
 };
@@ -61,11 +86,11 @@ struct CaseData {
 // Loads a case and checks it: every modality present, finite, on one grid; the label map on the
 // same grid with values of the convention. Throws kdseg::Error naming the offending file.
 // `threads` > 1 reads the files in parallel (for callers that load one case at a time).
-CaseData load_case(const CaseFiles& files, LabelConvention labels, int threads = 1);
+CaseData load_case(const CaseFiles& files, const LabelConvention& labels, int threads = 1);
 // Loads a label map and converts it to the internal convention (errors name the file and value).
-LabelMap load_label_map(const std::string& path, LabelConvention labels);
+LabelMap load_label_map(const std::string& path, const LabelConvention& labels);
 // Converts an internal label map to convention `c` in place.
-void labels_to_convention(LabelMap& labels, LabelConvention c);
+void labels_to_convention(LabelMap& labels, const LabelConvention& c);
 
 // Prediction folders: flat <ID>.nii.gz files (the BraTS submission format) or case folders
 // holding <ID>.nii.gz, <ID>_seg.nii.gz or <ID>-seg.nii.gz. Returns (id, path) sorted by id.

@@ -234,7 +234,7 @@ void collect_viewer(const fs::path& cases_dir,
   for (const auto& files : ds.cases) {
     ViewerCase vc;
     vc.files = files;
-    vc.labels = ds.layout;
+    vc.labels = ds.labels;
     auto it = by_id.find(files.id);
     if (it != by_id.end()) vc.preds = it->second;
     if (vc.preds.empty() && files.seg.empty()) continue;  // nothing to overlay

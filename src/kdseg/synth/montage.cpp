@@ -159,7 +159,7 @@ std::string write_montage(const MontageOptions& opt) {
     const Dataset ds = discover_dataset(opt.inputs[0]);
     if (ds.cases.empty()) throw Error(opt.inputs[0], "no case found");
     const CaseFiles& cf = ds.cases.front();
-    CaseData cd = load_case(cf, ds.layout);
+    CaseData cd = load_case(cf, ds.labels);
     img = std::move(cd.image);
     labels = std::move(cd.labels);
     names = {"T1", "T1CE", "T2", "FLAIR"};
