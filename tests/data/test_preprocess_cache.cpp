@@ -307,6 +307,16 @@ TEST(DataFolders, ParsesWeightsAndRejectsUnlabelledOrEmptyFolders) {
   }
   fs::create_directories(dir.str("empty"));
   EXPECT_THROW(open_data_folder({dir.str("empty"), 1}), Error);
+  // An nnU-Net dataset trains on imagesTr/ (with its own label values) and leaves out imagesTs/,
+  // its test set, as nnU-Net does.
+  test::write_case(dir.str("nnunet"), "A", Layout::nnunet, l);
+  test::write_case(dir.str("nnunet"), "T", Layout::nnunet, l, /*with_seg=*/false);
+  DataFolder nn = open_data_folder({dir.str("nnunet"), 1});
+  ASSERT_EQ(nn.cases.size(), 1u);
+  EXPECT_EQ(nn.cases[0].files.id, "A");
+  EXPECT_EQ(nn.cases[0].convention.name, "nnunet(1=ED,2=NCR,3=ET)");
+  fs::remove_all(dir.path() / "nnunet" / "imagesTr");
+  EXPECT_THROW(open_data_folder({dir.str("nnunet"), 1}), Error);
   // A pseudo folder: dataset.json "kind": "pseudo", confidence filtering.
   test::write_case(dir.str("pseudo"), "P1", Layout::brats2021, l);
   test::write_case(dir.str("pseudo"), "P2", Layout::brats2021, l);

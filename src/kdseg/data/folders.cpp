@@ -68,6 +68,7 @@ DataFolder open_data_folder(const DataFolderSpec& spec) {
   }
   std::vector<std::string> unlabelled;
   for (const auto& c : ds.cases) {
+    if (c.held_out) continue;  // imagesTs/ of an MSD or nnU-Net dataset: its test set
     CaseInput in;
     in.files = c;
     in.convention = ds.labels;
@@ -84,11 +85,15 @@ DataFolder open_data_folder(const DataFolderSpec& spec) {
     f.cases.push_back(in);
     f.confidence.push_back(conf);
   }
+  if (f.cases.empty())
+    throw Error(spec.dir,
+                "holds only imagesTs/ cases, the dataset's test set, which training leaves out",
+                "train on a folder with imagesTr/ and labelsTr/");
   if (!unlabelled.empty()) {
     std::string ids;
     for (size_t i = 0; i < unlabelled.size() && i < 5; ++i) ids += (i ? ", " : "") + unlabelled[i];
     throw Error(spec.dir,
-                std::to_string(unlabelled.size()) + " of " + std::to_string(ds.cases.size()) +
+                std::to_string(unlabelled.size()) + " of " + std::to_string(f.cases.size()) +
                     " case(s) have no label map (" + ids + (unlabelled.size() > 5 ? ", ..." : "") +
                     "): an unlabelled folder cannot be trained on",
                 "pass labelled folders, or pseudo-label this one first (kdseg pseudo-label)");

@@ -351,6 +351,7 @@ void discover_nnunet(const fs::path& root, Dataset& ds) {
     for (const auto& [id, channels] : files) {
       CaseFiles c;
       c.id = id;
+      c.held_out = std::string(images) == "imagesTs";
       for (int m = 0; m < kNumModalities; ++m) {
         auto it = channels.find(meta.channel[m]);
         if (it != channels.end()) {
@@ -502,6 +503,7 @@ Dataset discover_dataset(const std::string& dir) {
         c.id = strip_nifti(name);
         c.image.fill(p.string());
         c.frame = frames;
+        c.held_out = std::string(sub) == "imagesTs";
         if (std::string(sub) == "imagesTr") {
           c.seg = find_nifti(root / "labelsTr", c.id);
           if (c.seg.empty())

@@ -63,6 +63,8 @@ struct CaseFiles {
   std::array<std::string, kNumModalities> image;          // T1, T1ce, T2, FLAIR paths; "" = missing
   std::array<int, kNumModalities> frame{-1, -1, -1, -1};  // 4D files (MSD): frame of each modality
   std::string seg;                                        // "" = unlabelled
+  bool held_out = false;  // in imagesTs/ of an MSD or nnU-Net dataset: its test set, which
+                          // training leaves out (as nnU-Net does) even when labelsTs/ has labels
 };
 
 struct Dataset {
