@@ -1,0 +1,19 @@
+"""kdseg in plain PyTorch: load a checkpoint written by the C++ toolkit and run its network.
+
+    import kdseg
+    model, plan = kdseg.load("runs/student/best.pt")   # eval mode, CPU
+    logits = model(x)            # x (B,4,D,H,W) float32 → (B,3,D,H,W) WT, TC, ET logits
+    probs = logits.sigmoid()
+
+The five architectures (unet, resunet, resunet-vae, cascade, student) mirror src/kdseg/models/
+with the same parameter names, option defaults and forward maths (tests/python/parity.py checks
+them against the C++ networks).
+"""
+from .checkpoint import FORMAT_VERSION, PLAN_DEFAULTS, load, read_checkpoint
+from .models import (ARCHITECTURES, Cascade, CascadeNet, ResUNet, Student, UNet, build_model,
+                     resolve_options)
+
+__version__ = "0.1.0"
+
+__all__ = ["ARCHITECTURES", "Cascade", "CascadeNet", "FORMAT_VERSION", "PLAN_DEFAULTS", "ResUNet",
+           "Student", "UNet", "build_model", "load", "read_checkpoint", "resolve_options"]
