@@ -14,6 +14,8 @@ packages=(
   mricron-data                                   # Colin27 template for the synthetic cohort
   python3-nibabel python3-numpy                  # cross-reader round-trip tests (/usr/bin/python3)
   python3-torch                                  # checkpoints must load in Python (torch.load)
+  python3-onnx                                   # python -m kdseg export --format onnx: the plan
+                                                 # as metadata, onnx.checker in the tests
   clang libclang-rt-14-dev                       # libFuzzer target for the NIfTI reader
   chromium                                       # report: the headless page test
 )
@@ -55,3 +57,8 @@ done
 
 # The report's web dependency (NiiVue) into the git-ignored third_party/niivue/; quiet when there.
 bash "$(dirname "$0")/web_deps.sh"
+
+# ONNX Runtime for Node.js (not in Debian) into the git-ignored third_party/onnxruntime-node/:
+# the ONNX export tests run exported files in it. Optional: without it they are not run.
+bash "$(dirname "$0")/onnx_deps.sh" ||
+  echo "setup: onnx_deps.sh failed; the tests will not run ONNX files" >&2
