@@ -198,6 +198,13 @@ TEST_F(Training, ResumeWithAnotherConfigurationIsRefused) {
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("lr"), std::string::npos) << e.what();
   }
+  // A run folder moved elsewhere resumes there: its path is not part of what was trained.
+  o.lr = tiny("x").lr;
+  const std::string moved = dir_->str("resume_moved");
+  fs::rename(o.out, moved);
+  o.out = moved;
+  o.steps = 3;
+  EXPECT_EQ(train(o).steps, 3);
 }
 
 // The acceptance test of crash safety: a run killed with SIGKILL and resumed ends with the same

@@ -34,10 +34,13 @@ constexpr const char* kLogHeader =
     "val_dice_tc,val_dice_et,val_mean_dice";
 
 // Keys of config.json's "train" that may differ when a run is resumed. "distributed" may, the
-// world size (config.json's "world_size") may not: another world is not bit-exact.
+// world size (config.json's "world_size") may not: another world is not bit-exact. The run's
+// folder, the cache's and the splits file's paths may: a run moved or copied elsewhere resumes
+// there.
 const std::vector<std::string> kResumableKeys{
-    "resume", "steps",     "quiet",     "threads",          "workers",     "prefetch",
-    "device", "val_every", "log_every", "checkpoint_every", "distributed", "dist_timeout_s"};
+    "resume",      "steps",          "quiet",     "threads",   "workers",
+    "prefetch",    "device",         "val_every", "log_every", "checkpoint_every",
+    "distributed", "dist_timeout_s", "out",       "cache",     "splits"};
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
