@@ -118,13 +118,16 @@ TEST(Reproduce, TeacherSetFromTheCommandLine) {
   EXPECT_EQ(res["methods"],
             nlohmann::json({"student-1", "student-2", "ensemble", "student", "control"}));
   EXPECT_FALSE(res.contains("regime"));
-  // Different seeds: the two teachers' weights differ.
+  // Different seeds: the two teachers' weights differ, and neither is the control (seed 1).
   const auto c1 =
       nlohmann::json::parse(std::ifstream((s1 / "runs/student-1/config.json").string()));
   const auto c2 =
       nlohmann::json::parse(std::ifstream((s1 / "runs/student-2/config.json").string()));
-  EXPECT_EQ(c1["train"]["seed"].get<int>(), 1);
-  EXPECT_EQ(c2["train"]["seed"].get<int>(), 1001);
+  EXPECT_EQ(c1["train"]["seed"].get<int>(), 1001);
+  EXPECT_EQ(c2["train"]["seed"].get<int>(), 2001);
+  const auto control =
+      nlohmann::json::parse(std::ifstream((s1 / "runs/control/config.json").string()));
+  EXPECT_EQ(control["train"]["seed"].get<int>(), 1);
   const auto pseudo = nlohmann::json::parse(std::ifstream((s1 / "pseudo/dataset.json").string()));
   EXPECT_EQ(pseudo["teachers"].size(), 2u);
   EXPECT_FALSE(fs::exists(s1 / "runs" / "oracle"));

@@ -100,6 +100,14 @@ TEST(ExperimentTeachers, ParsesNamesAndCounts) {
   EXPECT_EQ(t[2].name, "unet-2");
   EXPECT_EQ(t[2].instance, 1);
 
+  // Seeds: s + 1000 k, and one step further for the student architecture, whose first member
+  // would otherwise train exactly as the control (seed s) does.
+  EXPECT_EQ(teacher_seed(2, t[0]), 2u);     // unet-1
+  EXPECT_EQ(teacher_seed(2, t[2]), 1002u);  // unet-2
+  t = parse_teachers("student:2", recipes);
+  EXPECT_EQ(teacher_seed(2, t[0]), 1002u);
+  EXPECT_EQ(teacher_seed(2, t[1]), 2002u);
+
   for (const char* bad : {"", "vnet", "student:0", "student:x", "student:", "unet,,cascade"})
     EXPECT_THROW(parse_teachers(bad, recipes), Error) << bad;
 }

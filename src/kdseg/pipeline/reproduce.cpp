@@ -257,6 +257,11 @@ std::vector<TeacherSpec> parse_teachers(const std::string& text,
   return out;
 }
 
+uint64_t teacher_seed(int s, const TeacherSpec& t) {
+  const int k = t.instance + (t.arch == "student" ? 1 : 0);
+  return static_cast<uint64_t>(s) + 1000ull * static_cast<uint64_t>(k);
+}
+
 Regime judge_regime(const PairedComparison& oc, const RatioEstimate& share) {
   Regime r;
   char buf[512];
@@ -592,8 +597,7 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
     for (const auto& [tm, r] : teachers) {
       const auto t = Clock::now();
       say(tag + ": training " + tm.name + " (" + std::to_string(r.steps) + " steps)");
-      train_model(sd / "runs" / tm.name, r, static_cast<uint64_t>(s + 1000 * tm.instance),
-                  {{labeled, 1.0}});
+      train_model(sd / "runs" / tm.name, r, teacher_seed(s, tm), {{labeled, 1.0}});
       timing["train " + tm.name] += since(t);
       teacher_ckpts.push_back((sd / "runs" / tm.name / "checkpoints" / "last.pt").string());
     }

@@ -80,8 +80,12 @@ ReproduceOptions with_preset(ReproduceOptions opt);
 struct TeacherSpec {
   std::string name;  // its run folder and table row, e.g. "unet", "student-2"
   std::string arch;  // its recipe, e.g. "student"
-  int instance = 0;  // k-th member of that recipe (0-based): seed s trains it with seed s + 1000 k
+  int instance = 0;  // k-th member of that recipe (0-based); its seed: teacher_seed
 };
+// The training seed of teacher `t` in experiment seed `s`: s + 1000 k for the k-th (0-based) member
+// of a recipe, and s + 1000 (k + 1) for the student architecture's, whose member 0 would otherwise
+// be the control itself (same recipe, seed and labelled data when the step counts agree).
+uint64_t teacher_seed(int s, const TeacherSpec& t);
 // "unet,resunet-vae,cascade" or "student:3" or "unet:2,cascade": a recipe with a repeat count;
 // a recipe named more than once gets folders "<arch>-1", "<arch>-2", ... Throws kdseg::Error
 // (naming --teachers) for an unknown recipe, a count below 1, or no teacher.
