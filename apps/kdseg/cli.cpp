@@ -131,11 +131,13 @@ nlohmann::json resolved_config(const CLI::App* cmd) {
   return j;
 }
 
-void write_resolved_config(const CLI::App* cmd, const std::string& path) {
+void write_resolved_config(const CLI::App* cmd, const std::string& path,
+                           const nlohmann::json& resolved) {
   nlohmann::json j;
   j["command"] = cmd->get_name();
   j["kdseg_version"] = KDSEG_VERSION;
   j["options"] = resolved_config(cmd);
+  if (!resolved.is_null()) j["resolved"] = resolved;
   const std::string text = j.dump(2) + "\n";
   write_file_atomic(path, reinterpret_cast<const uint8_t*>(text.data()), text.size());
 }

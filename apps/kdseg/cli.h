@@ -41,7 +41,8 @@ std::string apply_runtime_flags(const RuntimeOptions& runtime);
 // The command's every flag with the value in force (given, from --config, or the default).
 nlohmann::json resolved_config(const CLI::App* cmd);
 // Writes resolved_config(cmd) to `path` atomically, as pretty JSON.
-void write_resolved_config(const CLI::App* cmd, const std::string& path);
+void write_resolved_config(const CLI::App* cmd, const std::string& path,
+                           const nlohmann::json& resolved = nlohmann::json());
 
 // Lists a batch command's failures on stderr and throws the one error that makes the exit code
 // non-zero: "<N> case(s) <summary>" (DESIGN §2 "Batches of cases").

@@ -1,18 +1,20 @@
 // kdseg predict --model CKPT [--model CKPT2 ...] --in DIR --out DIR: segment cases with one
 // network or an ensemble; kdseg pseudo-label: the same over unlabelled cases, written as a
 // pseudo-labelled dataset (DESIGN §2).
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <memory>
 
 #include "kdseg/cli.h"
 #include "kdseg/cmd_train.h"
+#include "kdseg/runtime/runtime.h"
 #include "kdseg/util/error.h"
 
 namespace kdseg::cli {
 namespace fs = std::filesystem;
 
-void add_inference_flags(CLI::App* cmd, PredictOptions& opt) {
+void add_inference_flags(CLI::App* cmd, PredictOptions& opt, std::string& precision) {
   cmd->add_option("--model", opt.models,
                   "Checkpoint (repeat for an ensemble; architectures may differ)")
       ->required();
@@ -31,7 +33,12 @@ void add_inference_flags(CLI::App* cmd, PredictOptions& opt) {
       ->capture_default_str();
   cmd->add_option("--window-batch", i.window_batch, "Windows per forward pass")
       ->capture_default_str();
-  cmd->add_flag("--bf16", i.bf16, "bf16 autocast for the forward passes");
+  cmd->add_option("--precision", precision,
+                  "fp32, bf16 (autocast), or auto: bf16 where the device computes it natively "
+                  "(a CPU with AVX-512 BF16 or AMX; an Ampere or later GPU), else fp32")
+      ->capture_default_str();
+  cmd->add_flag_callback(
+      "--bf16", [&precision] { precision = "bf16"; }, "Same as --precision bf16");
   cmd->add_option("--engine", i.engine,
                   "A student in bf16 on a CPU: auto (oneDNN where this build and CPU can, "
                   "else LibTorch), torch, or onednn")
@@ -51,12 +58,22 @@ void add_inference_flags(CLI::App* cmd, PredictOptions& opt) {
   cmd->add_flag("--quiet", opt.quiet, "No per-case progress");
 }
 
-CLI::App* add_predict_flags(CLI::App& app, PredictOptions& opt, RuntimeOptions& runtime) {
+nlohmann::json apply_precision(const std::string& command, const std::string& precision,
+                               PredictOptions& opt) {
+  const PrecisionChoice c = resolve_precision(precision, opt.inference.device);
+  opt.inference.bf16 = c.bf16;
+  if (!opt.quiet)
+    std::fprintf(stderr, "%s: precision %s (%s)\n", command.c_str(), c.name.c_str(), c.why.c_str());
+  return {{"precision", c.name}, {"precision_why", c.why}};
+}
+
+CLI::App* add_predict_flags(CLI::App& app, PredictOptions& opt, std::string& precision,
+                            RuntimeOptions& runtime) {
   CLI::App* cmd = app.add_subcommand(
       "predict",
       "Segment every case of a folder with one checkpoint or an ensemble; writes <ID>.nii.gz "
       "on each input's grid, in its label convention (BraTS submission format)");
-  add_inference_flags(cmd, opt);
+  add_inference_flags(cmd, opt, precision);
   const char* names[] = {"--t1", "--t1ce", "--t2", "--flair"};
   const char* what[] = {"T1", "T1ce (T1 with contrast)", "T2", "FLAIR"};
   for (int m = 0; m < 4; ++m)
@@ -76,10 +93,12 @@ CLI::App* add_predict_flags(CLI::App& app, PredictOptions& opt, RuntimeOptions& 
 
 void add_predict_command(CLI::App& app) {
   auto opt = std::make_shared<PredictOptions>();
+  auto precision = std::make_shared<std::string>("auto");
   auto runtime = std::make_shared<RuntimeOptions>();
-  CLI::App* cmd = add_predict_flags(app, *opt, *runtime);
-  cmd->callback([opt, runtime, cmd] {
+  CLI::App* cmd = add_predict_flags(app, *opt, *precision, *runtime);
+  cmd->callback([opt, precision, runtime, cmd] {
     opt->inference.device = apply_runtime_flags(*runtime);
+    const nlohmann::json resolved = apply_precision("predict", *precision, *opt);
     const bool one_case = !opt->files[0].empty() || !opt->files[1].empty() ||
                           !opt->files[2].empty() || !opt->files[3].empty();
     if (!one_case && opt->in.empty())
@@ -89,13 +108,13 @@ void add_predict_command(CLI::App& app) {
       const PredictReport r = predict_files(*opt);
       // The resolved options beside the label map: <stem>.config.json.
       std::string config = opt->out.substr(0, opt->out.rfind(".nii")) + ".config.json";
-      if (r.failures.empty()) write_resolved_config(cmd, config);
+      if (r.failures.empty()) write_resolved_config(cmd, config, resolved);
       report_failures("predict", r.failures, "failed");
       std::cout << "predict: wrote " << opt->out << "\n";
       return;
     }
     const PredictReport r = predict_folder(*opt);
-    write_resolved_config(cmd, (fs::path(opt->out) / "config.json").string());
+    write_resolved_config(cmd, (fs::path(opt->out) / "config.json").string(), resolved);
     std::cout << "predict: " << r.written.size() << " case(s) written, " << r.skipped.size()
               << " already done, in " << opt->out << "\n";
     report_failures("predict", r.failures, "failed (listed above); the others are in " + opt->out);
@@ -103,13 +122,13 @@ void add_predict_command(CLI::App& app) {
 }
 
 CLI::App* add_pseudo_label_flags(CLI::App& app, PseudoLabelOptions& opt, std::string& shard,
-                                 RuntimeOptions& runtime) {
+                                 std::string& precision, RuntimeOptions& runtime) {
   CLI::App* cmd = app.add_subcommand(
       "pseudo-label",
       "Label unlabelled cases with an ensemble and write a pseudo-labelled dataset "
       "(images, <ID>_seg, optional soft targets and ignore masks, dataset.json) that "
       "kdseg train --data reads");
-  add_inference_flags(cmd, opt.predict);
+  add_inference_flags(cmd, opt.predict, precision);
   cmd->get_option("--in")->required();
   cmd->add_option("--target", opt.target, "hard (thresholded labels) or soft (also probabilities)")
       ->capture_default_str();
@@ -128,13 +147,15 @@ CLI::App* add_pseudo_label_flags(CLI::App& app, PseudoLabelOptions& opt, std::st
 void add_pseudo_label_command(CLI::App& app) {
   auto opt = std::make_shared<PseudoLabelOptions>();
   auto shard = std::make_shared<std::string>("0/1");
+  auto precision = std::make_shared<std::string>("auto");
   auto runtime = std::make_shared<RuntimeOptions>();
-  CLI::App* cmd = add_pseudo_label_flags(app, *opt, *shard, *runtime);
-  cmd->callback([opt, shard, runtime, cmd] {
+  CLI::App* cmd = add_pseudo_label_flags(app, *opt, *shard, *precision, *runtime);
+  cmd->callback([opt, shard, precision, runtime, cmd] {
     opt->predict.inference.device = apply_runtime_flags(*runtime);
+    const nlohmann::json resolved = apply_precision("pseudo-label", *precision, opt->predict);
     std::tie(opt->shard, opt->n_shards) = parse_shard(*shard);
     const PseudoLabelReport r = pseudo_label(*opt);
-    write_resolved_config(cmd, (fs::path(opt->predict.out) / "config.json").string());
+    write_resolved_config(cmd, (fs::path(opt->predict.out) / "config.json").string(), resolved);
     std::cout << "pseudo-label: " << r.predict.written.size() << " case(s) labelled, "
               << r.predict.skipped.size() << " already done; " << r.dataset_json << " lists "
               << r.n_cases << " case(s)\n";

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "kdseg/io/dataset.h"
@@ -64,6 +65,40 @@ TEST(CohortPipeline, EvaluateOneCaseAgainstAnotherIsPoor) {
   nlohmann::json s = nlohmann::json::parse(std::ifstream(out.str("eval/summary.json")));
   EXPECT_LT(s["columns"]["dice_wt"]["mean"].get<double>(), 0.9);
   EXPECT_GT(s["columns"]["hd95_wt"]["mean"].get<double>(), 3.0);
+}
+
+TEST(CohortPipeline, PredictChoosesItsPrecisionAndRecordsIt) {
+  // The default --precision auto is bf16 exactly where the CPU computes it natively; the choice
+  // is printed and lands in config.json's "resolved"; --bf16 is --precision bf16.
+  ScratchDir out("e2e_precision");
+  auto t = run_kdseg("train --data " + kCohort + "/labeled --out " + out.str("run") +
+                     " --steps 2 --patch 32,32,32 --val-every 0 --model-options "
+                     "'{\"widths\":[8,16,32,64]}' --threads 2 --quiet");
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  const std::string predict = "predict --model " + out.str("run/checkpoints/last.pt") + " --in " +
+                              kCohort + "/test --tta none --threads 2 --out ";
+  auto resolved = [&](const std::string& folder) {
+    return nlohmann::json::parse(std::ifstream(out.str(folder + "/config.json")))["resolved"];
+  };
+  auto a = run_kdseg(predict + out.str("auto"));
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  // Native bf16 as /proc/cpuinfo lists it (Runtime.PrecisionAuto... checks the detection too).
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  const std::string flags((std::istreambuf_iterator<char>(cpuinfo)),
+                          std::istreambuf_iterator<char>());
+  const bool has_bf16 =
+      flags.find("avx512_bf16") != std::string::npos || flags.find("amx_bf16") != std::string::npos;
+  const std::string native = has_bf16 ? "bf16" : "fp32";
+  EXPECT_NE(a.output.find("predict: precision " + native + " (auto: "), std::string::npos)
+      << a.output;
+  EXPECT_EQ(resolved("auto")["precision"], native);
+  ASSERT_EQ(run_kdseg(predict + out.str("fp32") + " --precision fp32 --quiet").exit_code, 0);
+  EXPECT_EQ(resolved("fp32")["precision"], "fp32");
+  ASSERT_EQ(run_kdseg(predict + out.str("bf16") + " --bf16 --quiet").exit_code, 0);
+  EXPECT_EQ(resolved("bf16")["precision"], "bf16");
+  auto bad = run_kdseg(predict + out.str("bad") + " --precision fp16 --quiet");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("--precision fp16"), std::string::npos) << bad.output;
 }
 
 TEST(CohortPipeline, MontageDrawsACase) {

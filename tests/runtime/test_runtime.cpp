@@ -2,6 +2,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <fstream>
+#include <iterator>
+#include <string>
+
 #include "kdseg/runtime/runtime.h"
 #include "kdseg/util/error.h"
 
@@ -43,6 +47,22 @@ TEST(Runtime, BuildInfoNamesTheBlasAndOneDnn) {
   EXPECT_NE(info.find("libtorch"), std::string::npos);
   EXPECT_NE(info.find("blas"), std::string::npos);
   EXPECT_NE(info.find("mkldnn yes"), std::string::npos) << info;
+}
+
+TEST(Runtime, PrecisionAutoIsBf16ExactlyWhereTheCpuHasItNatively) {
+  EXPECT_FALSE(resolve_precision("fp32", "cpu").bf16);
+  EXPECT_TRUE(resolve_precision("bf16", "cpu").bf16);
+  const PrecisionChoice a = resolve_precision("auto", "cpu");
+  EXPECT_EQ(a.bf16, cpu_has_native_bf16());
+  EXPECT_EQ(a.name, a.bf16 ? "bf16" : "fp32");
+  EXPECT_EQ(a.why.rfind("auto: ", 0), 0u) << a.why;
+  // What /proc/cpuinfo says, where there is one.
+  std::ifstream info("/proc/cpuinfo");
+  std::string text((std::istreambuf_iterator<char>(info)), std::istreambuf_iterator<char>());
+  if (!text.empty())
+    EXPECT_EQ(cpu_has_native_bf16(), text.find("avx512_bf16") != std::string::npos ||
+                                         text.find("amx_bf16") != std::string::npos);
+  EXPECT_THROW(resolve_precision("fp16", "cpu"), Error);
 }
 
 }  // namespace

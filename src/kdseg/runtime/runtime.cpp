@@ -1,5 +1,6 @@
 #include "kdseg/runtime/runtime.h"
 
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/torch.h>
 
 #include <fstream>
@@ -62,6 +63,38 @@ std::string build_info() {
     << "\n";
   s << "distributed " << distributed_backends() << "\n";  // e.g. "gloo", "none (built ...)"
   return s.str();
+}
+
+bool cpu_has_native_bf16() {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+#else
+  return false;
+#endif
+}
+
+PrecisionChoice resolve_precision(const std::string& precision, const std::string& device) {
+  PrecisionChoice c;
+  if (precision == "fp32" || precision == "bf16") {
+    c.bf16 = precision == "bf16";
+    c.name = precision;
+    c.why = "asked for";
+    return c;
+  }
+  if (precision != "auto")
+    throw Error("--precision " + precision, "unknown precision", "use fp32, bf16 or auto");
+  if (device.rfind("cuda", 0) == 0) {
+    c.bf16 = at::detail::getCUDAHooks().supportsBFloat16ConvolutionWithCuDNNv8();
+    c.why = c.bf16 ? "auto: this GPU runs bf16 convolutions natively"
+                   : "auto: this GPU has no native bf16 convolutions";
+  } else {
+    c.bf16 = cpu_has_native_bf16();
+    c.why = c.bf16 ? "auto: this CPU has native bf16 (AVX-512 BF16 or AMX)"
+                   : "auto: this CPU has no native bf16 (AVX-512 BF16 or AMX)";
+  }
+  c.name = c.bf16 ? "bf16" : "fp32";
+  return c;
 }
 
 }  // namespace kdseg
