@@ -2,7 +2,7 @@
 # Builds kdseg's .deb (cpack -G DEB in the build folder), installs it with apt-get (which checks its
 # Depends against the machine's packages), and runs the installed /usr/bin/kdseg as a user would,
 # in a folder outside the source tree: --version, synth of a tiny cohort, a few training steps,
-# predict of one case from four files, and report, whose page template and NiiVue must come from
+# predict of one case from four files, export (where python3-torch is), and report, whose page template and NiiVue must come from
 # /usr/share/kdseg. Then removes the package again (unless it was installed before).
 # Needs root (or password-less sudo); without it, says so and exits 0. scripts/test.sh runs it.
 set -euo pipefail
@@ -45,6 +45,12 @@ id=$(basename "$case_dir")
   --t1ce "$case_dir/${id}_t1ce.nii.gz" --t2 "$case_dir/${id}_t2.nii.gz" \
   --flair "$case_dir/${id}_flair.nii.gz" --out one/seg.nii.gz --tta none --threads 2 --quiet
 [[ -s one/seg.nii.gz ]] || { echo "package_test: predict wrote no one/seg.nii.gz" >&2; exit 1; }
+if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  # The installed Python package (share/kdseg/python), found relative to the installed binary.
+  env -u KDSEG_PYTHONPATH "$kdseg" export --model run/checkpoints/last.pt --format torchscript \
+    --out student.ts
+  [[ -s student.ts ]] || { echo "package_test: export wrote no student.ts" >&2; exit 1; }
+fi
 env -u KDSEG_WEB_DIR -u KDSEG_NIIVUE "$kdseg" report --run run --cases cohort/test --out report \
   --threads 2 --quiet
 for f in report/index.html report/niivue.umd.js; do
@@ -52,4 +58,4 @@ for f in report/index.html report/niivue.umd.js; do
 done
 grep -q "/usr/share/kdseg/niivue/niivue.umd.js" report/niivue.txt ||
   { echo "package_test: NiiVue did not come from /usr/share/kdseg" >&2; exit 1; }
-echo "package_test: the installed kdseg ran --version, synth, train, predict and report in $work"
+echo "package_test: the installed kdseg ran --version, synth, train, predict, export and report in $work"

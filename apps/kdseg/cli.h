@@ -62,5 +62,6 @@ void add_evaluate_command(CLI::App& app);
 CLI::App* add_synth_flags(CLI::App& app, synth::SynthOptions& opt, RuntimeOptions& runtime);
 void add_synth_command(CLI::App& app);
 void add_montage_command(CLI::App& app);
+void add_export_command(CLI::App& app);
 
 }  // namespace kdseg::cli

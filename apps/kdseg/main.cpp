@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   kdseg::cli::add_check_command(app);
   kdseg::cli::add_evaluate_command(app);
   kdseg::cli::add_report_command(app);
+  kdseg::cli::add_export_command(app);
 #ifdef KDSEG_WITH_TORCH
   kdseg::cli::add_train_command(app);
   kdseg::cli::add_predict_command(app);

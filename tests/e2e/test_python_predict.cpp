@@ -9,6 +9,7 @@
 // nibabel.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <iostream>
 
 #include "support/test_support.h"
@@ -59,6 +60,36 @@ TEST(PythonPredict, SameLabelsAsKdsegPredict) {
     std::cout << r.output;
     EXPECT_EQ(r.exit_code, 0) << "predict_check.py failed; its output is above";
   }
+}
+
+TEST(PythonExport, KdsegExportRunsThePythonPackage) {
+  // `kdseg export` finds python/kdseg (here: the sources'; installed: share/kdseg/python) and
+  // runs python3 -m kdseg export; a missing interpreter is named, with a non-zero exit.
+  const std::string python = KDSEG_SYSTEM_PYTHON;
+  if (run_command(python + " -c 'import torch'").exit_code != 0)
+    GTEST_SKIP() << python << " cannot import torch (Debian's python3-torch): no export";
+  ScratchDir dir("e2e_python_export");
+  auto r = run_kdseg(
+      "train --model student --model-options '{\"widths\":[8,8,16,16],\"norm_groups\":4}' "
+      "--data " +
+      kCohort + "/labeled --cache " + dir.str("cache") + " --splits " + dir.str("splits.json") +
+      " --out " + dir.str("student") +
+      " --steps 2 --batch 2 --patch 16,16,16 --val-every 100 --threads 2 --workers 1 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string model = dir.str("student/checkpoints/last.pt");
+  auto e =
+      run_kdseg("export --model " + model + " --format torchscript --out " + dir.str("student.ts"));
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  EXPECT_GT(std::filesystem::file_size(dir.str("student.ts")), 0u);
+  auto bad = run_kdseg("export --model " + model + " --format torchscript --out " +
+                       dir.str("x.ts") + " --python /nonexistent/python3");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("--python /nonexistent/python3"), std::string::npos) << bad.output;
+  auto missing = run_kdseg("export --model " + dir.str("none.pt") + " --format torchscript --out " +
+                           dir.str("y.ts"));
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.output.find("none.pt"), std::string::npos) << missing.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.str("y.ts")));
 }
 
 }  // namespace
