@@ -69,7 +69,21 @@ if(KDSEG_WITH_TORCH)
      CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
     find_path(KDSEG_DNNL_INCLUDE oneapi/dnnl/dnnl.hpp)
     find_library(KDSEG_DNNL_LIBRARY NAMES dnnl)
-    if(KDSEG_DNNL_INCLUDE AND KDSEG_DNNL_LIBRARY)
+    # The student's oneDNN path is written against oneDNN 2.x (operation descriptors), which
+    # oneDNN 3 removed. With oneDNN 3 (newer distributions) kdseg builds without that path, says
+    # so here, and predicts in bf16 through LibTorch's autocast instead.
+    set(KDSEG_DNNL_MAJOR 0)
+    if(KDSEG_DNNL_INCLUDE AND EXISTS "${KDSEG_DNNL_INCLUDE}/oneapi/dnnl/dnnl_version.h")
+      file(STRINGS "${KDSEG_DNNL_INCLUDE}/oneapi/dnnl/dnnl_version.h" KDSEG_DNNL_MAJOR_LINE
+           REGEX "#define DNNL_VERSION_MAJOR ")
+      string(REGEX REPLACE ".*DNNL_VERSION_MAJOR ([0-9]+).*" "\\1" KDSEG_DNNL_MAJOR
+             "${KDSEG_DNNL_MAJOR_LINE}")
+    endif()
+    if(KDSEG_DNNL_INCLUDE AND KDSEG_DNNL_LIBRARY AND NOT KDSEG_DNNL_MAJOR EQUAL 2)
+      message(WARNING "oneDNN ${KDSEG_DNNL_MAJOR}.x at ${KDSEG_DNNL_INCLUDE}: the student's "
+                      "oneDNN bf16 path needs oneDNN 2.x and is left out; bf16 prediction runs "
+                      "through LibTorch's autocast")
+    elseif(KDSEG_DNNL_INCLUDE AND KDSEG_DNNL_LIBRARY)
       set(KDSEG_HAVE_ONEDNN ON)
       list(APPEND KDSEG_TORCH_DEFINITIONS KDSEG_HAVE_ONEDNN=1)
       add_library(kdseg::dnnl UNKNOWN IMPORTED)
