@@ -66,6 +66,18 @@ def _check_levels(arch, o):
         check_divisible(c, o["norm_groups"], arch, "GroupNorm")
 
 
+def encode_levels(h, stages, downs):
+    """The encoder of the residual nets: level l is downs[l-1] (a stride-2 conv) then stages[l];
+    returns every level's output, finest first (B,w[l],D/2^l,H/2^l,W/2^l)."""
+    features = []
+    for l, stage in enumerate(stages):
+        if l > 0:
+            h = downs[l - 1](h)
+        h = stage(h)
+        features.append(h)
+    return features
+
+
 class UNet(nn.Module):
     """`unet`: the No-New-Net 3D UNet (Isensee 2018), unet.cpp.
 
@@ -173,13 +185,7 @@ class ResUNet(nn.Module):
         h = self.conv_in(x)  # (B,w0,D,H,W)
         if self.options["dropout"] > 0:
             h = F.dropout3d(h, self.options["dropout"], self.training)
-        features = []
-        for l, stage in enumerate(self.encoder):
-            if l > 0:
-                h = self.down[l - 1](h)  # (B,w[l],D/2^l,H/2^l,W/2^l)
-            h = stage(h)
-            features.append(h)
-        return features
+        return encode_levels(h, self.encoder, self.down)
 
     def decode(self, features):  # → logits (B,3,D,H,W)
         h = features[-1]
@@ -358,13 +364,7 @@ class Student(nn.Module):
 
     def encode(self, x):  # → skips, finest first; the last is the bottleneck
         h = self.norm_in(self.conv_in(x))  # (B,w0,D,H,W), no activation (as released)
-        features = []
-        for l, stage in enumerate(self.encoder):
-            if l > 0:
-                h = self.down[l - 1](h)  # (B,w[l],D/2^l,H/2^l,W/2^l)
-            h = stage(h)
-            features.append(h)
-        return features
+        return encode_levels(h, self.encoder, self.down)
 
     def decode(self, features):  # → logits (B,3,D,H,W)
         h = features[-1]  # bottleneck (B,w[L-1],D/2^(L-1),...)
