@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# bench/predict_default.sh — whole-process time and peak memory of segmenting one 1 mm case with
+# the paper-size student and 4 X/Y flips plus the authors' post-processing, three ways in one
+# command: the authors'-style PyTorch inference (bench/reference/infer_reference.py, Debian's
+# python3-torch, fp32), `kdseg predict` with its defaults (--precision auto) and `kdseg predict
+# --precision fp32`. Prints each run and the ratios of the best of REPS (2) to the reference's.
+#
+#   bench/predict_default.sh [BUILD_DIR]      THREADS (all cores), OUT (BUILD_DIR/bench_predict)
+# About 2 minutes on a 2-core machine. The checkpoint is a paper-size student after one training
+# step (speed does not depend on the weights).
+set -euo pipefail
+src=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${1:-$src/build}" && pwd)
+out=${OUT:-$build/bench_predict}
+reps=${REPS:-2}
+threads=${THREADS:-$(nproc)}
+kdseg=$build/kdseg
+py=/usr/bin/python3
+[[ -x $kdseg ]] || { echo "predict_default.sh: $kdseg is missing: build first" >&2; exit 2; }
+$py -c 'import torch' 2>/dev/null || { echo "predict_default.sh: $py has no torch" >&2; exit 2; }
+mkdir -p "$out"
+case_dir=$out/cohort/labeled/SYN_L0001
+ckpt=$out/run/checkpoints/last.pt
+[[ -d $case_dir ]] || "$kdseg" synth --out "$out/cohort" --labeled 1 --unlabeled 0 --test 0 \
+  --spacing 1 --seed 1 --quiet
+[[ -f $ckpt ]] || "$kdseg" train --data "$out/cohort/labeled" --out "$out/run" --steps 1 \
+  --val-every 0 --threads "$threads" --quiet >/dev/null
+
+post=(--tta xy --et-min-mm3 32 --min-component-fraction 0.1 --threads "$threads" --quiet)
+declare -A best_s best_kb
+measure() {  # name, command...: whole-process seconds and peak RSS, best of $reps
+  local name=$1
+  shift
+  for ((r = 1; r <= reps; r++)); do
+    rm -rf "$out/pred"
+    /usr/bin/time -f "%e %M" -o "$out/time.txt" "$@" >/dev/null 2>"$out/stderr.txt" ||
+      { cat "$out/stderr.txt" >&2; exit 1; }
+    read -r s kb <"$out/time.txt"
+    printf '%-34s run %d: %6.2f s  %5.2f GB\n' "$name" "$r" "$s" "$(awk "BEGIN{print $kb/1048576}")"
+    if [[ -z ${best_s[$name]:-} ]] || awk "BEGIN{exit !($s < ${best_s[$name]})}"; then
+      best_s[$name]=$s
+      best_kb[$name]=$kb
+    fi
+  done
+}
+measure "authors' pipeline (PyTorch, fp32)" $py "$src/bench/reference/infer_reference.py" \
+  --case "$case_dir" --checkpoint "$ckpt" --flips 4 --reps 1 --threads "$threads"
+measure "kdseg predict (defaults)" "$kdseg" predict --model "$ckpt" --in "$case_dir" \
+  --out "$out/pred" "${post[@]}"
+precision=$($py -c "import json;print(json.load(open('$out/pred/config.json'))['resolved']['precision'])")
+measure "kdseg predict --precision fp32" "$kdseg" predict --model "$ckpt" --in "$case_dir" \
+  --out "$out/pred" "${post[@]}" --precision fp32
+ref=${best_s["authors' pipeline (PyTorch, fp32)"]}
+echo
+echo "best of $reps, $threads thread(s); the default resolved to $precision here"
+for name in "authors' pipeline (PyTorch, fp32)" "kdseg predict (defaults)" \
+  "kdseg predict --precision fp32"; do
+  printf '%-34s %6.2f s  %5.2f GB  %5.2fx the authors'"'"' pipeline\n' "$name" "${best_s[$name]}" \
+    "$(awk "BEGIN{print ${best_kb[$name]}/1048576}")" "$(awk "BEGIN{print $ref/${best_s[$name]}}")"
+done
