@@ -23,6 +23,22 @@ using test::ScratchDir;
 
 const std::string kCohort = KDSEG_TEST_COHORT;
 
+// A tiny student trained on the cohort's labelled cases with `args` (steps, ...) into
+// dir/student; its last.pt, or "" (with the output printed) when training failed.
+std::string train_tiny_student(const ScratchDir& dir, const std::string& args) {
+  auto r = run_kdseg(
+      "train --model student --model-options '{\"widths\":[8,8,16,16],\"norm_groups\":4}' "
+      "--data " +
+      kCohort + "/labeled --cache " + dir.str("cache") + " --splits " + dir.str("splits.json") +
+      " --out " + dir.str("student") + " --batch 2 --patch 16,16,16 --val-every 100 " + args +
+      " --threads 2 --workers 1 --quiet");
+  if (r.exit_code != 0) {
+    std::cout << r.output;
+    return "";
+  }
+  return dir.str("student/checkpoints/last.pt");
+}
+
 TEST(PythonPredict, SameLabelsAsKdsegPredict) {
   const std::string python = KDSEG_SYSTEM_PYTHON;
   if (run_command(python + " -c 'import torch, nibabel'").exit_code != 0)
@@ -30,15 +46,9 @@ TEST(PythonPredict, SameLabelsAsKdsegPredict) {
                  << " cannot import torch and nibabel (Debian's python3-torch, "
                     "python3-nibabel): no check of kdseg.predict_case";
   ScratchDir dir("e2e_python_predict");
-  auto r = run_kdseg(
-      "train --model student --model-options '{\"widths\":[8,8,16,16],\"norm_groups\":4}' "
-      "--data " +
-      kCohort + "/labeled --cache " + dir.str("cache") + " --splits " + dir.str("splits.json") +
-      " --out " + dir.str("student") +
-      " --steps 16 --batch 2 --patch 16,16,16 --lr 3e-3 --spacing 2.5,2.5,2 --log-every 8 "
-      "--val-every 100 --threads 2 --workers 1 --quiet");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const std::string model = dir.str("student/checkpoints/last.pt");
+  const std::string model =
+      train_tiny_student(dir, "--steps 16 --lr 3e-3 --spacing 2.5,2.5,2 --log-every 8");
+  ASSERT_FALSE(model.empty());
   // SYN_T0002: the case where this student predicts all three labels.
   const std::string id = "SYN_T0002", case_dir = kCohort + "/test/" + id;
   const std::string source = KDSEG_SOURCE_DIR;
@@ -50,7 +60,8 @@ TEST(PythonPredict, SameLabelsAsKdsegPredict) {
                            Setting{"windows", "none", "48x64x64"}}) {
     SCOPED_TRACE(s.name);
     const std::string out = dir.str("cpp_" + s.name);
-    r = run_kdseg("predict --model " + model + " --in " + case_dir + " --out " + out + " --tta " +
+    auto r =
+        run_kdseg("predict --model " + model + " --in " + case_dir + " --out " + out + " --tta " +
                   s.tta + " --window " + s.window + " --precision fp32 --quiet --threads 2");
     ASSERT_EQ(r.exit_code, 0) << r.output;
     r = run_command("PYTHONPATH=" + source + "/python " + python + " " + source +
@@ -69,14 +80,8 @@ TEST(PythonExport, KdsegExportRunsThePythonPackage) {
   if (run_command(python + " -c 'import torch'").exit_code != 0)
     GTEST_SKIP() << python << " cannot import torch (Debian's python3-torch): no export";
   ScratchDir dir("e2e_python_export");
-  auto r = run_kdseg(
-      "train --model student --model-options '{\"widths\":[8,8,16,16],\"norm_groups\":4}' "
-      "--data " +
-      kCohort + "/labeled --cache " + dir.str("cache") + " --splits " + dir.str("splits.json") +
-      " --out " + dir.str("student") +
-      " --steps 2 --batch 2 --patch 16,16,16 --val-every 100 --threads 2 --workers 1 --quiet");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const std::string model = dir.str("student/checkpoints/last.pt");
+  const std::string model = train_tiny_student(dir, "--steps 2");
+  ASSERT_FALSE(model.empty());
   auto e =
       run_kdseg("export --model " + model + " --format torchscript --out " + dir.str("student.ts"));
   ASSERT_EQ(e.exit_code, 0) << e.output;
