@@ -1,6 +1,7 @@
 // kdseg predict --model CKPT [--model CKPT2 ...] --in DIR --out DIR: segment cases with one
 // network or an ensemble; kdseg pseudo-label: the same over unlabelled cases, written as a
 // pseudo-labelled dataset (DESIGN §2).
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -99,15 +100,17 @@ void add_predict_command(CLI::App& app) {
   cmd->callback([opt, precision, runtime, cmd] {
     opt->inference.device = apply_runtime_flags(*runtime);
     const nlohmann::json resolved = apply_precision("predict", *precision, *opt);
-    const bool one_case = !opt->files[0].empty() || !opt->files[1].empty() ||
-                          !opt->files[2].empty() || !opt->files[3].empty();
+    const bool one_case = std::any_of(opt->files.begin(), opt->files.end(),
+                                      [](const std::string& f) { return !f.empty(); });
     if (!one_case && opt->in.empty())
       throw Error("kdseg predict", "nothing to segment",
                   "give --in FOLDER, or one case's --t1 --t1ce --t2 --flair files");
     if (one_case) {
       const PredictReport r = predict_files(*opt);
       // The resolved options beside the label map: <stem>.config.json.
-      std::string config = opt->out.substr(0, opt->out.rfind(".nii")) + ".config.json";
+      const fs::path out(opt->out);
+      const std::string config =
+          (out.parent_path() / (nifti_stem(out.filename().string()) + ".config.json")).string();
       if (r.failures.empty()) write_resolved_config(cmd, config, resolved);
       report_failures("predict", r.failures, "failed");
       std::cout << "predict: wrote " << opt->out << "\n";

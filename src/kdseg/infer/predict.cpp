@@ -3,7 +3,6 @@
 #include <torch/torch.h>
 
 #include <chrono>
-#include <cstring>
 #include <filesystem>
 #include <future>
 
@@ -98,14 +97,8 @@ PredictReport predict_files(const PredictOptions& opt) {
       throw Error(flags[m], "missing", "one case needs --t1, --t1ce, --t2 and --flair");
   const fs::path out(opt.out);
   const std::string name = out.filename().string();
-  std::string stem;
-  for (const char* ext : {".nii.gz", ".nii"})
-    if (name.size() > std::strlen(ext) &&
-        name.compare(name.size() - std::strlen(ext), std::strlen(ext), ext) == 0) {
-      stem = name.substr(0, name.size() - std::strlen(ext));
-      break;
-    }
-  if (stem.empty())
+  const std::string stem = nifti_stem(name);
+  if (stem == name || stem.empty())
     throw Error("--out " + opt.out, "must name a .nii.gz or .nii file when --t1 ... are given");
   if (!out.parent_path().empty()) fs::create_directories(out.parent_path());
   CaseFiles files;

@@ -33,14 +33,6 @@ bool is_nifti_name(const std::string& name) {
   return (ends(".nii.gz") || ends(".nii")) && name.rfind("._", 0) != 0;
 }
 
-std::string strip_nifti(const std::string& name) {
-  if (name.size() > 7 && name.compare(name.size() - 7, 7, ".nii.gz") == 0)
-    return name.substr(0, name.size() - 7);
-  if (name.size() > 4 && name.compare(name.size() - 4, 4, ".nii") == 0)
-    return name.substr(0, name.size() - 4);
-  return name;
-}
-
 // The NIfTI file <folder>/<stem>.nii.gz or .nii, if present.
 std::string find_nifti(const fs::path& folder, const std::string& stem) {
   for (const char* ext : {".nii.gz", ".nii"}) {
@@ -374,6 +366,14 @@ void discover_nnunet(const fs::path& root, Dataset& ds) {
 
 }  // namespace
 
+std::string nifti_stem(const std::string& name) {
+  if (name.size() > 7 && name.compare(name.size() - 7, 7, ".nii.gz") == 0)
+    return name.substr(0, name.size() - 7);
+  if (name.size() > 4 && name.compare(name.size() - 4, 4, ".nii") == 0)
+    return name.substr(0, name.size() - 4);
+  return name;
+}
+
 const char* layout_name(Layout layout) {
   switch (layout) {
     case Layout::brats2021:
@@ -500,7 +500,7 @@ Dataset discover_dataset(const std::string& dir) {
         const std::string name = p.filename().string();
         if (!is_nifti_name(name)) continue;
         CaseFiles c;
-        c.id = strip_nifti(name);
+        c.id = nifti_stem(name);
         c.image.fill(p.string());
         c.frame = frames;
         c.held_out = std::string(sub) == "imagesTs";
@@ -680,7 +680,7 @@ std::vector<std::pair<std::string, std::string>> discover_label_maps(const std::
   for (const auto& p : sorted_entries(dir)) {
     const std::string name = p.filename().string();
     if (fs::is_regular_file(p, ec) && is_nifti_name(name)) {
-      std::string id = strip_nifti(name);
+      std::string id = nifti_stem(name);
       // Skip probability maps written beside the labels.
       if (id.size() > 5 && id.compare(id.size() - 5, 5, "_prob") == 0) continue;
       out.emplace_back(id, p.string());

@@ -20,6 +20,9 @@ enum class Layout {
 };
 
 const char* layout_name(Layout layout);
+// A NIfTI file name without its .nii.gz or .nii ("BraTS_001_seg.nii.gz" -> "BraTS_001_seg");
+// other names unchanged.
+std::string nifti_stem(const std::string& name);
 // "brats2021" | "brats2023" | "msd" | "nnunet" -> Layout; throws kdseg::Error naming `flag`.
 Layout parse_layout(const std::string& name, const std::string& flag);
 
