@@ -115,6 +115,8 @@ std::vector<Variant> all_variants(const std::string& device, int flips, int thre
     v.push_back(std::move(x));
   };
   add("plain", "fp32, whole crop, flips one pass each (the reference's way)", [](Variant&) {});
+  add("fp32-onednn", "fp32 through oneDNN directly (infer/onednn_student.h), flips one pass each",
+      [](Variant& x) { x.opt.engine = "onednn"; });
   add("fused", "fp32, whole crop, flips fused in one batch (~4x the memory: run alone)",
       [](Variant& x) {
         x.opt.fuse_tta = true;
@@ -344,7 +346,8 @@ int main(int argc, char** argv) {
     } else if (smoke) {
       names = {"plain", "bf16-fused"};
     } else {
-      names = {"plain", "bf16", "bf16-onednn", "bf16-fused", "bf16-plan", "bf16-1thread"};
+      names = {"plain",      "fp32-onednn", "bf16",        "bf16-onednn",
+               "bf16-fused", "bf16-plan",   "bf16-1thread"};
     }
     std::vector<Variant> chosen;
     for (const auto& n : names) {

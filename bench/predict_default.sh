@@ -2,11 +2,13 @@
 # bench/predict_default.sh — whole-process time and peak memory of segmenting one 1 mm case with
 # the paper-size student and 4 X/Y flips plus the authors' post-processing, three ways in one
 # command: the authors'-style PyTorch inference (bench/reference/infer_reference.py, Debian's
-# python3-torch, fp32), `kdseg predict` with its defaults (--precision auto) and `kdseg predict
-# --precision fp32`. Prints each run and the ratios of the best of REPS (2) to the reference's.
+# python3-torch, fp32), `kdseg predict` with its defaults (--precision auto), `kdseg predict
+# --precision fp32` (the student through oneDNN where the CPU has AVX2 or AVX-512) and the same
+# with `--engine torch` (LibTorch's fp32). Prints each run and the ratios of the best of REPS (2)
+# to the reference's.
 #
 #   bench/predict_default.sh [BUILD_DIR]      THREADS (all cores), OUT (BUILD_DIR/bench_predict)
-# About 2 minutes on a 2-core machine. The checkpoint is a paper-size student after one training
+# About 3 minutes on a 2-core machine. The checkpoint is a paper-size student after one training
 # step (speed does not depend on the weights).
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,11 +52,13 @@ measure "kdseg predict (defaults)" "$kdseg" predict --model "$ckpt" --in "$case_
 precision=$($py -c "import json;print(json.load(open('$out/pred/config.json'))['resolved']['precision'])")
 measure "kdseg predict --precision fp32" "$kdseg" predict --model "$ckpt" --in "$case_dir" \
   --out "$out/pred" "${post[@]}" --precision fp32
+measure "  ... --engine torch (LibTorch)" "$kdseg" predict --model "$ckpt" --in "$case_dir" \
+  --out "$out/pred" "${post[@]}" --precision fp32 --engine torch
 ref=${best_s["authors' pipeline (PyTorch, fp32)"]}
 echo
 echo "best of $reps, $threads thread(s); the default resolved to $precision here"
 for name in "authors' pipeline (PyTorch, fp32)" "kdseg predict (defaults)" \
-  "kdseg predict --precision fp32"; do
+  "kdseg predict --precision fp32" "  ... --engine torch (LibTorch)"; do
   printf '%-34s %6.2f s  %5.2f GB  %5.2fx the authors'"'"' pipeline\n' "$name" "${best_s[$name]}" \
     "$(awk "BEGIN{print ${best_kb[$name]}/1048576}")" "$(awk "BEGIN{print $ref/${best_s[$name]}}")"
 done

@@ -110,6 +110,7 @@ TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
   plain.window = "whole";
   plain.fuse_tta = false;
   plain.bf16 = false;
+  plain.engine = "torch";  // LibTorch's float32: the reference
   InferenceOptions fast = plain;
   fast.bf16 = true;
   fast.fuse_tta = true;
@@ -118,7 +119,10 @@ TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
   fast_torch.engine = "torch";
   InferenceOptions fused = plain;
   fused.fuse_tta = true;
+  InferenceOptions fp32_onednn = plain;  // float32 through oneDNN where it can run here
+  fp32_onednn.engine = "auto";
   const auto a = predict(plain), b = predict(fast), f = predict(fused), t = predict(fast_torch);
+  const auto o = predict(fp32_onednn);
   std::printf("bf16 engine: %s\n",
               uses_onednn(*make_net("student", test::tiny_config("student")), fast)
                   ? "oneDNN (and LibTorch autocast)"
@@ -146,8 +150,14 @@ TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
     }
     // bf16 does change the probabilities (else the comparison would be vacuous) ...
     EXPECT_GT((a[i].probs - b[i].probs).abs().max().item<double>(), 1e-6);
-    // Fusing the flips into one batch alone is the same arithmetic per image in fp32.
+    // Fusing the flips into one batch alone is the same arithmetic per image in fp32; so is
+    // oneDNN's float32, up to the order of summation.
     EXPECT_TRUE(at::allclose(a[i].probs, f[i].probs, 1e-4, 1e-5)) << "case " << i;
+    EXPECT_LT((a[i].probs - o[i].probs).abs().max().item<double>(), 1e-4)
+        << "oneDNN float32, case " << i;
+    for (int r = 0; r < 3; ++r)
+      EXPECT_GE(dice(a[i].labels, o[i].labels, r), 0.999)
+          << "oneDNN float32: case " << i << " region " << r;
   }
   // ... and the comparison can fail: the fast path's probabilities at a shifted threshold
   // disagree with the plain labels by more than the bar allows.

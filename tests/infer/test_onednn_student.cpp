@@ -1,10 +1,13 @@
-// The student's oneDNN forward pass (infer/onednn_student.h) against LibTorch's: same logits up to
-// bf16 rounding, for widths that fill the 16-channel blocks and for widths that are padded, one and
-// two samples, a non-cubic input; and how predict chooses it. Skipped (with the reason) where this
-// build or CPU has no oneDNN bf16 path.
+// The student's oneDNN forward pass (infer/onednn_student.h) against LibTorch's: in bf16 the same
+// logits up to bf16 rounding, in float32 up to the order of summation, for widths that fill the
+// channel blocks and for widths that are padded, one and two samples, a non-cubic input; and how
+// predict chooses it. Skipped (with the reason) where this build or CPU has no oneDNN path for
+// the precision.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include <cstdlib>
 
 #include "kdseg/infer/ensemble.h"
 #include "kdseg/infer/onednn_student.h"
@@ -31,6 +34,38 @@ Student make_student(const nlohmann::json& options, int seed) {
 struct Errors {
   double onednn = 0, autocast = 0, scale = 0;  // max |logit - fp32 logit|; max |fp32 logit|
 };
+
+// Whether oneDNN was limited to AVX2 (the CTest entry OneDnnStudent.Float32OnAvx2 sets
+// ONEDNN_MAX_CPU_ISA=AVX2, so that an AVX-512 machine runs the AVX2 path too).
+bool avx2_only() {
+  const char* isa = std::getenv("ONEDNN_MAX_CPU_ISA");
+  return isa && std::string(isa) == "AVX2";
+}
+
+// The float32 oneDNN pass against LibTorch's float32 logits: only the order of summation
+// differs (a wrong weight, group, tap or slab would be off by the logits' own size).
+void expect_fp32_summation_order_only(Student& net, const at::Tensor& x, const std::string& what) {
+  c10::InferenceMode guard;
+  const at::Tensor ref = net->forward(x).logits;
+  const OneDnnStudent fast(*net, /*bf16=*/false);
+  EXPECT_FALSE(fast.bf16());
+  if (avx2_only()) {
+    EXPECT_EQ(fast.block(), 8) << "ONEDNN_MAX_CPU_ISA=AVX2: blocks of 8";
+  }
+  const at::Tensor got = fast.forward(x);
+  ASSERT_EQ(got.sizes(), ref.sizes()) << what;
+  const double err = (got - ref).abs().max().item<double>(), scale = ref.abs().max().item<double>();
+  EXPECT_GT(scale, 0.1) << what << ": logits of a random net should not be ~0";
+  EXPECT_LT(err, 1e-4 * scale + 1e-5) << what << " (float32)";
+  std::printf("%s, float32 (blocks of %lld): max |diff| to LibTorch %.2e, max |logit| %.3f\n",
+              what.c_str(), static_cast<long long>(fast.block()), err, scale);
+}
+
+#define SKIP_WITHOUT_ONEDNN_FP32(net)                                         \
+  do {                                                                        \
+    const std::string why = onednn_student_unavailable(*(net), false);        \
+    if (!why.empty()) GTEST_SKIP() << "no oneDNN float32 path here: " << why; \
+  } while (0)
 
 Errors compare(Student& net, const at::Tensor& x) {
   c10::InferenceMode guard;
@@ -100,6 +135,42 @@ TEST(OneDnnStudent, InPlaceSlabsAtEveryDepth) {
   }
 }
 
+// The same three shapes in float32 (on an AVX2 CPU in blocks of 8: ONEDNN_MAX_CPU_ISA=AVX2 runs
+// that path here).
+TEST(OneDnnStudent, Float32GivesLibTorchsFloat32Logits) {
+  Student full = make_student({{"widths", {16, 32, 64}},
+                               {"encoder_blocks", {1, 2, 1}},
+                               {"decoder_blocks", {1, 1}},
+                               {"norm_groups", 8}},
+                              1);
+  SKIP_WITHOUT_ONEDNN_FP32(full.ptr());
+  torch::manual_seed(2);
+  expect_fp32_summation_order_only(full, torch::randn({2, 4, 16, 24, 32}), "full blocks");
+  Student padded = make_student({{"widths", {8, 8, 16, 16}}, {"norm_groups", 4}}, 3);
+  torch::manual_seed(4);
+  expect_fp32_summation_order_only(padded, torch::randn({1, 4, 32, 32, 24}), "padded");
+  // One block per level (16 channels; two blocks of 8 on AVX2): in place at 16, slab by slab.
+  Student slabs = make_student({{"widths", {16, 16}},
+                                {"encoder_blocks", {2, 1}},
+                                {"decoder_blocks", {2}},
+                                {"norm_groups", 4}},
+                               11);
+  for (int64_t depth : {2, 8, 18, 26}) {
+    torch::manual_seed(12);
+    expect_fp32_summation_order_only(slabs, torch::randn({1, 4, depth, 12, 10}),
+                                     "depth " + std::to_string(depth));
+  }
+  // Width 8 everywhere: one block per level on AVX2 (in place there), half a block on AVX-512.
+  Student eights = make_student(
+      {{"widths", {8, 8}}, {"encoder_blocks", {2, 1}}, {"decoder_blocks", {2}}, {"norm_groups", 4}},
+      13);
+  for (int64_t depth : {8, 18}) {
+    torch::manual_seed(14);
+    expect_fp32_summation_order_only(eights, torch::randn({1, 4, depth, 12, 10}),
+                                     "width 8, depth " + std::to_string(depth));
+  }
+}
+
 TEST(OneDnnStudent, SeesTheWeightsOfTheNetItWasMadeFrom) {
   // Two nets with different weights give different logits through oneDNN: the comparison above
   // cannot pass by accident of a weight-independent output.
@@ -115,6 +186,10 @@ TEST(OneDnnStudent, SeesTheWeightsOfTheNetItWasMadeFrom) {
   EXPECT_GT((ya - yb).abs().max().item<double>(), 0.1);
   // Same net twice: the same bytes (deterministic).
   EXPECT_TRUE(at::equal(ya, OneDnnStudent(*a).forward(x)));
+  if (onednn_student_unavailable(*a, false).empty()) {  // float32 too
+    EXPECT_TRUE(
+        at::equal(OneDnnStudent(*a, false).forward(x), OneDnnStudent(*a, false).forward(x)));
+  }
   EXPECT_THROW(OneDnnStudent(*a).forward(torch::randn({1, 4, 16, 16, 15})), Error)
       << "a size that is not a multiple of the stride is refused";
 }
@@ -133,71 +208,90 @@ at::Tensor mirrored_by_hand(const OneDnnStudent& net, const at::Tensor& x,
   return acc.div_(static_cast<double>(flips.size()));
 }
 
+// bf16: the same bytes. Float32: the probabilities come from LibTorch's sigmoid on another
+// tensor shape, whose vector/scalar split can differ in the last bit.
+void expect_same(const at::Tensor& got, const at::Tensor& want, bool bf16,
+                 const std::string& what) {
+  ASSERT_EQ(got.sizes(), want.sizes()) << what;
+  const double err = (got - want).abs().max().item<double>();
+  if (bf16)
+    EXPECT_TRUE(at::equal(got, want)) << what << ": max |diff| " << err;
+  else
+    EXPECT_LT(err, 1e-6) << what << " (float32)";
+}
+
 TEST(OneDnnStudent, MirroredPredictionIsTheFlippedForwardPassesAveraged) {
   Student net = make_student({{"widths", {8, 8, 16}},
                               {"encoder_blocks", {1, 1, 1}},
                               {"decoder_blocks", {1, 1}},
                               {"norm_groups", 4}},
                              9);
-  SKIP_WITHOUT_ONEDNN(net.ptr());
   torch::manual_seed(10);
   const at::Tensor x = torch::randn({2, 4, 16, 24, 20});
   c10::InferenceMode guard;
-  const OneDnnStudent fast(*net);
-  for (const std::string mode : {"none", "xy", "all"}) {
-    const auto flips = mirror_sets(mode);
-    const at::Tensor want = mirrored_by_hand(fast, x, flips);
-    const at::Tensor got = fast.predict_mirrored(x, flips);
-    ASSERT_EQ(got.sizes(), want.sizes()) << mode;
-    EXPECT_TRUE(at::equal(got, want))
-        << mode << ": max |diff| " << (got - want).abs().max().item<double>();
-  }
-  // The flips matter: the 4-flip mean is not the plain pass (a test that ignored them would pass
-  // above only if both sides ignored them).
-  EXPECT_GT((fast.predict_mirrored(x, mirror_sets("xy")) - torch::sigmoid(fast.forward(x)))
-                .abs()
-                .max()
-                .item<double>(),
-            1e-3);
+  int ran = 0;
+  for (const bool bf16 : {true, false}) {
+    if (!onednn_student_unavailable(*net, bf16).empty()) continue;
+    ++ran;
+    const std::string precision = bf16 ? "bf16 " : "float32 ";
+    const OneDnnStudent fast(*net, bf16);
+    for (const std::string mode : {"none", "xy", "all"}) {
+      const auto flips = mirror_sets(mode);
+      expect_same(fast.predict_mirrored(x, flips), mirrored_by_hand(fast, x, flips), bf16,
+                  precision + mode);
+    }
+    // The flips matter: the 4-flip mean is not the plain pass (a test that ignored them would
+    // pass above only if both sides ignored them).
+    EXPECT_GT((fast.predict_mirrored(x, mirror_sets("xy")) - torch::sigmoid(fast.forward(x)))
+                  .abs()
+                  .max()
+                  .item<double>(),
+              1e-3);
 
-  // Padded inside: a 13×21×17 input on a 16×24×24 grid is the zero-padded input's result, cropped.
-  const at::Tensor small = x.slice(2, 0, 13).slice(3, 0, 21).slice(4, 0, 17).contiguous();
-  const at::Tensor padded = at::constant_pad_nd(small, {0, 7, 0, 3, 0, 3});
-  for (const std::string mode : {"none", "xy", "all"}) {
-    const auto flips = mirror_sets(mode);
-    const at::Tensor want =
-        mirrored_by_hand(fast, padded, flips).slice(2, 0, 13).slice(3, 0, 21).slice(4, 0, 17);
-    const at::Tensor got = fast.predict_mirrored(small, flips, {16, 24, 24});
-    ASSERT_EQ(got.sizes(), want.sizes()) << mode;
-    EXPECT_TRUE(at::equal(got, want))
-        << mode << " padded: max |diff| " << (got - want).abs().max().item<double>();
+    // Padded inside: a 13×21×17 input on a 16×24×24 grid is the zero-padded input's result,
+    // cropped.
+    const at::Tensor small = x.slice(2, 0, 13).slice(3, 0, 21).slice(4, 0, 17).contiguous();
+    const at::Tensor padded = at::constant_pad_nd(small, {0, 7, 0, 3, 0, 3});
+    for (const std::string mode : {"none", "xy", "all"}) {
+      const auto flips = mirror_sets(mode);
+      const at::Tensor want =
+          mirrored_by_hand(fast, padded, flips).slice(2, 0, 13).slice(3, 0, 21).slice(4, 0, 17);
+      expect_same(fast.predict_mirrored(small, flips, {16, 24, 24}), want, bf16,
+                  precision + mode + " padded");
+    }
+    EXPECT_THROW(fast.predict_mirrored(small, mirror_sets("xy"), {16, 20, 24}), Error)
+        << "a grid smaller than the input";
+    EXPECT_THROW(fast.predict_mirrored(small, mirror_sets("xy"), {16, 24, 22}), Error)
+        << "a grid off the stride";
+    EXPECT_THROW(fast.predict_mirrored(x, {{1}}), Error) << "the channel axis is not a flip";
   }
-  EXPECT_THROW(fast.predict_mirrored(small, mirror_sets("xy"), {16, 20, 24}), Error)
-      << "a grid smaller than the input";
-  EXPECT_THROW(fast.predict_mirrored(small, mirror_sets("xy"), {16, 24, 22}), Error)
-      << "a grid off the stride";
-  EXPECT_THROW(fast.predict_mirrored(x, {{1}}), Error) << "the channel axis is not a flip";
+  if (ran == 0) GTEST_SKIP() << "no oneDNN path here: " << onednn_student_unavailable(*net, false);
 }
 
-TEST(OneDnnStudent, PredictChoosesItForABf16StudentOnTheCpu) {
+TEST(OneDnnStudent, PredictChoosesItForAStudentOnTheCpu) {
   Student student =
       make_student({{"widths", {16, 32}}, {"encoder_blocks", {1, 1}}, {"decoder_blocks", {1}}}, 8);
   SegNet unet = make_net("unet", {{"widths", {4, 8, 16, 32}}});
-  InferenceOptions opt;
-  opt.bf16 = true;
-  const bool here = onednn_student_unavailable(*student).empty();
-  EXPECT_EQ(uses_onednn(*student, opt), here);  // engine "auto"
-  EXPECT_FALSE(uses_onednn(*unet, opt));
-  opt.engine = "torch";
-  EXPECT_FALSE(uses_onednn(*student, opt));
-  opt.engine = "onednn";
-  EXPECT_THROW(uses_onednn(*unet, opt), Error) << "only the student runs through oneDNN";
-  opt.bf16 = false;
-  EXPECT_THROW(uses_onednn(*student, opt), Error) << "fp32 is LibTorch's";
-  opt.engine = "fast";
-  EXPECT_THROW(uses_onednn(*student, opt), Error) << "unknown engine name";
-  opt.engine = "auto";
-  EXPECT_FALSE(uses_onednn(*student, opt)) << "auto without bf16 is LibTorch";
+  for (const bool bf16 : {true, false}) {
+    InferenceOptions opt;
+    opt.bf16 = bf16;
+    const bool here = onednn_student_unavailable(*student, bf16).empty();
+    EXPECT_EQ(uses_onednn(*student, opt), here) << "engine auto, bf16 " << bf16;
+    EXPECT_FALSE(uses_onednn(*unet, opt));
+    opt.engine = "torch";
+    EXPECT_FALSE(uses_onednn(*student, opt));
+    opt.engine = "onednn";
+    EXPECT_THROW(uses_onednn(*unet, opt), Error) << "only the student runs through oneDNN";
+    if (here)
+      EXPECT_TRUE(uses_onednn(*student, opt));
+    else
+      EXPECT_THROW(uses_onednn(*student, opt), Error) << "not here: said as an error";
+    opt.engine = "fast";
+    EXPECT_THROW(uses_onednn(*student, opt), Error) << "unknown engine name";
+  }
+  InferenceOptions gpu;
+  gpu.device = "cuda";
+  EXPECT_FALSE(uses_onednn(*student, gpu)) << "a CPU path";
 }
 
 }  // namespace

@@ -50,12 +50,10 @@ bool uses_onednn(const SegNetImpl& net, const InferenceOptions& opt) {
   const auto* student = dynamic_cast<const StudentImpl*>(&net);
   if (!student)
     why = "the oneDNN path runs the student only, not " + net.arch();
-  else if (!opt.bf16)
-    why = "the oneDNN path runs in bf16 only (add --bf16)";
   else if (torch::Device(opt.device).type() != torch::kCPU)
     why = "the oneDNN path runs on a CPU only (device " + opt.device + ")";
   else
-    why = onednn_student_unavailable(*student);
+    why = onednn_student_unavailable(*student, opt.bf16);
   if (!why.empty() && opt.engine == "onednn")
     throw Error("--engine onednn", why, "use --engine auto");
   return why.empty();
@@ -133,7 +131,8 @@ void Ensemble::place_members() {
     validate_plan(m.info.plan, m.path);
     m.onednn.reset();
     if (uses_onednn(*m.net, opt_))
-      m.onednn = std::make_shared<OneDnnStudent>(dynamic_cast<const StudentImpl&>(*m.net));
+      m.onednn =
+          std::make_shared<OneDnnStudent>(dynamic_cast<const StudentImpl&>(*m.net), opt_.bf16);
   }
 }
 

@@ -28,8 +28,8 @@ struct InferenceOptions {
   int64_t window_batch = 1;     // windows per forward pass, e.g. 2
   bool bf16 = false;            // bf16 autocast for the forward passes
   std::string device = "cpu";   // e.g. "cuda"
-  std::string engine = "auto";  // a student in bf16 on a CPU: "auto" (oneDNN where it can run
-                                // here, else LibTorch), "torch" or "onednn" (an error where it
+  std::string engine = "auto";  // a student on a CPU: "auto" (oneDNN where it can run here,
+                                // else LibTorch), "torch" or "onednn" (an error where it
                                 // cannot); see infer/onednn_student.h
 };
 
@@ -51,9 +51,9 @@ class OneDnnStudent;
 at::Tensor predict_image(SegNetImpl& net, const at::Tensor& image, const PreprocessPlan& plan,
                          const InferenceOptions& opt, const OneDnnStudent* onednn = nullptr);
 
-// Whether `opt` runs `net` through oneDNN (engine "auto": a student, bf16, CPU, where
-// onednn_student_unavailable() is empty). Throws kdseg::Error for engine "onednn" where it
-// cannot, naming why, and for an unknown engine name.
+// Whether `opt` runs `net` through oneDNN (engine "auto": a student on a CPU, where
+// onednn_student_unavailable() is empty for its precision). Throws kdseg::Error for engine "onednn"
+// where it cannot, naming why, and for an unknown engine name.
 bool uses_onednn(const SegNetImpl& net, const InferenceOptions& opt);
 
 struct EnsembleMember {

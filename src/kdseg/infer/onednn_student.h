@@ -1,33 +1,36 @@
 #pragma once
-// The student's forward pass in bf16 on a CPU, driven through oneDNN directly (issue 9, goal 1):
-// the same network and weights as StudentImpl, for inference only.
+// The student's forward pass on a CPU, in bf16 or float32, driven through oneDNN directly (issue
+// 9, goal 1; float32: issue 22): the same network and weights as StudentImpl, for inference only.
 //
-// LibTorch 1.13 runs each bf16 convolution through oneDNN too, but on plain (N,C,D,H,W) tensors:
-// every convolution reorders its input into oneDNN's channel-blocked layout and its output back,
-// and every GroupNorm, activation, residual add, upsampling and concatenation is a separate pass
-// over memory with its own allocation. Here the activations stay in the blocked layout
-// (nCdhw16c: 16 channels innermost) from the first convolution to the head, the weights are packed
-// once, GroupNorm + LeakyReLU + the residual add are one pass in place, upsampling + LeakyReLU one
-// pass, and the merge 1×1 convolution over [skip, up] is two convolutions summed in place (no
-// concatenated copy). Activations are freed as soon as they are consumed, and at a width of one
-// channel block (16, the paper student's full resolution) a residual block's second convolution
-// and the merge run in place, slab by slab of depth rows (the upsampling made per slab too): a
-// whole-crop pass holds two full-resolution feature maps (three otherwise), in buffers kept from
-// one pass to the next (no page faults, no heap fragmentation). The mirror test-time augmentation
-// and the padding to the stride run inside (predict_mirrored): each flip is read from the input and
-// its logits are written back mirrored, as probabilities summed in place.
+// LibTorch 1.13 runs each convolution through oneDNN too, but on plain (N,C,D,H,W) tensors: every
+// convolution reorders its input into oneDNN's channel-blocked layout and its output back, and
+// every GroupNorm, activation, residual add, upsampling and concatenation is a separate pass over
+// memory with its own allocation. Here the activations stay in the blocked layout (nCdhw16c: 16
+// channels innermost; nCdhw8c for float32 on an AVX2 CPU) from the first convolution to the
+// head, the weights are packed once, GroupNorm + LeakyReLU + the residual add are one pass in
+// place, upsampling + LeakyReLU one pass, and the merge 1×1 convolution over [skip, up] is two
+// convolutions summed in place (no concatenated copy). Activations are freed as soon as they are
+// consumed, and at a width of one channel block (16 in the paper student's full resolution) a
+// residual block's second convolution and the merge run in place, slab by slab of depth rows (the
+// upsampling made per slab too): a whole-crop pass holds two full-resolution feature maps (three
+// otherwise), in buffers kept from one pass to the next (no page faults, no heap fragmentation).
+// The mirror test-time augmentation and the padding to the stride run inside (predict_mirrored):
+// each flip is read from the input and its logits are written back mirrored, as probabilities
+// summed in place.
 //
-// Arithmetic: bf16 activations and weights, float32 accumulation, GroupNorm statistics in double
-// over float32 partial sums (a fixed split of the voxels: the same result at any thread count),
-// logits rounded to bf16 by the head and returned as float32 — what LibTorch's bf16 autocast path
-// computes, step by step inside the fused passes too, up to the rounding of the merge (rounded to
-// bf16 after each half). The accuracy guard is the tests `OneDnnStudent.*` and `FastPath.*`.
+// Arithmetic, bf16: bf16 activations and weights, float32 accumulation, GroupNorm statistics in
+// double over float32 partial sums (a fixed split of the voxels: the same result at any thread
+// count), logits rounded to bf16 by the head and returned as float32 — what LibTorch's bf16
+// autocast path computes, step by step inside the fused passes too, up to the rounding of the
+// merge (rounded to bf16 after each half). Float32: the same steps without the rounding; the
+// logits differ from LibTorch's float32 ones by the order of summation only. The accuracy guard
+// is the tests `OneDnnStudent.*` and `FastPath.*`.
 //
 // Available when kdseg was built with oneDNN (Debian's libdnnl-dev, the library Debian's LibTorch
-// itself uses) and the CPU has native bf16 dot products (AVX-512 BF16, e.g. AMD Zen 4, Intel
-// Cooper Lake / Sapphire Rapids). Widths that are not multiples of 16 are padded with zero
-// channels in the blocked layout (same results, the padding's work wasted). Elsewhere predict
-// uses LibTorch's bf16 autocast.
+// itself uses); bf16 where the CPU has native bf16 dot products (AVX-512 BF16, e.g. AMD Zen 4,
+// Intel Cooper Lake / Sapphire Rapids), float32 on any CPU with AVX2 or AVX-512. Widths that are
+// not multiples of the block are padded with zero channels in the blocked layout (same results,
+// the padding's work wasted). Elsewhere predict uses LibTorch.
 #include <ATen/core/Tensor.h>
 
 #include <array>
@@ -39,18 +42,23 @@ namespace kdseg {
 
 class StudentImpl;
 
-// "" when a student like `net` can run through oneDNN here; otherwise why not, as a sentence
-// (e.g. "this build has no oneDNN (install libdnnl-dev and rebuild)").
-std::string onednn_student_unavailable(const StudentImpl& net);
+// "" when a student like `net` can run through oneDNN here in bf16 (or float32: bf16 false);
+// otherwise why not, as a sentence (e.g. "this build has no oneDNN (install libdnnl-dev and
+// rebuild)").
+std::string onednn_student_unavailable(const StudentImpl& net, bool bf16 = true);
 
 class OneDnnStudent {
  public:
-  // Packs a copy of the net's weights (later changes to the net are not seen). Throws
-  // kdseg::Error with onednn_student_unavailable()'s reason when it cannot run here.
-  explicit OneDnnStudent(const StudentImpl& net);
+  // Packs a copy of the net's weights (later changes to the net are not seen), for bf16 or
+  // float32 arithmetic. Throws kdseg::Error with onednn_student_unavailable()'s reason when it
+  // cannot run here.
+  explicit OneDnnStudent(const StudentImpl& net, bool bf16 = true);
   ~OneDnnStudent();
   OneDnnStudent(const OneDnnStudent&) = delete;
   OneDnnStudent& operator=(const OneDnnStudent&) = delete;
+
+  bool bf16() const;      // its arithmetic: bf16, else float32
+  int64_t block() const;  // channels per block of its layout (16, or 8 in float32 on AVX2)
 
   // (N,in,D,H,W) float32 CPU, D/H/W multiples of the net's stride → logits (N,out,D,H,W) float32.
   // Samples run one after another (one sample's activations in memory at a time). Thread-safe
