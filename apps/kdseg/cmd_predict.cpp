@@ -68,6 +68,12 @@ nlohmann::json apply_precision(const std::string& command, const std::string& pr
   return {{"precision", c.name}, {"precision_why", c.why}};
 }
 
+// How the models ran (Ensemble::engines, ::tta), beside the precision in "resolved".
+void record_engines(nlohmann::json& resolved, const PredictReport& r) {
+  resolved["engines"] = r.engines;
+  resolved["tta"] = r.tta;
+}
+
 CLI::App* add_predict_flags(CLI::App& app, PredictOptions& opt, std::string& precision,
                             RuntimeOptions& runtime) {
   CLI::App* cmd = app.add_subcommand(
@@ -99,7 +105,7 @@ void add_predict_command(CLI::App& app) {
   CLI::App* cmd = add_predict_flags(app, *opt, *precision, *runtime);
   cmd->callback([opt, precision, runtime, cmd] {
     opt->inference.device = apply_runtime_flags(*runtime);
-    const nlohmann::json resolved = apply_precision("predict", *precision, *opt);
+    nlohmann::json resolved = apply_precision("predict", *precision, *opt);
     const bool one_case = std::any_of(opt->files.begin(), opt->files.end(),
                                       [](const std::string& f) { return !f.empty(); });
     if (!one_case && opt->in.empty())
@@ -107,6 +113,7 @@ void add_predict_command(CLI::App& app) {
                   "give --in FOLDER, or one case's --t1 --t1ce --t2 --flair files");
     if (one_case) {
       const PredictReport r = predict_files(*opt);
+      record_engines(resolved, r);
       // The resolved options beside the label map: <stem>.config.json.
       const fs::path out(opt->out);
       const std::string config =
@@ -117,6 +124,7 @@ void add_predict_command(CLI::App& app) {
       return;
     }
     const PredictReport r = predict_folder(*opt);
+    record_engines(resolved, r);
     write_resolved_config(cmd, (fs::path(opt->out) / "config.json").string(), resolved);
     std::cout << "predict: " << r.written.size() << " case(s) written, " << r.skipped.size()
               << " already done, in " << opt->out << "\n";
@@ -155,9 +163,10 @@ void add_pseudo_label_command(CLI::App& app) {
   CLI::App* cmd = add_pseudo_label_flags(app, *opt, *shard, *precision, *runtime);
   cmd->callback([opt, shard, precision, runtime, cmd] {
     opt->predict.inference.device = apply_runtime_flags(*runtime);
-    const nlohmann::json resolved = apply_precision("pseudo-label", *precision, opt->predict);
+    nlohmann::json resolved = apply_precision("pseudo-label", *precision, opt->predict);
     std::tie(opt->shard, opt->n_shards) = parse_shard(*shard);
     const PseudoLabelReport r = pseudo_label(*opt);
+    record_engines(resolved, r.predict);
     write_resolved_config(cmd, (fs::path(opt->predict.out) / "config.json").string(), resolved);
     std::cout << "pseudo-label: " << r.predict.written.size() << " case(s) labelled, "
               << r.predict.skipped.size() << " already done; " << r.dataset_json << " lists "

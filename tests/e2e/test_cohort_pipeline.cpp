@@ -75,8 +75,9 @@ TEST(CohortPipeline, PredictChoosesItsPrecisionAndRecordsIt) {
                      " --steps 2 --patch 32,32,32 --val-every 0 --model-options "
                      "'{\"widths\":[8,16,32,64]}' --threads 2 --quiet");
   ASSERT_EQ(t.exit_code, 0) << t.output;
-  const std::string predict = "predict --model " + out.str("run/checkpoints/last.pt") + " --in " +
-                              kCohort + "/test --tta none --threads 2 --out ";
+  const std::string model_in =
+      "predict --model " + out.str("run/checkpoints/last.pt") + " --in " + kCohort + "/test";
+  const std::string predict = model_in + " --tta none --threads 2 --out ";
   auto resolved = [&](const std::string& folder) {
     return nlohmann::json::parse(std::ifstream(out.str(folder + "/config.json")))["resolved"];
   };
@@ -92,8 +93,28 @@ TEST(CohortPipeline, PredictChoosesItsPrecisionAndRecordsIt) {
   EXPECT_NE(a.output.find("predict: precision " + native + " (auto: "), std::string::npos)
       << a.output;
   EXPECT_EQ(resolved("auto")["precision"], native);
+  // How the student ran is said too, and recorded: through oneDNN where the build has it and
+  // the CPU has AVX2 (or AVX-512), else LibTorch.
+#if defined(KDSEG_HAVE_ONEDNN)
+  const bool onednn = flags.find(" avx2") != std::string::npos;
+#else
+  const bool onednn = false;
+#endif
+  const std::string engine = onednn
+                                 ? "student: oneDNN " + native + " ("
+                                 : "student: LibTorch " + std::string(has_bf16 ? "bf16" : "fp32");
+  EXPECT_NE(a.output.find("predict: " + engine), std::string::npos) << a.output;
+  EXPECT_EQ(resolved("auto")["engines"][0].get<std::string>().rfind(engine, 0), 0u)
+      << resolved("auto");
+  EXPECT_EQ(resolved("auto")["tta"], "no flips (--tta none)");
   ASSERT_EQ(run_kdseg(predict + out.str("fp32") + " --precision fp32 --quiet").exit_code, 0);
   EXPECT_EQ(resolved("fp32")["precision"], "fp32");
+  ASSERT_EQ(run_kdseg(model_in + " --tta xy --threads 2 --out " + out.str("torch") +
+                      " --precision fp32 --engine torch --quiet")
+                .exit_code,
+            0);
+  EXPECT_EQ(resolved("torch")["engines"], nlohmann::json::array({"student: LibTorch fp32"}));
+  EXPECT_EQ(resolved("torch")["tta"], "4 flips (xy), one per pass");
   ASSERT_EQ(run_kdseg(predict + out.str("bf16") + " --bf16 --quiet").exit_code, 0);
   EXPECT_EQ(resolved("bf16")["precision"], "bf16");
   auto bad = run_kdseg(predict + out.str("bad") + " --precision fp16 --quiet");

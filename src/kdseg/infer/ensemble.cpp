@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <map>
 #include <sstream>
 
@@ -134,6 +135,31 @@ void Ensemble::place_members() {
       m.onednn =
           std::make_shared<OneDnnStudent>(dynamic_cast<const StudentImpl&>(*m.net), opt_.bf16);
   }
+}
+
+std::vector<std::string> Ensemble::engines() const {
+  std::vector<std::string> out;
+  const std::string device = torch::Device(opt_.device).is_cpu() ? "" : " on " + opt_.device;
+  for (const auto& m : members_) {
+    std::string how;
+    if (m.onednn)
+      how = std::string("oneDNN ") + (m.onednn->bf16() ? "bf16" : "fp32") + " (" +
+            std::to_string(m.onednn->block()) + "-channel blocks)";
+    else
+      how = std::string("LibTorch ") + (opt_.bf16 ? "bf16 autocast" : "fp32") + device;
+    out.push_back(m.info.arch + ": " + how);
+  }
+  return out;
+}
+
+std::string Ensemble::tta() const {
+  const size_t n = mirror_sets(opt_.tta).size();
+  if (n == 1) return "no flips (--tta none)";
+  const bool fused =
+      opt_.fuse_tta && std::none_of(members_.begin(), members_.end(),
+                                    [](const EnsembleMember& m) { return m.onednn; });
+  return std::to_string(n) + " flips (" + opt_.tta + "), " +
+         (fused ? "in one batch (--fuse-tta)" : "one per pass");
 }
 
 at::Tensor Ensemble::predict_case(const CaseData& data) const {

@@ -81,6 +81,11 @@ class Ensemble {
   at::Tensor predict_case(const CaseData& data) const;
 
   const std::vector<EnsembleMember>& members() const { return members_; }
+  // How the members run, one entry each, e.g. "student: oneDNN fp32 (16-channel blocks)",
+  // "unet: LibTorch bf16 autocast"; and the test-time augmentation, e.g. "4 flips (xy), one per
+  // pass". predict prints both first and writes them to config.json.
+  std::vector<std::string> engines() const;
+  std::string tta() const;
   const InferenceOptions& options() const { return opt_; }
 
  private:

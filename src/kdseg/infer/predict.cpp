@@ -50,6 +50,13 @@ PredictReport predict_cases(const PredictOptions& opt, const Ensemble& ensemble,
   };
 
   PredictReport report;
+  report.engines = ensemble.engines();
+  report.tta = ensemble.tta();
+  if (!opt.quiet) {
+    std::string line;
+    for (const auto& e : report.engines) line += (line.empty() ? "" : "; ") + e;
+    std::fprintf(stderr, "predict: %s; %s\n", line.c_str(), report.tta.c_str());
+  }
   std::vector<const CaseFiles*> todo;
   for (const auto& c : cases) {
     if (!opt.overwrite && is_done(c.id))

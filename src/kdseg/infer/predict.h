@@ -32,6 +32,8 @@ struct PredictOptions {
 struct PredictReport {
   std::vector<std::string> written, skipped;  // case IDs
   std::vector<std::string> failures;          // "<ID>: reason"
+  std::vector<std::string> engines;           // Ensemble::engines()
+  std::string tta;                            // Ensemble::tta()
 };
 
 // What a case's prediction produced; passed to PredictHooks::after_case.
