@@ -2,6 +2,9 @@
 # bench/cpu.sh — the CPU figures of kdseg's inference and training (README "Benchmarks"), each
 # against the Python reference of the same pipeline (bench/reference/*.py on Debian's
 # python3-torch) run in this same command, on the same synthetic 1 mm case:
+#   0. the defaults first: whole `kdseg predict` processes against the authors'-style pipeline
+#      (bench/predict_default.sh: defaults, --precision fp32, --engine torch; SKIP_DEFAULT=1
+#      leaves it out);
 #   1. per-case inference of the paper-size student with the 4 X/Y-flip TTA
 #      (infer_reference.py against bench_infer's variants);
 #   2. one augmented 144x144x128 training sample on one thread
@@ -28,6 +31,12 @@ for exe in kdseg bench/bench_infer bench/bench_train_step; do
   [[ -x $build/$exe ]] || { echo "cpu.sh: $build/$exe is missing: build first" >&2; exit 2; }
 done
 $py -c 'import torch' 2>/dev/null || { echo "cpu.sh: $py has no torch (apt-get install python3-torch)" >&2; exit 2; }
+
+if [[ ${SKIP_DEFAULT:-0} != 1 ]]; then
+  echo "== 0. the defaults against the authors' pipeline (bench/predict_default.sh)"
+  OUT=$build/bench_predict bash "$src/bench/predict_default.sh" "$build" student |
+    tee "$out/predict_default.txt"
+fi
 
 case_dir=$out/cohort/labeled/SYN_L0001
 if [[ ! -d $case_dir ]]; then

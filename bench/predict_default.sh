@@ -7,9 +7,15 @@
 # with `--engine torch` (LibTorch's fp32). Prints each run and the ratios of the best of REPS (2)
 # to the reference's.
 #
-#   bench/predict_default.sh [BUILD_DIR]      THREADS (all cores), OUT (BUILD_DIR/bench_predict)
+#   bench/predict_default.sh [BUILD_DIR] [student|teachers]
+#                                             THREADS (all cores), OUT (BUILD_DIR/bench_predict)
 # About 3 minutes on a 2-core machine. The checkpoint is a paper-size student after one training
 # step (speed does not depend on the weights).
+#
+# `teachers`: the same for the three paper-size teachers (unet, resunet-vae, cascade; one
+# training step each, made once) as one ensemble, what pseudo-labelling costs per case: the
+# reference runs them one after another in the authors' style (each with its 4 flips, the
+# probabilities averaged), kdseg as `predict --model U --model R --model C`. About 15 minutes.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$src/build}" && pwd)
@@ -22,11 +28,22 @@ py=/usr/bin/python3
 $py -c 'import torch' 2>/dev/null || { echo "predict_default.sh: $py has no torch" >&2; exit 2; }
 mkdir -p "$out"
 case_dir=$out/cohort/labeled/SYN_L0001
-ckpt=$out/run/checkpoints/last.pt
+what=${2:-student}
+[[ $what == student || $what == teachers ]] ||
+  { echo "predict_default.sh: say student or teachers, not $what" >&2; exit 2; }
 [[ -d $case_dir ]] || "$kdseg" synth --out "$out/cohort" --labeled 1 --unlabeled 0 --test 0 \
   --spacing 1 --seed 1 --quiet
-[[ -f $ckpt ]] || "$kdseg" train --data "$out/cohort/labeled" --out "$out/run" --steps 1 \
-  --val-every 0 --threads "$threads" --quiet >/dev/null
+models=(student)
+[[ $what == teachers ]] && models=(unet resunet-vae cascade)
+ref_args=() kdseg_args=()
+for m in "${models[@]}"; do
+  run=$out/run-$m
+  [[ $m == student ]] && run=$out/run  # where earlier runs of this script put it
+  [[ -f $run/checkpoints/last.pt ]] || "$kdseg" train --data "$out/cohort/labeled" --out "$run" \
+    --model "$m" --steps 1 --val-every 0 --threads "$threads" --quiet >/dev/null
+  ref_args+=(--checkpoint "$run/checkpoints/last.pt")
+  kdseg_args+=(--model "$run/checkpoints/last.pt")
+done
 
 post=(--tta xy --et-min-mm3 32 --min-component-fraction 0.1 --threads "$threads" --quiet)
 declare -A best_s best_kb
@@ -46,19 +63,22 @@ measure() {  # name, command...: whole-process seconds and peak RSS, best of $re
   done
 }
 measure "authors' pipeline (PyTorch, fp32)" $py "$src/bench/reference/infer_reference.py" \
-  --case "$case_dir" --checkpoint "$ckpt" --flips 4 --reps 1 --threads "$threads"
-measure "kdseg predict (defaults)" "$kdseg" predict --model "$ckpt" --in "$case_dir" \
+  --case "$case_dir" "${ref_args[@]}" --flips 4 --reps 1 --threads "$threads"
+measure "kdseg predict (defaults)" "$kdseg" predict "${kdseg_args[@]}" --in "$case_dir" \
   --out "$out/pred" "${post[@]}"
 precision=$($py -c "import json;print(json.load(open('$out/pred/config.json'))['resolved']['precision'])")
-measure "kdseg predict --precision fp32" "$kdseg" predict --model "$ckpt" --in "$case_dir" \
+measure "kdseg predict --precision fp32" "$kdseg" predict "${kdseg_args[@]}" --in "$case_dir" \
   --out "$out/pred" "${post[@]}" --precision fp32
-measure "  ... --engine torch (LibTorch)" "$kdseg" predict --model "$ckpt" --in "$case_dir" \
-  --out "$out/pred" "${post[@]}" --precision fp32 --engine torch
+names=("authors' pipeline (PyTorch, fp32)" "kdseg predict (defaults)" "kdseg predict --precision fp32")
+if [[ $what == student ]]; then  # the teachers run through LibTorch anyway
+  measure "  ... --engine torch (LibTorch)" "$kdseg" predict "${kdseg_args[@]}" --in "$case_dir" \
+    --out "$out/pred" "${post[@]}" --precision fp32 --engine torch
+  names+=("  ... --engine torch (LibTorch)")
+fi
 ref=${best_s["authors' pipeline (PyTorch, fp32)"]}
 echo
-echo "best of $reps, $threads thread(s); the default resolved to $precision here"
-for name in "authors' pipeline (PyTorch, fp32)" "kdseg predict (defaults)" \
-  "kdseg predict --precision fp32" "  ... --engine torch (LibTorch)"; do
+echo "${models[*]}: best of $reps, $threads thread(s); the default resolved to $precision here"
+for name in "${names[@]}"; do
   printf '%-34s %6.2f s  %5.2f GB  %5.2fx the authors'"'"' pipeline\n' "$name" "${best_s[$name]}" \
     "$(awk "BEGIN{print ${best_kb[$name]}/1048576}")" "$(awk "BEGIN{print $ref/${best_s[$name]}}")"
 done

@@ -1,6 +1,9 @@
 #!/usr/bin/python3
 """The authors'-style inference of the paper-size student on one 240×240×155 case, in plain PyTorch
 eager: the in-run baseline of issue 9 (CPU with Debian's python3-torch 1.13; GPU with pip 2.x).
+With several --checkpoint (any kdseg architecture, e.g. the three teachers), the models run one
+after another, each with its own flips, and their probabilities are averaged: what labelling a
+case with the teachers costs in the authors' style (issue 22).
 
 Per case: read the four modalities → crop to the brain's bounding box (non-zero in any modality)
 → pad each side to a multiple of 16 with zeros → z-score each modality over its non-zero voxels,
@@ -10,7 +13,9 @@ background 0 → whole-volume forward passes, one per flip (4: none, X, Y, XY as
 skipped and said so without it) → labels put back on the 240×240×155 grid.
 
 Prints seconds per case, per forward pass and the stages, and the peak memory; --json writes them.
-Weights are random unless --checkpoint names a kdseg student checkpoint (the timing is the same).
+Weights are random unless --checkpoint names a kdseg checkpoint (the timing is the same). A
+student is built by ./student.py (the authors' model.py); the other architectures by kdseg's
+Python package (python/kdseg, plain PyTorch modules mirroring the C++ ones).
 
   /usr/bin/python3 bench/reference/infer_reference.py --case COHORT/labeled/SYN_L0001 --threads 2
   python3 bench/reference/infer_reference.py --case DIR --device cuda --bf16 --reps 3 --json out.json
@@ -28,6 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from student import Student, load_kdseg_checkpoint, model_config  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+
 FLIPS = {1: [()], 4: [(), (2,), (3,), (2, 3)],  # dims of (B,C,X,Y,Z)
          8: [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]}
 
@@ -36,10 +43,19 @@ def parse_shape(text):
     return tuple(int(v) for v in text.replace("x", ",").split(","))
 
 
+def load_model(path):
+    """The network of a kdseg checkpoint: ./student.py's Student for a student, else kdseg's
+    Python package's module of that architecture."""
+    from kdseg.checkpoint import read_checkpoint, load
+    if read_checkpoint(path)["arch"] == "student":
+        return load_kdseg_checkpoint(path)
+    return load(path)[0]
+
+
 def conv_flops(model, shape):
     """FLOPs (2 per multiply-add) of the convolutions of one forward pass on a (1,4,*shape) input:
-    counted with hooks on a 16³ input and scaled by the voxel ratio (exact: every layer's output
-    size is proportional when the sides are multiples of 16)."""
+    counted with hooks on an s³ input (s: 16 or the model's stride) and scaled by the voxel ratio
+    (exact: every layer's output size is proportional when the sides are multiples of s)."""
     total = [0]
 
     def hook(m, inp, out):
@@ -47,11 +63,12 @@ def conv_flops(model, shape):
         total[0] += 2 * out.numel() * (m.in_channels // m.groups) * k
 
     hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    side = max(16, model.stride())
     with torch.no_grad():
-        model(torch.zeros(1, 4, 16, 16, 16, device=next(model.parameters()).device))
+        model(torch.zeros(1, 4, side, side, side, device=next(model.parameters()).device))
     for h in hs:
         h.remove()
-    return total[0] * (shape[0] * shape[1] * shape[2]) / 16 ** 3
+    return total[0] * (shape[0] * shape[1] * shape[2]) / side ** 3
 
 
 def brain_box(img):
@@ -117,24 +134,26 @@ def run_case(args, model, dev, case_dir, stats):
     with common.Timer(dev) as tm:
         img = common.read_case(case_dir) if case_dir else common.phantom_case(args.phantom_shape)
     t["read_s"] = tm.s
+    models = model if isinstance(model, list) else [model]
     with common.Timer(dev) as tm:
-        x, box, pads, padded = preprocess(img)
+        x, box, pads, padded = preprocess(img, max([16] + [m.stride() for m in models]))
         x = x.unsqueeze(0).to(dev)  # (1,4,X,Y,Z)
     t["preprocess_s"] = tm.s
     fwd = []
     prob = None
     with torch.no_grad(), common.autocast(dev, args.bf16):
-        for dims in FLIPS[args.flips]:
-            xi = x.flip(dims) if dims else x
-            with common.Timer(dev) as tm:
-                logits = model(xi)
-            fwd.append(tm.s)
-            p = torch.sigmoid(logits.float())
-            p = p.flip(dims) if dims else p
-            prob = p if prob is None else prob + p
+        for m in models:  # one after another, each with its own flips
+            for dims in FLIPS[args.flips]:
+                xi = x.flip(dims) if dims else x
+                with common.Timer(dev) as tm:
+                    logits = m(xi)
+                fwd.append(tm.s)
+                p = torch.sigmoid(logits.float())
+                p = p.flip(dims) if dims else p
+                prob = p if prob is None else prob + p
     t["forward_s"] = fwd
     with common.Timer(dev) as tm:
-        prob = prob[0] / len(FLIPS[args.flips])
+        prob = prob[0] / (len(FLIPS[args.flips]) * len(models))
         binary = (prob > 0.5).cpu()
         lab = regions_to_labels(binary)
         sl = tuple(slice(p[0], p[0] + (b[1] - b[0])) for p, b in zip(pads, box))
@@ -155,7 +174,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--case", help="BraTS 2018-2021 case folder (<ID>/<ID>_{t1,t1ce,t2,flair}.nii.gz); "
                                    "default: a 240x240x155 phantom")
-    ap.add_argument("--checkpoint", help="kdseg student checkpoint (default: random weights)")
+    ap.add_argument("--checkpoint", action="append", default=[],
+                    help="kdseg checkpoint, any architecture; repeat for an ensemble run one model "
+                         "after another (default: a student with random weights)")
     ap.add_argument("--model-config", default=None,
                     help='student options as JSON, or "tiny" (widths 8,8,16,16, GroupNorm 4); default: paper size')
     ap.add_argument("--phantom-shape", type=parse_shape, default=(240, 240, 155),
@@ -174,8 +195,10 @@ def main():
     dev = common.setup(args.threads, args.device)
     warmup = args.warmup if args.warmup >= 0 else (1 if dev.type == "cuda" else 0)
     torch.manual_seed(0)
-    model = load_kdseg_checkpoint(args.checkpoint) if args.checkpoint else Student(model_config(args.model_config))
-    model = model.to(dev).eval()
+    models = ([load_model(p) for p in args.checkpoint] if args.checkpoint
+              else [Student(model_config(args.model_config))])
+    models = [m.to(dev).eval() for m in models]
+    model = models if len(models) > 1 else models[0]
 
     stats = {}
     for _ in range(warmup):
@@ -186,18 +209,24 @@ def main():
 
     per_case = [r["case_s"] for r in runs]
     per_fwd = [s for r in runs for s in r["forward_s"]]
-    gflop = conv_flops(model, stats["padded"]) / 1e9
+    gflops = [conv_flops(m, stats["padded"]) / 1e9 for m in models]
+    gflop = sum(gflops) / len(gflops)  # per pass, the mean over the models
     best_fwd = min(per_fwd)
+    # The rate: one model's fastest pass; an ensemble's passes of its fastest case, all together.
+    rate = (gflop / best_fwd if len(models) == 1 else
+            sum(gflops) * args.flips / min(sum(r["forward_s"]) for r in runs))
     res = {"tool": "infer_reference", "what": "per-case inference, student, whole-volume forward",
            "env": common.environment(dev, args.threads), "case": args.case or "phantom",
-           "checkpoint": args.checkpoint or "random", "model_config": model.options, "bf16": args.bf16, "flips": args.flips,
+           "checkpoint": args.checkpoint or "random",
+           "model_config": [m.options for m in models] if len(models) > 1 else models[0].options,
+           "bf16": args.bf16, "flips": args.flips,
            "warmup_cases": warmup, "reps": args.reps, **stats,
            "case_s": per_case, "case_s_best": min(per_case),
            "case_s_median": statistics.median(per_case),
            "forward_s": per_fwd, "forward_s_best": best_fwd,
            "forward_s_median": statistics.median(per_fwd),
            "stages_s_last": {k: v for k, v in runs[-1].items() if k != "forward_s"},
-           "gflop_per_forward": round(gflop, 1), "gflops_best": round(gflop / best_fwd, 1),
+           "gflop_per_forward": round(gflop, 1), "gflops_best": round(rate, 1),
            **common.memory_figures(dev)}
     print("infer_reference: torch %s, %s, %d thread(s), %s, %d flip(s), case %s, crop %s → %s"
           % (torch.__version__, dev, torch.get_num_threads(), "bf16" if args.bf16 else "fp32",
