@@ -14,6 +14,7 @@
 #include "kdseg/infer/sliding_window.h"
 #include "kdseg/models/registry.h"
 #include "kdseg/models/student.h"
+#include "kdseg/models/unet.h"
 #include "kdseg/runtime/autocast.h"
 #include "kdseg/util/error.h"
 
@@ -171,6 +172,59 @@ TEST(OneDnnStudent, Float32GivesLibTorchsFloat32Logits) {
   }
 }
 
+at::Tensor mirrored_by_hand(const OneDnnNet& net, const at::Tensor& x,
+                            const std::vector<std::vector<int64_t> >& flips);
+
+// unet through oneDNN (OneDnnUNet): InstanceNorm, strided 3³ convolutions, the decoder's first
+// convolution over [skip, up] as two, the upsampling without an activation, the 1×1 head. Widths
+// that are not multiples of the block (6, 12: padded), both precisions.
+TEST(OneDnnStudent, UNetGivesLibTorchsLogits) {
+  torch::manual_seed(21);
+  SegNet net = make_net("unet", {{"widths", {6, 12, 16, 24}}});
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : net->named_parameters())
+      if (p.key().find("norm") != std::string::npos) p.value().uniform_(0.5, 1.5);
+  }
+  net->eval();
+  const auto& unet = dynamic_cast<const UNetImpl&>(*net);
+  int ran = 0;
+  for (const bool bf16 : {true, false}) {
+    if (!onednn_unavailable(unet, bf16).empty()) continue;
+    ++ran;
+    torch::manual_seed(22);
+    const at::Tensor x = torch::randn({2, 4, 16, 24, 32});
+    c10::InferenceMode guard;
+    const at::Tensor ref = net->forward(x).logits;
+    at::Tensor autocast = ref;  // LibTorch's bf16 where bf16 runs (its error bounds ours)
+    if (bf16) {
+      AutocastGuard on(true, "cpu");
+      autocast = net->forward(x).logits.to(at::kFloat);
+    }
+    const OneDnnUNet fast(unet, bf16);
+    const at::Tensor got = fast.forward(x);
+    ASSERT_EQ(got.sizes(), ref.sizes());
+    const double err = (got - ref).abs().max().item<double>();
+    const double scale = ref.abs().max().item<double>();
+    const double autocast_err = (autocast - ref).abs().max().item<double>();
+    EXPECT_GT(scale, 0.1) << "logits of a random net should not be ~0";
+    if (bf16)
+      EXPECT_LT(err, 3 * autocast_err + 1e-3) << "bf16: LibTorch's own bf16 error " << autocast_err;
+    else
+      EXPECT_LT(err, 1e-4 * scale + 1e-5) << "float32";
+    std::printf(
+        "unet %s (blocks of %lld): max |diff| to LibTorch fp32 %.2e (LibTorch bf16 %.2e), "
+        "max |logit| %.3f\n",
+        bf16 ? "bf16" : "float32", static_cast<long long>(fast.block()), err, autocast_err, scale);
+    // The mirrored pass is its forward passes flipped and averaged, as the student's.
+    const auto flips = mirror_sets("xy");
+    const at::Tensor want = mirrored_by_hand(fast, x, flips);
+    const double mirror_err = (fast.predict_mirrored(x, flips) - want).abs().max().item<double>();
+    EXPECT_LT(mirror_err, bf16 ? 0.0 + 1e-12 : 1e-6) << (bf16 ? "bf16" : "float32");
+  }
+  if (ran == 0) GTEST_SKIP() << "no oneDNN path here: " << onednn_unavailable(unet, false);
+}
+
 TEST(OneDnnStudent, SeesTheWeightsOfTheNetItWasMadeFrom) {
   // Two nets with different weights give different logits through oneDNN: the comparison above
   // cannot pass by accident of a weight-independent output.
@@ -197,7 +251,7 @@ TEST(OneDnnStudent, SeesTheWeightsOfTheNetItWasMadeFrom) {
 // predict_mirrored runs the mirror TTA inside (each flip read from the input, its logits written
 // back mirrored and summed as probabilities): the same bytes as the plain way, forward() on
 // flipped copies, LibTorch's sigmoid, flipped back, summed in order, divided.
-at::Tensor mirrored_by_hand(const OneDnnStudent& net, const at::Tensor& x,
+at::Tensor mirrored_by_hand(const OneDnnNet& net, const at::Tensor& x,
                             const std::vector<std::vector<int64_t> >& flips) {
   at::Tensor acc;
   for (const auto& dims : flips) {
@@ -268,20 +322,22 @@ TEST(OneDnnStudent, MirroredPredictionIsTheFlippedForwardPassesAveraged) {
   if (ran == 0) GTEST_SKIP() << "no oneDNN path here: " << onednn_student_unavailable(*net, false);
 }
 
-TEST(OneDnnStudent, PredictChoosesItForAStudentOnTheCpu) {
+TEST(OneDnnStudent, PredictChoosesItForAStudentOrUNetOnTheCpu) {
   Student student =
       make_student({{"widths", {16, 32}}, {"encoder_blocks", {1, 1}}, {"decoder_blocks", {1}}}, 8);
   SegNet unet = make_net("unet", {{"widths", {4, 8, 16, 32}}});
+  SegNet cascade = make_net("cascade", {{"base_features", 2}});
   for (const bool bf16 : {true, false}) {
     InferenceOptions opt;
     opt.bf16 = bf16;
     const bool here = onednn_student_unavailable(*student, bf16).empty();
     EXPECT_EQ(uses_onednn(*student, opt), here) << "engine auto, bf16 " << bf16;
-    EXPECT_FALSE(uses_onednn(*unet, opt));
+    EXPECT_EQ(uses_onednn(*unet, opt), here) << "unet too";
+    EXPECT_FALSE(uses_onednn(*cascade, opt));
     opt.engine = "torch";
     EXPECT_FALSE(uses_onednn(*student, opt));
     opt.engine = "onednn";
-    EXPECT_THROW(uses_onednn(*unet, opt), Error) << "only the student runs through oneDNN";
+    EXPECT_THROW(uses_onednn(*cascade, opt), Error) << "only the student and unet run through it";
     if (here)
       EXPECT_TRUE(uses_onednn(*student, opt));
     else

@@ -47,21 +47,16 @@ bool uses_onednn(const SegNetImpl& net, const InferenceOptions& opt) {
   if (opt.engine != "auto" && opt.engine != "torch" && opt.engine != "onednn")
     throw Error("--engine", "unknown engine '" + opt.engine + "'", "use auto, torch or onednn");
   if (opt.engine == "torch") return false;
-  std::string why;
-  const auto* student = dynamic_cast<const StudentImpl*>(&net);
-  if (!student)
-    why = "the oneDNN path runs the student only, not " + net.arch();
-  else if (torch::Device(opt.device).type() != torch::kCPU)
-    why = "the oneDNN path runs on a CPU only (device " + opt.device + ")";
-  else
-    why = onednn_student_unavailable(*student, opt.bf16);
+  const std::string why = torch::Device(opt.device).type() != torch::kCPU
+                              ? "the oneDNN path runs on a CPU only (device " + opt.device + ")"
+                              : onednn_unavailable(net, opt.bf16);
   if (!why.empty() && opt.engine == "onednn")
     throw Error("--engine onednn", why, "use --engine auto");
   return why.empty();
 }
 
 at::Tensor predict_image(SegNetImpl& net, const at::Tensor& image, const PreprocessPlan& plan,
-                         const InferenceOptions& opt, const OneDnnStudent* onednn) {
+                         const InferenceOptions& opt, const OneDnnNet* onednn) {
   c10::InferenceMode guard;
   const std::array<int64_t, 3> shape{image.size(1), image.size(2), image.size(3)};
   WindowOptions w;
@@ -131,9 +126,7 @@ void Ensemble::place_members() {
     m.net->eval();
     validate_plan(m.info.plan, m.path);
     m.onednn.reset();
-    if (uses_onednn(*m.net, opt_))
-      m.onednn =
-          std::make_shared<OneDnnStudent>(dynamic_cast<const StudentImpl&>(*m.net), opt_.bf16);
+    if (uses_onednn(*m.net, opt_)) m.onednn = make_onednn(*m.net, opt_.bf16);
   }
 }
 

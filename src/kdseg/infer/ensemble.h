@@ -28,8 +28,8 @@ struct InferenceOptions {
   int64_t window_batch = 1;     // windows per forward pass, e.g. 2
   bool bf16 = false;            // bf16 autocast for the forward passes
   std::string device = "cpu";   // e.g. "cuda"
-  std::string engine = "auto";  // a student on a CPU: "auto" (oneDNN where it can run here,
-                                // else LibTorch), "torch" or "onednn" (an error where it
+  std::string engine = "auto";  // a student or unet on a CPU: "auto" (oneDNN where it can run
+                                // here, else LibTorch), "torch" or "onednn" (an error where it
                                 // cannot); see infer/onednn_student.h
 };
 
@@ -47,12 +47,12 @@ std::array<int64_t, 3> resolve_window(const std::string& window, const Preproces
 // Region probabilities (3,D,H,W) float32 (CPU) of `net` on a preprocessed image (C,D,H,W).
 // The net must be in eval mode on opt.device.
 // With `onednn`, the forward passes run through it instead of `net` (same weights).
-class OneDnnStudent;
+class OneDnnNet;
 at::Tensor predict_image(SegNetImpl& net, const at::Tensor& image, const PreprocessPlan& plan,
-                         const InferenceOptions& opt, const OneDnnStudent* onednn = nullptr);
+                         const InferenceOptions& opt, const OneDnnNet* onednn = nullptr);
 
-// Whether `opt` runs `net` through oneDNN (engine "auto": a student on a CPU, where
-// onednn_student_unavailable() is empty for its precision). Throws kdseg::Error for engine "onednn"
+// Whether `opt` runs `net` through oneDNN (engine "auto": a student or a unet on a CPU, where
+// onednn_unavailable() is empty for its precision). Throws kdseg::Error for engine "onednn"
 // where it cannot, naming why, and for an unknown engine name.
 bool uses_onednn(const SegNetImpl& net, const InferenceOptions& opt);
 
@@ -61,8 +61,8 @@ struct EnsembleMember {
   std::string digest;  // hash of its bytes (recorded by pseudo-labelling), 16 hex digits
   double weight = 1;   // relative weight in the average
   SegNet net = nullptr;
-  Checkpoint info;                        // arch, model options, plan (weights moved into `net`)
-  std::shared_ptr<OneDnnStudent> onednn;  // its oneDNN forward pass, where uses_onednn()
+  Checkpoint info;                    // arch, model options, plan (weights moved into `net`)
+  std::shared_ptr<OneDnnNet> onednn;  // its oneDNN forward pass, where uses_onednn()
 };
 
 class Ensemble {

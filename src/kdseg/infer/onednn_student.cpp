@@ -11,6 +11,7 @@
 
 #include "kdseg/models/blocks.h"
 #include "kdseg/models/student.h"
+#include "kdseg/models/unet.h"
 #include "kdseg/util/bf16.h"
 #include "kdseg/util/error.h"
 
@@ -28,23 +29,32 @@ namespace kdseg {
 std::string onednn_student_unavailable(const StudentImpl&, bool) {
   return "this build of kdseg has no oneDNN (install libdnnl-dev and rebuild)";
 }
-struct OneDnnStudent::Impl {};
+std::string onednn_unavailable(const SegNetImpl&, bool) {
+  return "this build of kdseg has no oneDNN (install libdnnl-dev and rebuild)";
+}
+struct OneDnnNet::Impl {};
+OneDnnNet::OneDnnNet() = default;
+OneDnnNet::~OneDnnNet() = default;
 OneDnnStudent::OneDnnStudent(const StudentImpl& net, bool bf16) {
   throw Error("oneDNN student", onednn_student_unavailable(net, bf16));
 }
-OneDnnStudent::~OneDnnStudent() = default;
-bool OneDnnStudent::bf16() const {
+OneDnnUNet::OneDnnUNet(const UNetImpl& net, bool bf16) {
+  throw Error("oneDNN unet", onednn_unavailable(net, bf16));
+}
+std::shared_ptr<OneDnnNet> make_onednn(const SegNetImpl&, bool) {
+  return nullptr;
+}
+bool OneDnnNet::bf16() const {
   return true;
 }
-int64_t OneDnnStudent::block() const {
+int64_t OneDnnNet::block() const {
   return 0;
 }
-at::Tensor OneDnnStudent::forward(const at::Tensor&) const {
+at::Tensor OneDnnNet::forward(const at::Tensor&) const {
   return {};
 }
-at::Tensor OneDnnStudent::predict_mirrored(const at::Tensor&,
-                                           const std::vector<std::vector<int64_t> >&,
-                                           const std::array<int64_t, 3>&) const {
+at::Tensor OneDnnNet::predict_mirrored(const at::Tensor&, const std::vector<std::vector<int64_t> >&,
+                                       const std::array<int64_t, 3>&) const {
   return {};
 }
 
@@ -464,13 +474,15 @@ void norm_act_add(Feature& f, int64_t channels, int64_t groups, const float* gam
   });
 }
 
-// Trilinear ×2 (align_corners false, as upsample2x; its taps) of `in` then LeakyReLU: one output
-// voxel from its 8 neighbours, per axis weights 0.75 / 0.25 (the border voxel repeated).
+// Trilinear ×2 (align_corners false, as upsample2x; its taps) of `in`, then LeakyReLU where
+// `leaky` (the student; not the unet): one output voxel from its 8 neighbours, per axis weights
+// 0.75 / 0.25 (the border voxel repeated).
 // Rows [begin, end) of (channel block, output depth) of the upsampling.
 // `out` holds the output depth rows from d0 on (all of them, or one in-place slab).
 KDSEG_AVX512 void upsample_rows_bf16(const Feature& in, Feature& out, int64_t d0,
                                      const UpsampleTaps& td, const UpsampleTaps& th,
-                                     const UpsampleTaps& tw, int64_t begin, int64_t end) {
+                                     const UpsampleTaps& tw, int64_t begin, int64_t end,
+                                     bool leaky) {
   const int64_t s_in = in.spatial();
   const uint16_t* x = in.ptr<uint16_t>();
   uint16_t* y = out.ptr<uint16_t>();
@@ -496,7 +508,7 @@ KDSEG_AVX512 void upsample_rows_bf16(const Feature& in, Feature& out, int64_t d0
           }
         acc = round_bf16(acc);  // LibTorch: interpolate in float32, round to bf16, then LeakyReLU
         const __mmask16 neg = _mm512_cmp_ps_mask(acc, zero, _CMP_LE_OQ);
-        store_bf16(yr + ow * 16, _mm512_mask_mul_ps(acc, neg, acc, slope));
+        store_bf16(yr + ow * 16, leaky ? _mm512_mask_mul_ps(acc, neg, acc, slope) : acc);
       }
     }
   }
@@ -506,7 +518,8 @@ KDSEG_AVX512 void upsample_rows_bf16(const Feature& in, Feature& out, int64_t d0
 template <int64_t B>
 KDSEG_INLINE void upsample_rows_f32(const Feature& in, Feature& out, int64_t d0,
                                     const UpsampleTaps& td, const UpsampleTaps& th,
-                                    const UpsampleTaps& tw, int64_t begin, int64_t end) {
+                                    const UpsampleTaps& tw, int64_t begin, int64_t end,
+                                    bool leaky) {
   const int64_t s_in = in.spatial();
   const float* x = in.ptr<float>();
   float* y = out.ptr<float>();
@@ -529,37 +542,44 @@ KDSEG_INLINE void upsample_rows_f32(const Feature& in, Feature& out, int64_t d0,
             const float wzy = wz[a] * wy[c];
             for (int64_t j = 0; j < B; ++j) acc[j] += wzy * (w0 * p0[j] + w1 * p1[j]);
           }
-        for (int64_t j = 0; j < B; ++j) yr[ow * B + j] = acc[j] <= 0.0f ? acc[j] * kSlope : acc[j];
+        if (leaky)
+          for (int64_t j = 0; j < B; ++j)
+            yr[ow * B + j] = acc[j] <= 0.0f ? acc[j] * kSlope : acc[j];
+        else
+          for (int64_t j = 0; j < B; ++j) yr[ow * B + j] = acc[j];
       }
     }
   }
 }
 KDSEG_AVX512 void upsample_rows_f32x16(const Feature& in, Feature& out, int64_t d0,
                                        const UpsampleTaps& td, const UpsampleTaps& th,
-                                       const UpsampleTaps& tw, int64_t begin, int64_t end) {
-  upsample_rows_f32<16>(in, out, d0, td, th, tw, begin, end);
+                                       const UpsampleTaps& tw, int64_t begin, int64_t end,
+                                       bool leaky) {
+  upsample_rows_f32<16>(in, out, d0, td, th, tw, begin, end, leaky);
 }
 KDSEG_AVX2 void upsample_rows_f32x8(const Feature& in, Feature& out, int64_t d0,
                                     const UpsampleTaps& td, const UpsampleTaps& th,
-                                    const UpsampleTaps& tw, int64_t begin, int64_t end) {
-  upsample_rows_f32<8>(in, out, d0, td, th, tw, begin, end);
+                                    const UpsampleTaps& tw, int64_t begin, int64_t end,
+                                    bool leaky) {
+  upsample_rows_f32<8>(in, out, d0, td, th, tw, begin, end, leaky);
 }
 
 void upsample_rows(const Feature& in, Feature& out, int64_t d0, const UpsampleTaps& td,
-                   const UpsampleTaps& th, const UpsampleTaps& tw, int64_t begin, int64_t end) {
+                   const UpsampleTaps& th, const UpsampleTaps& tw, int64_t begin, int64_t end,
+                   bool leaky) {
   if (in.layout.bf16())
-    upsample_rows_bf16(in, out, d0, td, th, tw, begin, end);
+    upsample_rows_bf16(in, out, d0, td, th, tw, begin, end, leaky);
   else if (in.layout.block == 16)
-    upsample_rows_f32x16(in, out, d0, td, th, tw, begin, end);
+    upsample_rows_f32x16(in, out, d0, td, th, tw, begin, end, leaky);
   else
-    upsample_rows_f32x8(in, out, d0, td, th, tw, begin, end);
+    upsample_rows_f32x8(in, out, d0, td, th, tw, begin, end, leaky);
 }
 
-Feature upsample2x_leaky(const Feature& in, BufferPool& pool) {
+Feature upsample2x(const Feature& in, BufferPool& pool, bool leaky) {
   Feature out = make_feature(pool, in.c, 2 * in.d, 2 * in.h, 2 * in.w);
   const UpsampleTaps td = upsample_taps(in.d), th = upsample_taps(in.h), tw = upsample_taps(in.w);
   at::parallel_for(0, (in.c / in.layout.block) * out.d, 1, [&](int64_t begin, int64_t end) {
-    upsample_rows(in, out, 0, td, th, tw, begin, end);
+    upsample_rows(in, out, 0, td, th, tw, begin, end, leaky);
   });
   return out;
 }
@@ -788,7 +808,7 @@ class Engine {
     in_place(skip, [&](int64_t z0, int64_t z1, void* dst) {
       Feature up = make_feature(pool, u.c, z1 - z0, 2 * u.h, 2 * u.w);  // a slab's rows
       at::parallel_for(0, up.d, 1, [&](int64_t begin, int64_t end) {
-        upsample_rows(u, up, z0, td, th, tw, begin, end);
+        upsample_rows(u, up, z0, td, th, tw, begin, end, true);
       });
       conv_rows(merge_skip, skip, z0, z1, dst, false);
       conv_rows(merge_up, up, 0, z1 - z0, dst, true);
@@ -884,38 +904,68 @@ std::string onednn_student_unavailable(const StudentImpl&, bool bf16) {
   return "this CPU has neither AVX-512 nor AVX2 for oneDNN's float32 kernels";
 }
 
-struct OneDnnStudent::Impl {
-  explicit Impl(Layout layout) : engine(layout) {}
+std::string onednn_unavailable(const SegNetImpl& net, bool bf16) {
+  if (const auto* student = dynamic_cast<const StudentImpl*>(&net))
+    return onednn_student_unavailable(*student, bf16);
+  if (!dynamic_cast<const UNetImpl*>(&net))
+    return "the oneDNN path runs the student and unet, not " + net.arch();
+  return block_for(bf16) > 0 ? "" : onednn_student_unavailable(StudentImpl(), bf16);
+}
+
+// What every network's pass shares: the engine, the flips and padding around a sample's pass
+// (run), the input convolution; each network's layers and their order are its own
+// (sample_forward).
+struct OneDnnNet::Impl {
+  Impl(Layout layout, std::string arch) : engine(layout), arch(std::move(arch)) {}
+  virtual ~Impl() = default;
   Engine engine;
-  StudentOptions options;
-  int64_t stride = 8;  // the student's total downsampling, e.g. 8
-  Conv conv_in, head;
-  NormParams norm_in;
-  std::vector<Conv> down, up, merge_skip, merge_up;
-  std::vector<std::vector<Block> > encoder, decoder;
+  std::string arch;  // for messages, e.g. "student"
+  int64_t in_channels = 4, out_channels = 3;
+  int64_t stride = 8;  // the network's total downsampling, e.g. 8
   std::mutex mutex;
+
+  // One sample x (C, view.in) float32, as `view` places it on the network's grid → its logits
+  // (out, view.in) float32 into y, as `to` says.
+  virtual void sample_forward(const float* x, const SampleView& view, const Output& to,
+                              float* y) = 0;
+
+  // The network's first convolution c over the sample x as `view` places it (converted to the
+  // layout's element type, plain (C,D,H,W)).
+  Feature first_conv(Conv& c, const float* x, const SampleView& view) {
+    const auto& size = view.net;
+    const int64_t rows = in_channels * size[0] * size[1];
+    const at::Tensor input = engine.pool.get(rows * size[2]);
+    const bool bf16 = engine.pool.layout.bf16();
+    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+      if (bf16)
+        to_bf16_rows(x, static_cast<uint16_t*>(input.data_ptr()), view, begin, end);
+      else
+        to_float_rows(x, input.data_ptr<float>(), view, begin, end);
+    });
+    return engine.conv_first(c, input, size);
+  }
 
   // Each sample of `input` through the network once per flip, on the grid `padded_to` ({0,0,0}:
   // the input's own): the logits (one flip), or the mean of their sigmoids (`probabilities`).
   at::Tensor run(const at::Tensor& input, const std::vector<Flip>& flips,
                  const std::array<int64_t, 3>& padded_to, bool probabilities) {
     if (!input.device().is_cpu())
-      throw Error("oneDNN student", "expected a CPU tensor, got one on " + input.device().str());
+      throw Error("oneDNN " + arch, "expected a CPU tensor, got one on " + input.device().str());
     SampleView view;
     const bool padded = padded_to != std::array<int64_t, 3>{0, 0, 0};
-    check_input(input, options.in_channels, padded ? 1 : stride, "oneDNN student");
+    check_input(input, in_channels, padded ? 1 : stride, "oneDNN " + arch);
     for (int a = 0; a < 3; ++a) {
       view.in[a] = input.size(2 + a);
       view.net[a] = padded ? padded_to[a] : view.in[a];
       if (view.net[a] < view.in[a] || view.net[a] % stride != 0)
-        throw Error("oneDNN student", "cannot pad a side of " + std::to_string(view.in[a]) +
+        throw Error("oneDNN " + arch, "cannot pad a side of " + std::to_string(view.in[a]) +
                                           " to " + std::to_string(view.net[a]) +
                                           " (at least as large, a multiple of " +
                                           std::to_string(stride) + ")");
     }
     const at::Tensor x = input.to(at::kFloat).contiguous();
-    at::Tensor y = at::empty({x.size(0), options.out_channels, view.in[0], view.in[1], view.in[2]},
-                             x.options());
+    at::Tensor y =
+        at::empty({x.size(0), out_channels, view.in[0], view.in[1], view.in[2]}, x.options());
     std::lock_guard<std::mutex> lock(mutex);
     for (int64_t n = 0; n < x.size(0); ++n)
       for (size_t k = 0; k < flips.size(); ++k) {
@@ -925,6 +975,17 @@ struct OneDnnStudent::Impl {
       }
     return y;
   }
+};
+
+namespace {
+
+struct StudentProgram : OneDnnNet::Impl {
+  explicit StudentProgram(Layout layout) : Impl(layout, "student") {}
+  StudentOptions options;
+  Conv conv_in, head;
+  NormParams norm_in;
+  std::vector<Conv> down, up, merge_skip, merge_up;
+  std::vector<std::vector<Block> > encoder, decoder;
 
   // x ← the block's output. At one channel block the second convolution runs in place: two maps
   // of the level live instead of three.
@@ -945,23 +1006,11 @@ struct OneDnnStudent::Impl {
 
   // One sample x (C, view.in) float32, as `view` places it on the network's grid → its logits
   // (out, view.in) float32 into y, as `to` says.
-  void sample_forward(const float* x, const SampleView& view, const Output& to, float* y) {
+  void sample_forward(const float* x, const SampleView& view, const Output& to, float* y) override {
     const auto& size = view.net;
     const size_t n_levels = options.widths.size();
     std::vector<Feature> features;
-    Feature h;
-    {
-      const int64_t rows = options.in_channels * size[0] * size[1];
-      const at::Tensor input = engine.pool.get(rows * size[2]);
-      const bool bf16 = engine.pool.layout.bf16();
-      at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-        if (bf16)
-          to_bf16_rows(x, static_cast<uint16_t*>(input.data_ptr()), view, begin, end);
-        else
-          to_float_rows(x, input.data_ptr<float>(), view, begin, end);
-      });
-      h = engine.conv_first(conv_in, input, size);
-    }
+    Feature h = first_conv(conv_in, x, view);
     norm_act_add(h, norm_in, false, nullptr);
     for (size_t l = 0; l < n_levels; ++l) {
       if (l > 0) h = engine.conv(down[l - 1], features.back());
@@ -983,7 +1032,7 @@ struct OneDnnStudent::Impl {
         h = std::move(m);
         continue;
       }
-      Feature up_full = upsample2x_leaky(u, engine.pool);
+      Feature up_full = upsample2x(u, engine.pool, true);
       u = Feature();
       Feature m = engine.conv(merge_skip[i], features[i]);
       features[i] = Feature();
@@ -992,12 +1041,61 @@ struct OneDnnStudent::Impl {
       for (Block& b : decoder[i]) block_forward(b, m);
       h = std::move(m);
     }
-    engine.conv_to_plain(head, h, options.out_channels, view, to, y);
+    engine.conv_to_plain(head, h, out_channels, view, to, y);
     engine.pool.end_pass();
   }
 };
 
-namespace {
+// unet: per level two (conv 3³ → InstanceNorm → LeakyReLU), the first strided 2 below the top;
+// the decoder's up (1×1 conv at the coarse level, trilinear ×2, no activation), its first
+// convolution over [skip, up] as two convolutions summed; the 1×1 head with bias.
+struct UNetProgram : OneDnnNet::Impl {
+  explicit UNetProgram(Layout layout) : Impl(layout, "unet") {}
+  struct Stage {
+    Conv conv1, conv2;
+    Conv conv1_up;  // decoder stages: conv1 takes the skip half of the input, conv1_up the rest
+    NormParams norm1, norm2;
+  };
+  std::vector<Stage> encoder, decoder;
+  std::vector<Conv> up;
+  Conv head;
+
+  void stage_rest(Stage& s, Feature& h) {  // h ← act(n2(c2(h))) after the first conv + norm
+    norm_act_add(h, s.norm1, true, nullptr);
+    Feature y = engine.conv(s.conv2, h);
+    h = Feature();
+    norm_act_add(y, s.norm2, true, nullptr);
+    h = std::move(y);
+  }
+
+  void sample_forward(const float* x, const SampleView& view, const Output& to, float* y) override {
+    std::vector<Feature> features;
+    Feature h = first_conv(encoder[0].conv1, x, view);
+    stage_rest(encoder[0], h);
+    features.push_back(std::move(h));
+    for (size_t l = 1; l < encoder.size(); ++l) {
+      h = engine.conv(encoder[l].conv1, features.back());
+      stage_rest(encoder[l], h);
+      features.push_back(std::move(h));
+    }
+    h = std::move(features.back());
+    features.pop_back();
+    for (size_t i = decoder.size(); i-- > 0;) {
+      Feature u = engine.conv(up[i], h);  // 1×1 at the coarse level
+      h = Feature();
+      Feature up_full = upsample2x(u, engine.pool, false);
+      u = Feature();
+      Feature m = engine.conv(decoder[i].conv1, features[i]);
+      features[i] = Feature();
+      engine.conv(decoder[i].conv1_up, up_full, &m);
+      up_full = Feature();
+      stage_rest(decoder[i], m);
+      h = std::move(m);
+    }
+    engine.conv_to_plain(head, h, out_channels, view, to, y);
+    engine.pool.end_pass();
+  }
+};
 
 // (O,I,k,k,k) → zero-padded to whole channel blocks: O always (the head's 3 outputs too), I
 // where the input is a feature map.
@@ -1044,21 +1142,66 @@ NormParams make_norm(const std::map<std::string, at::Tensor>& p, const std::stri
   return n;
 }
 
-}  // namespace
 
-OneDnnStudent::OneDnnStudent(const StudentImpl& net, bool bf16) {
-  const std::string why = onednn_student_unavailable(net, bf16);
-  if (!why.empty()) throw Error("oneDNN student", why);
-  const Layout layout{bf16 ? dt::bf16 : dt::f32, block_for(bf16)};
-  impl_ = std::make_unique<Impl>(layout);
-  Impl& m = *impl_;
-  m.options = net.options;
+// The net's parameters by name, on the CPU; and the eps of its norms (all the same).
+std::map<std::string, at::Tensor> parameters_of(const SegNetImpl& net, double& eps) {
   std::map<std::string, at::Tensor> p;
   for (const auto& item : net.named_parameters(true)) p[item.key()] = item.value().cpu();
-  m.stride = net.stride();
-  double eps = NormOptions{}.eps;  // every Norm of the student has the same eps
+  eps = NormOptions{}.eps;
   for (const auto& item : net.named_modules())
     if (auto norm = std::dynamic_pointer_cast<NormImpl>(item.value())) eps = norm->options.eps;
+  return p;
+}
+
+Layout layout_for(const std::string& why, bool bf16, const std::string& arch) {
+  if (!why.empty()) throw Error("oneDNN " + arch, why);
+  return Layout{bf16 ? dt::bf16 : dt::f32, block_for(bf16)};
+}
+
+}  // namespace
+
+OneDnnNet::OneDnnNet() = default;
+OneDnnNet::~OneDnnNet() = default;
+
+bool OneDnnNet::bf16() const {
+  return impl_->engine.pool.layout.bf16();
+}
+int64_t OneDnnNet::block() const {
+  return impl_->engine.pool.layout.block;
+}
+
+at::Tensor OneDnnNet::forward(const at::Tensor& input) const {
+  return impl_->run(input, {Flip{false, false, false}}, {0, 0, 0}, false);
+}
+
+at::Tensor OneDnnNet::predict_mirrored(const at::Tensor& input,
+                                       const std::vector<std::vector<int64_t> >& flips,
+                                       const std::array<int64_t, 3>& padded_to) const {
+  if (flips.empty()) throw Error("oneDNN " + impl_->arch, "no flip given (the identity is {})");
+  std::vector<Flip> mirror;
+  for (const auto& dims : flips) {
+    Flip f{false, false, false};
+    for (int64_t d : dims) {
+      if (d < 2 || d > 4)
+        throw Error("oneDNN " + impl_->arch,
+                    "flip dimension " + std::to_string(d) + " is not a spatial one (2, 3 or 4)");
+      f[static_cast<size_t>(d - 2)] = true;
+    }
+    mirror.push_back(f);
+  }
+  return impl_->run(input, mirror, padded_to, true);
+}
+
+OneDnnStudent::OneDnnStudent(const StudentImpl& net, bool bf16) {
+  const Layout layout = layout_for(onednn_student_unavailable(net, bf16), bf16, "student");
+  auto program = std::make_unique<StudentProgram>(layout);
+  StudentProgram& m = *program;
+  m.options = net.options;
+  m.in_channels = net.options.in_channels;
+  m.out_channels = net.options.out_channels;
+  m.stride = net.stride();
+  double eps = 0;
+  const std::map<std::string, at::Tensor> p = parameters_of(net, eps);
   const int64_t groups = m.options.norm_groups;
   const size_t n_levels = m.options.widths.size();
   m.conv_in = make_conv(p, "conv_in", layout, 1, false);
@@ -1089,37 +1232,48 @@ OneDnnStudent::OneDnnStudent(const StudentImpl& net, bool bf16) {
       m.decoder.back().push_back(block("decoder." + std::to_string(l) + "." + std::to_string(i)));
   }
   m.head = make_conv(p, "head", layout);
+  impl_ = std::move(program);
 }
 
-OneDnnStudent::~OneDnnStudent() = default;
-
-bool OneDnnStudent::bf16() const {
-  return impl_->engine.pool.layout.bf16();
-}
-int64_t OneDnnStudent::block() const {
-  return impl_->engine.pool.layout.block;
-}
-
-at::Tensor OneDnnStudent::forward(const at::Tensor& input) const {
-  return impl_->run(input, {Flip{false, false, false}}, {0, 0, 0}, false);
-}
-
-at::Tensor OneDnnStudent::predict_mirrored(const at::Tensor& input,
-                                           const std::vector<std::vector<int64_t> >& flips,
-                                           const std::array<int64_t, 3>& padded_to) const {
-  if (flips.empty()) throw Error("oneDNN student", "no flip given (the identity is {})");
-  std::vector<Flip> mirror;
-  for (const auto& dims : flips) {
-    Flip f{false, false, false};
-    for (int64_t d : dims) {
-      if (d < 2 || d > 4)
-        throw Error("oneDNN student",
-                    "flip dimension " + std::to_string(d) + " is not a spatial one (2, 3 or 4)");
-      f[static_cast<size_t>(d - 2)] = true;
+OneDnnUNet::OneDnnUNet(const UNetImpl& net, bool bf16) {
+  const Layout layout = layout_for(onednn_unavailable(net, bf16), bf16, "unet");
+  auto m = std::make_unique<UNetProgram>(layout);
+  double eps = 0;
+  const std::map<std::string, at::Tensor> p = parameters_of(net, eps);
+  m->in_channels = net.options.in_channels;
+  m->out_channels = net.options.out_channels;
+  m->stride = net.stride();
+  const auto& w = net.options.widths;
+  auto stage = [&](const std::string& prefix, int64_t stride, int64_t split) {
+    UNetProgram::Stage s;
+    // The first convolution; in the decoder, the halves of its input channels apart ([skip, up]).
+    const at::Tensor w1 = p.at(prefix + ".0.conv.weight");
+    if (split > 0) {
+      s.conv1 = conv_of(w1.narrow(1, 0, split), layout);
+      s.conv1_up = conv_of(w1.narrow(1, split, w1.size(1) - split), layout);
+    } else {
+      s.conv1 = make_conv(p, prefix + ".0.conv", layout, stride, prefix != "encoder.0");
     }
-    mirror.push_back(f);
+    s.conv2 = make_conv(p, prefix + ".1.conv", layout);
+    s.norm1 = make_norm(p, prefix + ".0.norm", 0, eps);
+    s.norm2 = make_norm(p, prefix + ".1.norm", 0, eps);
+    return s;
+  };
+  for (size_t l = 0; l < w.size(); ++l)
+    m->encoder.push_back(stage("encoder." + std::to_string(l), l == 0 ? 1 : 2, 0));
+  for (size_t l = 0; l + 1 < w.size(); ++l) {
+    m->up.push_back(make_conv(p, "up." + std::to_string(l) + ".conv", layout));
+    m->decoder.push_back(stage("decoder." + std::to_string(l), 1, w[l]));
   }
-  return impl_->run(input, mirror, padded_to, true);
+  m->head = make_conv(p, "head", layout);
+  impl_ = std::move(m);
+}
+
+std::shared_ptr<OneDnnNet> make_onednn(const SegNetImpl& net, bool bf16) {
+  if (!onednn_unavailable(net, bf16).empty()) return nullptr;
+  if (const auto* s = dynamic_cast<const StudentImpl*>(&net))
+    return std::make_shared<OneDnnStudent>(*s, bf16);
+  return std::make_shared<OneDnnUNet>(dynamic_cast<const UNetImpl&>(net), bf16);
 }
 
 #endif  // KDSEG_HAVE_ONEDNN

@@ -1,6 +1,8 @@
 #pragma once
 // The student's forward pass on a CPU, in bf16 or float32, driven through oneDNN directly (issue
 // 9, goal 1; float32: issue 22): the same network and weights as StudentImpl, for inference only.
+// The unet teacher runs on the same engine (OneDnnUNet, issue 22: the heaviest of the three
+// teachers that pseudo-labelling runs per case).
 //
 // LibTorch 1.13 runs each convolution through oneDNN too, but on plain (N,C,D,H,W) tensors: every
 // convolution reorders its input into oneDNN's channel-blocked layout and its output back, and
@@ -40,22 +42,25 @@
 
 namespace kdseg {
 
+class SegNetImpl;
 class StudentImpl;
+class UNetImpl;
 
 // "" when a student like `net` can run through oneDNN here in bf16 (or float32: bf16 false);
 // otherwise why not, as a sentence (e.g. "this build has no oneDNN (install libdnnl-dev and
 // rebuild)").
 std::string onednn_student_unavailable(const StudentImpl& net, bool bf16 = true);
 
-class OneDnnStudent {
+// The same for any network: "" for a student or a unet that can run here, else why not (e.g.
+// "the oneDNN path runs the student and unet, not cascade").
+std::string onednn_unavailable(const SegNetImpl& net, bool bf16 = true);
+
+// A network's forward pass through oneDNN (OneDnnStudent, OneDnnUNet; make_onednn() picks one).
+class OneDnnNet {
  public:
-  // Packs a copy of the net's weights (later changes to the net are not seen), for bf16 or
-  // float32 arithmetic. Throws kdseg::Error with onednn_student_unavailable()'s reason when it
-  // cannot run here.
-  explicit OneDnnStudent(const StudentImpl& net, bool bf16 = true);
-  ~OneDnnStudent();
-  OneDnnStudent(const OneDnnStudent&) = delete;
-  OneDnnStudent& operator=(const OneDnnStudent&) = delete;
+  virtual ~OneDnnNet();
+  OneDnnNet(const OneDnnNet&) = delete;
+  OneDnnNet& operator=(const OneDnnNet&) = delete;
 
   bool bf16() const;      // its arithmetic: bf16, else float32
   int64_t block() const;  // channels per block of its layout (16, or 8 in float32 on AVX2)
@@ -76,9 +81,30 @@ class OneDnnStudent {
   at::Tensor predict_mirrored(const at::Tensor& x, const std::vector<std::vector<int64_t> >& flips,
                               const std::array<int64_t, 3>& padded_to = {0, 0, 0}) const;
 
- private:
   struct Impl;
+
+ protected:
+  OneDnnNet();
   std::unique_ptr<Impl> impl_;
 };
+
+class OneDnnStudent : public OneDnnNet {
+ public:
+  // Packs a copy of the net's weights (later changes to the net are not seen), for bf16 or
+  // float32 arithmetic. Throws kdseg::Error with onednn_student_unavailable()'s reason when it
+  // cannot run here.
+  explicit OneDnnStudent(const StudentImpl& net, bool bf16 = true);
+};
+
+// `unet` (models/unet.h) the same way: its convolutions on the blocked maps, InstanceNorm +
+// LeakyReLU fused into one pass in place, the decoder's first convolution over [skip, up] as two
+// convolutions summed in place (no concatenated copy), its upsampling one pass.
+class OneDnnUNet : public OneDnnNet {
+ public:
+  explicit OneDnnUNet(const UNetImpl& net, bool bf16 = true);
+};
+
+// The oneDNN pass of `net` (a student or a unet) where onednn_unavailable() is empty, else null.
+std::shared_ptr<OneDnnNet> make_onednn(const SegNetImpl& net, bool bf16);
 
 }  // namespace kdseg
