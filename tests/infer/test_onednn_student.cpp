@@ -32,6 +32,17 @@ Student make_student(const nlohmann::json& options, int seed) {
   return net;
 }
 
+// The students the comparisons run: full blocks of 16 channels; the tests' tiny student (widths
+// 8 fill half a block: the padding must stay zero); one block per level (the blocks' second
+// convolutions and the merge in place, slab by slab).
+const nlohmann::json kFullBlocks = {{"widths", {16, 32, 64}},
+                                    {"encoder_blocks", {1, 2, 1}},
+                                    {"decoder_blocks", {1, 1}},
+                                    {"norm_groups", 8}};
+const nlohmann::json kTiny = {{"widths", {8, 8, 16, 16}}, {"norm_groups", 4}};
+const nlohmann::json kOneBlockPerLevel = {
+    {"widths", {16, 16}}, {"encoder_blocks", {2, 1}}, {"decoder_blocks", {2}}, {"norm_groups", 4}};
+
 struct Errors {
   double onednn = 0, autocast = 0, scale = 0;  // max |logit - fp32 logit|; max |fp32 logit|
 };
@@ -100,11 +111,7 @@ void expect_bf16_rounding_only(const Errors& e, const std::string& what) {
   } while (0)
 
 TEST(OneDnnStudent, GivesLibTorchsLogitsWithFullChannelBlocks) {
-  Student net = make_student({{"widths", {16, 32, 64}},
-                              {"encoder_blocks", {1, 2, 1}},
-                              {"decoder_blocks", {1, 1}},
-                              {"norm_groups", 8}},
-                             1);
+  Student net = make_student(kFullBlocks, 1);
   SKIP_WITHOUT_ONEDNN(net.ptr());
   torch::manual_seed(2);
   const at::Tensor x = torch::randn({2, 4, 16, 24, 32});
@@ -113,7 +120,7 @@ TEST(OneDnnStudent, GivesLibTorchsLogitsWithFullChannelBlocks) {
 
 TEST(OneDnnStudent, GivesLibTorchsLogitsWithPaddedChannels) {
   // The tests' tiny student: widths 8 fill half a block (the padding must stay zero).
-  Student net = make_student({{"widths", {8, 8, 16, 16}}, {"norm_groups", 4}}, 3);
+  Student net = make_student(kTiny, 3);
   SKIP_WITHOUT_ONEDNN(net.ptr());
   torch::manual_seed(4);
   const at::Tensor x = torch::randn({1, 4, 32, 32, 24});
@@ -123,11 +130,7 @@ TEST(OneDnnStudent, GivesLibTorchsLogitsWithPaddedChannels) {
 TEST(OneDnnStudent, InPlaceSlabsAtEveryDepth) {
   // One channel block per level: the blocks' second convolutions and the merge run in place, slab
   // by slab of 8 depth rows; depths below, at and off a multiple of the slab (a short last slab).
-  Student net = make_student({{"widths", {16, 16}},
-                              {"encoder_blocks", {2, 1}},
-                              {"decoder_blocks", {2}},
-                              {"norm_groups", 4}},
-                             11);
+  Student net = make_student(kOneBlockPerLevel, 11);
   SKIP_WITHOUT_ONEDNN(net.ptr());
   for (int64_t depth : {2, 8, 18, 26}) {
     torch::manual_seed(12);
@@ -139,23 +142,15 @@ TEST(OneDnnStudent, InPlaceSlabsAtEveryDepth) {
 // The same three shapes in float32 (on an AVX2 CPU in blocks of 8: ONEDNN_MAX_CPU_ISA=AVX2 runs
 // that path here).
 TEST(OneDnnStudent, Float32GivesLibTorchsFloat32Logits) {
-  Student full = make_student({{"widths", {16, 32, 64}},
-                               {"encoder_blocks", {1, 2, 1}},
-                               {"decoder_blocks", {1, 1}},
-                               {"norm_groups", 8}},
-                              1);
+  Student full = make_student(kFullBlocks, 1);
   SKIP_WITHOUT_ONEDNN_FP32(full.ptr());
   torch::manual_seed(2);
   expect_fp32_summation_order_only(full, torch::randn({2, 4, 16, 24, 32}), "full blocks");
-  Student padded = make_student({{"widths", {8, 8, 16, 16}}, {"norm_groups", 4}}, 3);
+  Student padded = make_student(kTiny, 3);
   torch::manual_seed(4);
   expect_fp32_summation_order_only(padded, torch::randn({1, 4, 32, 32, 24}), "padded");
   // One block per level (16 channels; two blocks of 8 on AVX2): in place at 16, slab by slab.
-  Student slabs = make_student({{"widths", {16, 16}},
-                                {"encoder_blocks", {2, 1}},
-                                {"decoder_blocks", {2}},
-                                {"norm_groups", 4}},
-                               11);
+  Student slabs = make_student(kOneBlockPerLevel, 11);
   for (int64_t depth : {2, 8, 18, 26}) {
     torch::manual_seed(12);
     expect_fp32_summation_order_only(slabs, torch::randn({1, 4, depth, 12, 10}),
