@@ -170,22 +170,21 @@ TEST(OneDnnStudent, Float32GivesLibTorchsFloat32Logits) {
 at::Tensor mirrored_by_hand(const OneDnnNet& net, const at::Tensor& x,
                             const std::vector<std::vector<int64_t> >& flips);
 
-// unet through oneDNN (OneDnnUNet): InstanceNorm, strided 3³ convolutions, the decoder's first
-// convolution over [skip, up] as two, the upsampling without an activation, the 1×1 head. Widths
-// that are not multiples of the block (6, 12: padded), both precisions.
-TEST(OneDnnStudent, UNetGivesLibTorchsLogits) {
+// A teacher through oneDNN (make_onednn) against LibTorch on the same net: float32 up to the
+// order of summation, bf16 within 3x LibTorch's own bf16 error; and its mirrored pass is its
+// forward passes flipped and averaged. Both precisions where they run here.
+void expect_teacher_like_libtorch(const std::string& arch, const nlohmann::json& options) {
   torch::manual_seed(21);
-  SegNet net = make_net("unet", {{"widths", {6, 12, 16, 24}}});
+  SegNet net = make_net(arch, options);
   {
     torch::NoGradGuard no_grad;
     for (auto& p : net->named_parameters())
       if (p.key().find("norm") != std::string::npos) p.value().uniform_(0.5, 1.5);
   }
   net->eval();
-  const auto& unet = dynamic_cast<const UNetImpl&>(*net);
   int ran = 0;
   for (const bool bf16 : {true, false}) {
-    if (!onednn_unavailable(unet, bf16).empty()) continue;
+    if (!onednn_unavailable(*net, bf16).empty()) continue;
     ++ran;
     torch::manual_seed(22);
     const at::Tensor x = torch::randn({2, 4, 16, 24, 32});
@@ -196,28 +195,52 @@ TEST(OneDnnStudent, UNetGivesLibTorchsLogits) {
       AutocastGuard on(true, "cpu");
       autocast = net->forward(x).logits.to(at::kFloat);
     }
-    const OneDnnUNet fast(unet, bf16);
-    const at::Tensor got = fast.forward(x);
+    const std::shared_ptr<OneDnnNet> fast = make_onednn(*net, bf16);
+    ASSERT_TRUE(fast) << arch;
+    const at::Tensor got = fast->forward(x);
     ASSERT_EQ(got.sizes(), ref.sizes());
     const double err = (got - ref).abs().max().item<double>();
     const double scale = ref.abs().max().item<double>();
     const double autocast_err = (autocast - ref).abs().max().item<double>();
-    EXPECT_GT(scale, 0.1) << "logits of a random net should not be ~0";
+    EXPECT_GT(scale, 0.1) << arch << ": logits of a random net should not be ~0";
     if (bf16)
-      EXPECT_LT(err, 3 * autocast_err + 1e-3) << "bf16: LibTorch's own bf16 error " << autocast_err;
+      EXPECT_LT(err, 3 * autocast_err + 1e-3) << arch << " bf16: LibTorch's own " << autocast_err;
     else
-      EXPECT_LT(err, 1e-4 * scale + 1e-5) << "float32";
+      EXPECT_LT(err, 1e-4 * scale + 1e-5) << arch << " float32";
     std::printf(
-        "unet %s (blocks of %lld): max |diff| to LibTorch fp32 %.2e (LibTorch bf16 %.2e), "
+        "%s %s (blocks of %lld): max |diff| to LibTorch fp32 %.2e (LibTorch bf16 %.2e), "
         "max |logit| %.3f\n",
-        bf16 ? "bf16" : "float32", static_cast<long long>(fast.block()), err, autocast_err, scale);
-    // The mirrored pass is its forward passes flipped and averaged, as the student's.
+        arch.c_str(), bf16 ? "bf16" : "float32", static_cast<long long>(fast->block()), err,
+        autocast_err, scale);
     const auto flips = mirror_sets("xy");
-    const at::Tensor want = mirrored_by_hand(fast, x, flips);
-    const double mirror_err = (fast.predict_mirrored(x, flips) - want).abs().max().item<double>();
-    EXPECT_LT(mirror_err, bf16 ? 0.0 + 1e-12 : 1e-6) << (bf16 ? "bf16" : "float32");
+    const at::Tensor want = mirrored_by_hand(*fast, x, flips);
+    const double mirror_err = (fast->predict_mirrored(x, flips) - want).abs().max().item<double>();
+    EXPECT_LE(mirror_err, bf16 ? 0.0 : 1e-6) << arch << (bf16 ? " bf16" : " float32");
   }
-  if (ran == 0) GTEST_SKIP() << "no oneDNN path here: " << onednn_unavailable(unet, false);
+  if (ran == 0) GTEST_SKIP() << "no oneDNN path here: " << onednn_unavailable(*net, false);
+}
+
+// unet (OneDnnUNet): InstanceNorm, strided 3³ convolutions, the decoder's first convolution over
+// [skip, up] as two, the upsampling without an activation, the 1×1 head. Widths that are not
+// multiples of the block (6, 12: padded).
+TEST(OneDnnStudent, UNetGivesLibTorchsLogits) {
+  expect_teacher_like_libtorch("unet", {{"widths", {6, 12, 16, 24}}});
+}
+
+// resunet and resunet-vae (OneDnnResUNet): pre-activation blocks with ReLU, the residual by the
+// convolution's sum, the skip added to the upsampling, the GroupNorm → ReLU head; the VAE's
+// parameters are there and unused.
+TEST(OneDnnStudent, ResUNetGivesLibTorchsLogits) {
+  const nlohmann::json small = {{"widths", {8, 16, 32}},
+                                {"encoder_blocks", {1, 2, 1}},
+                                {"decoder_blocks", {1, 1}},
+                                {"norm_groups", 4}};
+  expect_teacher_like_libtorch("resunet", small);
+  nlohmann::json vae = small;
+  vae["vae_input_shape"] = {16, 16, 16};
+  vae["vae_latent"] = 8;
+  vae["vae_channels"] = 4;
+  expect_teacher_like_libtorch("resunet-vae", vae);
 }
 
 TEST(OneDnnStudent, SeesTheWeightsOfTheNetItWasMadeFrom) {
@@ -328,11 +351,18 @@ TEST(OneDnnStudent, PredictChoosesItForAStudentOrUNetOnTheCpu) {
     const bool here = onednn_student_unavailable(*student, bf16).empty();
     EXPECT_EQ(uses_onednn(*student, opt), here) << "engine auto, bf16 " << bf16;
     EXPECT_EQ(uses_onednn(*unet, opt), here) << "unet too";
+    EXPECT_EQ(uses_onednn(*make_net("resunet", {{"widths", {8, 16}},
+                                                {"encoder_blocks", {1, 1}},
+                                                {"decoder_blocks", {1}},
+                                                {"norm_groups", 4}}),
+                          opt),
+              here)
+        << "resunet too";
     EXPECT_FALSE(uses_onednn(*cascade, opt));
     opt.engine = "torch";
     EXPECT_FALSE(uses_onednn(*student, opt));
     opt.engine = "onednn";
-    EXPECT_THROW(uses_onednn(*cascade, opt), Error) << "only the student and unet run through it";
+    EXPECT_THROW(uses_onednn(*cascade, opt), Error) << "not the cascade";
     if (here)
       EXPECT_TRUE(uses_onednn(*student, opt));
     else

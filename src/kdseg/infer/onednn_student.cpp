@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "kdseg/models/blocks.h"
+#include "kdseg/models/resunet.h"
 #include "kdseg/models/student.h"
 #include "kdseg/models/unet.h"
 #include "kdseg/util/bf16.h"
@@ -40,6 +41,9 @@ OneDnnStudent::OneDnnStudent(const StudentImpl& net, bool bf16) {
 }
 OneDnnUNet::OneDnnUNet(const UNetImpl& net, bool bf16) {
   throw Error("oneDNN unet", onednn_unavailable(net, bf16));
+}
+OneDnnResUNet::OneDnnResUNet(const ResUNetImpl& net, bool bf16) {
+  throw Error("oneDNN " + net.arch(), onednn_unavailable(net, bf16));
 }
 std::shared_ptr<OneDnnNet> make_onednn(const SegNetImpl&, bool) {
   return nullptr;
@@ -377,69 +381,99 @@ void to_float_rows(const float* x, float* y, const SampleView& view, int64_t beg
   }
 }
 
-// x[o0, o1) ← [r +] [leaky](x · scale + shift), per lane of a channel block: bf16, each step
-// rounded to bf16 as LibTorch's bf16 path rounds its separate ops.
+// y[o0, o1) ← [r +] [act](x · scale + shift), per lane of a channel block (act: x for x > 0,
+// else slope · x: LeakyReLU, or ReLU at slope 0); y may be x. bf16, each step rounded to bf16
+// as LibTorch's bf16 path rounds its separate ops.
 template <bool Act, bool Res>
-KDSEG_AVX512 void apply_norm_bf16(uint16_t* x, const uint16_t* r, int64_t o0, int64_t o1,
-                                  const float* scale, const float* shift) {
+KDSEG_AVX512 void apply_norm_bf16(uint16_t* y, const uint16_t* x, const uint16_t* r, int64_t o0,
+                                  int64_t o1, const float* scale, const float* shift, float slope) {
   const __m512 sc = _mm512_loadu_ps(scale), sh = _mm512_loadu_ps(shift);
-  const __m512 slope = _mm512_set1_ps(kSlope), zero = _mm512_setzero_ps();
+  const __m512 k = _mm512_set1_ps(slope), zero = _mm512_setzero_ps();
   for (int64_t o = o0; o < o1; o += 16) {
-    __m512 y = round_bf16(_mm512_fmadd_ps(load_bf16(x + o), sc, sh));
+    __m512 v = round_bf16(_mm512_fmadd_ps(load_bf16(x + o), sc, sh));
     if (Act) {
-      const __mmask16 neg = _mm512_cmp_ps_mask(y, zero, _CMP_LE_OQ);
-      y = round_bf16(_mm512_mask_mul_ps(y, neg, y, slope));
+      const __mmask16 neg = _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ);
+      v = round_bf16(_mm512_mask_mul_ps(v, neg, v, k));
     }
-    if (Res) y = _mm512_add_ps(y, load_bf16(r + o));
-    store_bf16(x + o, y);
+    if (Res) v = _mm512_add_ps(v, load_bf16(r + o));
+    store_bf16(y + o, v);
   }
 }
 
 // The same in float32, blocks of B.
 template <int64_t B, bool Act, bool Res>
-KDSEG_INLINE void apply_norm_f32(float* x, const float* r, int64_t o0, int64_t o1,
-                                 const float* scale, const float* shift) {
+KDSEG_INLINE void apply_norm_f32(float* y, const float* x, const float* r, int64_t o0, int64_t o1,
+                                 const float* scale, const float* shift, float slope) {
   for (int64_t o = o0; o < o1; o += B)
     for (int64_t j = 0; j < B; ++j) {
-      float y = x[o + j] * scale[j] + shift[j];
-      if (Act) y = y <= 0.0f ? y * kSlope : y;
-      if (Res) y += r[o + j];
-      x[o + j] = y;
+      float v = x[o + j] * scale[j] + shift[j];
+      if (Act) v = v <= 0.0f ? v * slope : v;
+      if (Res) v += r[o + j];
+      y[o + j] = v;
     }
 }
 template <bool Act, bool Res>
-KDSEG_AVX512 void apply_norm_f32x16(float* x, const float* r, int64_t o0, int64_t o1,
-                                    const float* scale, const float* shift) {
-  apply_norm_f32<16, Act, Res>(x, r, o0, o1, scale, shift);
+KDSEG_AVX512 void apply_norm_f32x16(float* y, const float* x, const float* r, int64_t o0,
+                                    int64_t o1, const float* scale, const float* shift,
+                                    float slope) {
+  apply_norm_f32<16, Act, Res>(y, x, r, o0, o1, scale, shift, slope);
 }
 template <bool Act, bool Res>
-KDSEG_AVX2 void apply_norm_f32x8(float* x, const float* r, int64_t o0, int64_t o1,
-                                 const float* scale, const float* shift) {
-  apply_norm_f32<8, Act, Res>(x, r, o0, o1, scale, shift);
+KDSEG_AVX2 void apply_norm_f32x8(float* y, const float* x, const float* r, int64_t o0, int64_t o1,
+                                 const float* scale, const float* shift, float slope) {
+  apply_norm_f32<8, Act, Res>(y, x, r, o0, o1, scale, shift, slope);
 }
 
 template <bool Act, bool Res>
-void apply_norm(const Layout& l, void* x, const void* r, int64_t o0, int64_t o1, const float* scale,
-                const float* shift) {
+void apply_norm(const Layout& l, void* y, const void* x, const void* r, int64_t o0, int64_t o1,
+                const float* scale, const float* shift, float slope) {
   if (l.bf16())
-    apply_norm_bf16<Act, Res>(static_cast<uint16_t*>(x), static_cast<const uint16_t*>(r), o0, o1,
-                              scale, shift);
+    apply_norm_bf16<Act, Res>(static_cast<uint16_t*>(y), static_cast<const uint16_t*>(x),
+                              static_cast<const uint16_t*>(r), o0, o1, scale, shift, slope);
   else if (l.block == 16)
-    apply_norm_f32x16<Act, Res>(static_cast<float*>(x), static_cast<const float*>(r), o0, o1, scale,
-                                shift);
+    apply_norm_f32x16<Act, Res>(static_cast<float*>(y), static_cast<const float*>(x),
+                                static_cast<const float*>(r), o0, o1, scale, shift, slope);
   else
-    apply_norm_f32x8<Act, Res>(static_cast<float*>(x), static_cast<const float*>(r), o0, o1, scale,
-                               shift);
+    apply_norm_f32x8<Act, Res>(static_cast<float*>(y), static_cast<const float*>(x),
+                               static_cast<const float*>(r), o0, o1, scale, shift, slope);
 }
 
-// In place: f = [residual +] [leaky](GroupNorm(f)) over its first `channels` channels (the
-// rest is padding and stays zero).
-void norm_act_add(Feature& f, int64_t channels, int64_t groups, const float* gamma,
-                  const float* beta, double eps, bool act, const Feature* residual) {
+// out = [residual +] [act](in · scale + shift) per channel (scale, shift: one per channel of
+// in, padding included), in one pass; out may be in.
+void apply_affine(const Feature& in, Feature& out, const std::vector<float>& scale,
+                  const std::vector<float>& shift, bool act, float slope, const Feature* residual) {
+  const int64_t s = in.spatial(), B = in.layout.block;
+  const int64_t n_blocks = in.c / B, n_chunks = (s + kChunk - 1) / kChunk;
+  const void* x = in.ptr();
+  void* y = out.ptr();
+  const void* r = residual ? residual->ptr() : nullptr;
+  const Layout& l = in.layout;
+  at::parallel_for(0, n_blocks * n_chunks, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / n_chunks, v0 = (i % n_chunks) * kChunk, v1 = std::min(s, v0 + kChunk);
+      const int64_t o0 = (b * s + v0) * B, o1 = (b * s + v1) * B;
+      const float *sc = &scale[b * B], *sh = &shift[b * B];
+      if (act && r)
+        apply_norm<true, true>(l, y, x, r, o0, o1, sc, sh, slope);
+      else if (act)
+        apply_norm<true, false>(l, y, x, r, o0, o1, sc, sh, slope);
+      else if (r)
+        apply_norm<false, true>(l, y, x, r, o0, o1, sc, sh, slope);
+      else
+        apply_norm<false, false>(l, y, x, r, o0, o1, sc, sh, slope);
+    }
+  });
+}
+
+// out = [residual +] [act](GroupNorm(in)) over in's first `channels` channels (the rest is
+// padding and stays zero); out may be in.
+void norm_act_add(const Feature& in, Feature& out, int64_t channels, int64_t groups,
+                  const float* gamma, const float* beta, double eps, bool act, float slope,
+                  const Feature* residual) {
   std::vector<double> sum, sum_sq;
-  channel_moments(f, sum, sum_sq);
-  const int64_t cpg = channels / groups, s = f.spatial(), B = f.layout.block;
-  std::vector<float> scale(f.c, 0.0f), shift(f.c, 0.0f);  // padding stays 0
+  channel_moments(in, sum, sum_sq);
+  const int64_t cpg = channels / groups, s = in.spatial();
+  std::vector<float> scale(in.c, 0.0f), shift(in.c, 0.0f);  // padding stays 0
   for (int64_t g = 0; g < groups; ++g) {
     double gs = 0, gq = 0;
     for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
@@ -453,25 +487,12 @@ void norm_act_add(Feature& f, int64_t channels, int64_t groups, const float* gam
       shift[c] = static_cast<float>(beta[c] - mean * gamma[c] * rstd);
     }
   }
-  const int64_t n_blocks = f.c / B, n_chunks = (s + kChunk - 1) / kChunk;
-  void* x = f.ptr();
-  const void* r = residual ? residual->ptr() : nullptr;
-  const Layout& l = f.layout;
-  at::parallel_for(0, n_blocks * n_chunks, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / n_chunks, v0 = (i % n_chunks) * kChunk, v1 = std::min(s, v0 + kChunk);
-      const int64_t o0 = (b * s + v0) * B, o1 = (b * s + v1) * B;
-      const float *sc = &scale[b * B], *sh = &shift[b * B];
-      if (act && r)
-        apply_norm<true, true>(l, x, r, o0, o1, sc, sh);
-      else if (act)
-        apply_norm<true, false>(l, x, r, o0, o1, sc, sh);
-      else if (r)
-        apply_norm<false, true>(l, x, r, o0, o1, sc, sh);
-      else
-        apply_norm<false, false>(l, x, r, o0, o1, sc, sh);
-    }
-  });
+  apply_affine(in, out, scale, shift, act, slope, residual);
+}
+
+// x ← x + r, elementwise (bf16: rounded once, as LibTorch's add).
+void add_into(Feature& x, const Feature& r) {
+  apply_affine(x, x, std::vector<float>(x.c, 1.0f), std::vector<float>(x.c, 0.0f), false, 0.0f, &r);
 }
 
 // Trilinear ×2 (align_corners false, as upsample2x; its taps) of `in`, then LeakyReLU where
@@ -886,9 +907,19 @@ struct NormParams {
   double eps = 1e-5;
 };
 
-void norm_act_add(Feature& f, const NormParams& n, bool act, const Feature* residual) {
-  norm_act_add(f, n.gamma.size(0), n.groups, n.gamma.data_ptr<float>(), n.beta.data_ptr<float>(),
-               n.eps, act, residual);
+// In place: f = [residual +] [act](norm(f)), act LeakyReLU (slope 0.01) or ReLU (slope 0).
+void norm_act_add(Feature& f, const NormParams& n, bool act, const Feature* residual,
+                  float slope = kSlope) {
+  norm_act_add(f, f, n.gamma.size(0), n.groups, n.gamma.data_ptr<float>(), n.beta.data_ptr<float>(),
+               n.eps, act, slope, residual);
+}
+
+// A new map: act(norm(x)), x kept (the pre-activation blocks' input stays for their residual).
+Feature norm_act_copy(const Feature& x, const NormParams& n, float slope, BufferPool& pool) {
+  Feature out = make_feature(pool, x.c, x.d, x.h, x.w);
+  norm_act_add(x, out, n.gamma.size(0), n.groups, n.gamma.data_ptr<float>(),
+               n.beta.data_ptr<float>(), n.eps, true, slope, nullptr);
+  return out;
 }
 
 struct Block {  // post-activation residual block: x + act(n2(c2(act(n1(c1(x))))))
@@ -898,18 +929,24 @@ struct Block {  // post-activation residual block: x + act(n2(c2(act(n1(c1(x))))
 
 }  // namespace
 
-std::string onednn_student_unavailable(const StudentImpl&, bool bf16) {
+namespace {
+// "" where this CPU runs the precision through oneDNN, else why not.
+std::string cpu_unavailable(bool bf16) {
   if (block_for(bf16) > 0) return "";
   if (bf16) return "this CPU has no native bf16 dot products (AVX-512 BF16) for oneDNN";
   return "this CPU has neither AVX-512 nor AVX2 for oneDNN's float32 kernels";
 }
+}  // namespace
+
+std::string onednn_student_unavailable(const StudentImpl&, bool bf16) {
+  return cpu_unavailable(bf16);
+}
 
 std::string onednn_unavailable(const SegNetImpl& net, bool bf16) {
-  if (const auto* student = dynamic_cast<const StudentImpl*>(&net))
-    return onednn_student_unavailable(*student, bf16);
-  if (!dynamic_cast<const UNetImpl*>(&net))
-    return "the oneDNN path runs the student and unet, not " + net.arch();
-  return block_for(bf16) > 0 ? "" : onednn_student_unavailable(StudentImpl(), bf16);
+  if (!dynamic_cast<const StudentImpl*>(&net) && !dynamic_cast<const UNetImpl*>(&net) &&
+      !dynamic_cast<const ResUNetImpl*>(&net))
+    return "the oneDNN path runs student, unet, resunet and resunet-vae, not " + net.arch();
+  return cpu_unavailable(bf16);
 }
 
 // What every network's pass shares: the engine, the flips and padding around a sample's pass
@@ -1007,7 +1044,6 @@ struct StudentProgram : OneDnnNet::Impl {
   // One sample x (C, view.in) float32, as `view` places it on the network's grid → its logits
   // (out, view.in) float32 into y, as `to` says.
   void sample_forward(const float* x, const SampleView& view, const Output& to, float* y) override {
-    const auto& size = view.net;
     const size_t n_levels = options.widths.size();
     std::vector<Feature> features;
     Feature h = first_conv(conv_in, x, view);
@@ -1097,6 +1133,52 @@ struct UNetProgram : OneDnnNet::Impl {
   }
 };
 
+// resunet (and resunet-vae, whose VAE branch runs in training only): the input convolution; per
+// level [a 3³ convolution strided 2] and pre-activation residual blocks x + c2(relu(n2(c1(relu(
+// n1(x)))))), the residual added by the second convolution itself (oneDNN's sum post-op); the
+// decoder's up (1×1 conv at the coarse level, trilinear ×2) plus the skip, then blocks; the head
+// GroupNorm → ReLU → 1×1 conv with bias.
+struct ResUNetProgram : OneDnnNet::Impl {
+  explicit ResUNetProgram(Layout layout, const std::string& arch) : Impl(layout, arch) {}
+  Conv conv_in, head;
+  NormParams head_norm;
+  std::vector<Conv> down, up;
+  std::vector<std::vector<Block> > encoder, decoder;
+
+  void block_forward(Block& b, Feature& x) {  // x ← x + c2(relu(n2(c1(relu(n1(x))))))
+    Feature t = norm_act_copy(x, b.norm1, 0.0f, engine.pool);
+    Feature u = engine.conv(b.conv1, t);
+    t = Feature();
+    norm_act_add(u, b.norm2, true, nullptr, 0.0f);
+    engine.conv(b.conv2, u, &x);
+  }
+
+  void sample_forward(const float* x, const SampleView& view, const Output& to, float* y) override {
+    std::vector<Feature> features;
+    Feature h = first_conv(conv_in, x, view);
+    for (size_t l = 0; l < encoder.size(); ++l) {
+      if (l > 0) h = engine.conv(down[l - 1], features.back());
+      for (Block& b : encoder[l]) block_forward(b, h);
+      features.push_back(h);
+      h = Feature();
+    }
+    h = std::move(features.back());
+    features.pop_back();
+    for (size_t i = decoder.size(); i-- > 0;) {
+      Feature u = engine.conv(up[i], h);  // 1×1 at the coarse level
+      h = upsample2x(u, engine.pool, false);
+      u = Feature();
+      add_into(h, features[i]);
+      features[i] = Feature();
+      for (Block& b : decoder[i]) block_forward(b, h);
+    }
+    Feature t = norm_act_copy(h, head_norm, 0.0f, engine.pool);
+    h = Feature();
+    engine.conv_to_plain(head, t, out_channels, view, to, y);
+    engine.pool.end_pass();
+  }
+};
+
 // (O,I,k,k,k) → zero-padded to whole channel blocks: O always (the head's 3 outputs too), I
 // where the input is a feature map.
 at::Tensor pad_weight(const at::Tensor& w, const Layout& l, bool pad_in) {
@@ -1141,7 +1223,6 @@ NormParams make_norm(const std::map<std::string, at::Tensor>& p, const std::stri
   n.groups = groups == 0 ? n.gamma.size(0) : groups;
   return n;
 }
-
 
 // The net's parameters by name, on the CPU; and the eps of its norms (all the same).
 std::map<std::string, at::Tensor> parameters_of(const SegNetImpl& net, double& eps) {
@@ -1269,10 +1350,47 @@ OneDnnUNet::OneDnnUNet(const UNetImpl& net, bool bf16) {
   impl_ = std::move(m);
 }
 
+OneDnnResUNet::OneDnnResUNet(const ResUNetImpl& net, bool bf16) {
+  const Layout layout = layout_for(onednn_unavailable(net, bf16), bf16, net.arch());
+  auto m = std::make_unique<ResUNetProgram>(layout, net.arch());
+  double eps = 0;
+  const std::map<std::string, at::Tensor> p = parameters_of(net, eps);
+  const ResUNetOptions& o = net.options;
+  m->in_channels = o.in_channels;
+  m->out_channels = o.out_channels;
+  m->stride = net.stride();
+  m->conv_in = make_conv(p, "conv_in", layout, 1, false);
+  auto block = [&](const std::string& prefix) {
+    Block b;
+    b.conv1 = make_conv(p, prefix + ".conv1", layout);
+    b.conv2 = make_conv(p, prefix + ".conv2", layout);
+    b.norm1 = make_norm(p, prefix + ".norm1", o.norm_groups, eps);
+    b.norm2 = make_norm(p, prefix + ".norm2", o.norm_groups, eps);
+    return b;
+  };
+  for (size_t l = 0; l < o.widths.size(); ++l) {
+    if (l > 0) m->down.push_back(make_conv(p, "down." + std::to_string(l - 1), layout, 2));
+    m->encoder.emplace_back();
+    for (int64_t i = 0; i < o.encoder_blocks[l]; ++i)
+      m->encoder.back().push_back(block("encoder." + std::to_string(l) + "." + std::to_string(i)));
+  }
+  for (size_t l = 0; l + 1 < o.widths.size(); ++l) {
+    m->up.push_back(make_conv(p, "up." + std::to_string(l) + ".conv", layout));
+    m->decoder.emplace_back();
+    for (int64_t i = 0; i < o.decoder_blocks[l]; ++i)
+      m->decoder.back().push_back(block("decoder." + std::to_string(l) + "." + std::to_string(i)));
+  }
+  m->head_norm = make_norm(p, "head_norm", o.norm_groups, eps);
+  m->head = make_conv(p, "head", layout);
+  impl_ = std::move(m);
+}
+
 std::shared_ptr<OneDnnNet> make_onednn(const SegNetImpl& net, bool bf16) {
   if (!onednn_unavailable(net, bf16).empty()) return nullptr;
   if (const auto* s = dynamic_cast<const StudentImpl*>(&net))
     return std::make_shared<OneDnnStudent>(*s, bf16);
+  if (const auto* r = dynamic_cast<const ResUNetImpl*>(&net))
+    return std::make_shared<OneDnnResUNet>(*r, bf16);
   return std::make_shared<OneDnnUNet>(dynamic_cast<const UNetImpl&>(net), bf16);
 }
 

@@ -45,14 +45,16 @@ namespace kdseg {
 class SegNetImpl;
 class StudentImpl;
 class UNetImpl;
+class ResUNetImpl;
 
 // "" when a student like `net` can run through oneDNN here in bf16 (or float32: bf16 false);
 // otherwise why not, as a sentence (e.g. "this build has no oneDNN (install libdnnl-dev and
 // rebuild)").
 std::string onednn_student_unavailable(const StudentImpl& net, bool bf16 = true);
 
-// The same for any network: "" for a student or a unet that can run here, else why not (e.g.
-// "the oneDNN path runs the student and unet, not cascade").
+// The same for any network: "" for a student, unet, resunet or resunet-vae that can run here,
+// else why not (e.g. "the oneDNN path runs student, unet, resunet and resunet-vae, not
+// cascade").
 std::string onednn_unavailable(const SegNetImpl& net, bool bf16 = true);
 
 // A network's forward pass through oneDNN (OneDnnStudent, OneDnnUNet; make_onednn() picks one).
@@ -104,7 +106,17 @@ class OneDnnUNet : public OneDnnNet {
   explicit OneDnnUNet(const UNetImpl& net, bool bf16 = true);
 };
 
-// The oneDNN pass of `net` (a student or a unet) where onednn_unavailable() is empty, else null.
+// `resunet` and `resunet-vae` (models/resunet.h; the VAE branch runs in training only): the
+// pre-activation blocks' GroupNorm + ReLU in one pass into a new map (the block's input stays for
+// the residual), the residual added by the second convolution itself (oneDNN's sum post-op), the
+// skip added to the upsampling in one pass.
+class OneDnnResUNet : public OneDnnNet {
+ public:
+  explicit OneDnnResUNet(const ResUNetImpl& net, bool bf16 = true);
+};
+
+// The oneDNN pass of `net` (student, unet, resunet or resunet-vae) where onednn_unavailable() is
+// empty, else null.
 std::shared_ptr<OneDnnNet> make_onednn(const SegNetImpl& net, bool bf16);
 
 }  // namespace kdseg
