@@ -41,8 +41,8 @@ void add_inference_flags(CLI::App* cmd, PredictOptions& opt, std::string& precis
   cmd->add_flag_callback(
       "--bf16", [&precision] { precision = "bf16"; }, "Same as --precision bf16");
   cmd->add_option("--engine", i.engine,
-                  "A student or unet on a CPU: auto (oneDNN where this build and CPU can, "
-                  "else LibTorch), torch, or onednn")
+                  "A student, unet or resunet(-vae) on a CPU: auto (oneDNN where this build "
+                  "and CPU can, else LibTorch), torch, or onednn")
       ->capture_default_str();
   cmd->add_option("--threshold", opt.threshold, "Region probability threshold")
       ->capture_default_str();

@@ -28,9 +28,9 @@ struct InferenceOptions {
   int64_t window_batch = 1;     // windows per forward pass, e.g. 2
   bool bf16 = false;            // bf16 autocast for the forward passes
   std::string device = "cpu";   // e.g. "cuda"
-  std::string engine = "auto";  // a student or unet on a CPU: "auto" (oneDNN where it can run
-                                // here, else LibTorch), "torch" or "onednn" (an error where it
-                                // cannot); see infer/onednn_student.h
+  std::string engine = "auto";  // student, unet, resunet(-vae) on a CPU: "auto" (oneDNN where
+                                // it can run here, else LibTorch), "torch" or "onednn" (an error
+                                // where it cannot); see infer/onednn_student.h
 };
 
 // "auto" uses one window over the whole crop up to this many voxels (8 M ≈ 200³: every 1 mm
@@ -51,9 +51,9 @@ class OneDnnNet;
 at::Tensor predict_image(SegNetImpl& net, const at::Tensor& image, const PreprocessPlan& plan,
                          const InferenceOptions& opt, const OneDnnNet* onednn = nullptr);
 
-// Whether `opt` runs `net` through oneDNN (engine "auto": a student or a unet on a CPU, where
-// onednn_unavailable() is empty for its precision). Throws kdseg::Error for engine "onednn"
-// where it cannot, naming why, and for an unknown engine name.
+// Whether `opt` runs `net` through oneDNN (engine "auto": a student, unet, resunet or
+// resunet-vae on a CPU, where onednn_unavailable() is empty for its precision). Throws kdseg::Error
+// for engine "onednn" where it cannot, naming why, and for an unknown engine name.
 bool uses_onednn(const SegNetImpl& net, const InferenceOptions& opt);
 
 struct EnsembleMember {

@@ -70,7 +70,7 @@ using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 constexpr int64_t kBf16Block = 16;  // channels per block of bf16 maps (nCdhw16c)
 constexpr int64_t kChunk = 2048;    // voxels per float partial sum of the GroupNorm statistics
-constexpr float kSlope = 0.01f;     // LeakyReLU, as the student
+constexpr float kSlope = 0.01f;     // LeakyReLU, as the student and unet
 
 bool cpu_has(dnnl::cpu_isa want) {
   const int isa = static_cast<int>(dnnl::get_effective_cpu_isa());
@@ -164,7 +164,7 @@ at::Tensor mapped(int64_t n, at::ScalarType type) {
   const size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1)) * c10::elementSize(type);
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED)
-    throw Error("oneDNN student", "cannot map " + std::to_string(bytes >> 20) + " MB of memory");
+    throw Error("oneDNN", "cannot map " + std::to_string(bytes >> 20) + " MB of memory");
   madvise(p, bytes, MADV_HUGEPAGE);  // a hint: the kernel may refuse it
   return at::from_blob(
       p, {n}, [bytes](void* q) { munmap(q, bytes); }, at::TensorOptions().dtype(type));
@@ -404,13 +404,18 @@ KDSEG_AVX512 void apply_norm_bf16(uint16_t* y, const uint16_t* x, const uint16_t
 template <int64_t B, bool Act, bool Res>
 KDSEG_INLINE void apply_norm_f32(float* y, const float* x, const float* r, int64_t o0, int64_t o1,
                                  const float* scale, const float* shift, float slope) {
-  for (int64_t o = o0; o < o1; o += B)
+  // A block's lanes are read whole, then written whole: y may be x, and the compiler keeps one
+  // vector per block (an element-by-element read-modify-write through two pointers that may alias
+  // was left scalar: measured, the paper-size unet took 38-40 s per case in fp32 instead of 30).
+  for (int64_t o = o0; o < o1; o += B) {
+    float v[B];
     for (int64_t j = 0; j < B; ++j) {
-      float v = x[o + j] * scale[j] + shift[j];
-      if (Act) v = v <= 0.0f ? v * slope : v;
-      if (Res) v += r[o + j];
-      y[o + j] = v;
+      v[j] = x[o + j] * scale[j] + shift[j];
+      if (Act) v[j] = v[j] <= 0.0f ? v[j] * slope : v[j];
+      if (Res) v[j] += r[o + j];
     }
+    for (int64_t j = 0; j < B; ++j) y[o + j] = v[j];
+  }
 }
 template <bool Act, bool Res>
 KDSEG_AVX512 void apply_norm_f32x16(float* y, const float* x, const float* r, int64_t o0,
@@ -496,10 +501,10 @@ void add_into(Feature& x, const Feature& r) {
 }
 
 // Trilinear ×2 (align_corners false, as upsample2x; its taps) of `in`, then LeakyReLU where
-// `leaky` (the student; not the unet): one output voxel from its 8 neighbours, per axis weights
-// 0.75 / 0.25 (the border voxel repeated).
-// Rows [begin, end) of (channel block, output depth) of the upsampling.
-// `out` holds the output depth rows from d0 on (all of them, or one in-place slab).
+// `leaky` (the student; not unet or resunet): one output voxel from its 8 neighbours, per axis
+// weights 0.75 / 0.25 (the border voxel repeated). Rows [begin, end) of (channel block, output
+// depth) of the upsampling. `out` holds the output depth rows from d0 on (all of them, or one
+// in-place slab).
 KDSEG_AVX512 void upsample_rows_bf16(const Feature& in, Feature& out, int64_t d0,
                                      const UpsampleTaps& td, const UpsampleTaps& th,
                                      const UpsampleTaps& tw, int64_t begin, int64_t end,
@@ -606,7 +611,7 @@ Feature upsample2x(const Feature& in, BufferPool& pool, bool leaky) {
 }
 
 // ---------------------------------------------------------------- convolutions
-// One convolution of the student (weights in PyTorch's (O,I,k,k,k) float32), its oneDNN
+// One convolution of a network (weights in PyTorch's (O,I,k,k,k) float32), its oneDNN
 // primitive for the last input size it saw, and its weights packed for that primitive.
 struct Conv {
   at::Tensor weight;  // (oc, ic, k, k, k) float32, contiguous, zero-padded to whole blocks
@@ -1200,11 +1205,11 @@ Conv conv_of(const at::Tensor& weight, const Layout& l, int64_t stride = 1, bool
   return c;
 }
 
-// The student's convolution `name` (its weight and, where it has one, its bias).
+// The network's convolution `name` (its weight and, where it has one, its bias).
 Conv make_conv(const std::map<std::string, at::Tensor>& p, const std::string& name, const Layout& l,
                int64_t stride = 1, bool pad_in = true) {
   auto it = p.find(name + ".weight");
-  if (it == p.end()) throw Error("oneDNN student", "the student has no parameter " + name);
+  if (it == p.end()) throw Error("oneDNN", "the network has no parameter " + name);
   Conv c = conv_of(it->second, l, stride, pad_in);
   auto b = p.find(name + ".bias");
   if (b != p.end()) {

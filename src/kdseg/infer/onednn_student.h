@@ -1,8 +1,8 @@
 #pragma once
 // The student's forward pass on a CPU, in bf16 or float32, driven through oneDNN directly (issue
 // 9, goal 1; float32: issue 22): the same network and weights as StudentImpl, for inference only.
-// The unet teacher runs on the same engine (OneDnnUNet, issue 22: the heaviest of the three
-// teachers that pseudo-labelling runs per case).
+// The unet and resunet(-vae) teachers run on the same engine (OneDnnUNet, OneDnnResUNet; issue
+// 22: two of the three teachers that pseudo-labelling runs per case).
 //
 // LibTorch 1.13 runs each convolution through oneDNN too, but on plain (N,C,D,H,W) tensors: every
 // convolution reorders its input into oneDNN's channel-blocked layout and its output back, and
