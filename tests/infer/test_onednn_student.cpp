@@ -75,7 +75,7 @@ void expect_fp32_summation_order_only(Student& net, const at::Tensor& x, const s
 
 #define SKIP_WITHOUT_ONEDNN_FP32(net)                                         \
   do {                                                                        \
-    const std::string why = onednn_student_unavailable(*(net), false);        \
+    const std::string why = onednn_unavailable(*(net), false);                \
     if (!why.empty()) GTEST_SKIP() << "no oneDNN float32 path here: " << why; \
   } while (0)
 
@@ -106,7 +106,7 @@ void expect_bf16_rounding_only(const Errors& e, const std::string& what) {
 
 #define SKIP_WITHOUT_ONEDNN(net)                                      \
   do {                                                                \
-    const std::string why = onednn_student_unavailable(*(net));       \
+    const std::string why = onednn_unavailable(*(net));               \
     if (!why.empty()) GTEST_SKIP() << "no oneDNN path here: " << why; \
   } while (0)
 
@@ -258,7 +258,7 @@ TEST(OneDnnStudent, SeesTheWeightsOfTheNetItWasMadeFrom) {
   EXPECT_GT((ya - yb).abs().max().item<double>(), 0.1);
   // Same net twice: the same bytes (deterministic).
   EXPECT_TRUE(at::equal(ya, OneDnnStudent(*a).forward(x)));
-  if (onednn_student_unavailable(*a, false).empty()) {  // float32 too
+  if (onednn_unavailable(*a, false).empty()) {  // float32 too
     EXPECT_TRUE(
         at::equal(OneDnnStudent(*a, false).forward(x), OneDnnStudent(*a, false).forward(x)));
   }
@@ -303,7 +303,7 @@ TEST(OneDnnStudent, MirroredPredictionIsTheFlippedForwardPassesAveraged) {
   c10::InferenceMode guard;
   int ran = 0;
   for (const bool bf16 : {true, false}) {
-    if (!onednn_student_unavailable(*net, bf16).empty()) continue;
+    if (!onednn_unavailable(*net, bf16).empty()) continue;
     ++ran;
     const std::string precision = bf16 ? "bf16 " : "float32 ";
     const OneDnnStudent fast(*net, bf16);
@@ -337,7 +337,7 @@ TEST(OneDnnStudent, MirroredPredictionIsTheFlippedForwardPassesAveraged) {
         << "a grid off the stride";
     EXPECT_THROW(fast.predict_mirrored(x, {{1}}), Error) << "the channel axis is not a flip";
   }
-  if (ran == 0) GTEST_SKIP() << "no oneDNN path here: " << onednn_student_unavailable(*net, false);
+  if (ran == 0) GTEST_SKIP() << "no oneDNN path here: " << onednn_unavailable(*net, false);
 }
 
 TEST(OneDnnStudent, PredictChoosesItForAStudentOrUNetOnTheCpu) {
@@ -348,7 +348,7 @@ TEST(OneDnnStudent, PredictChoosesItForAStudentOrUNetOnTheCpu) {
   for (const bool bf16 : {true, false}) {
     InferenceOptions opt;
     opt.bf16 = bf16;
-    const bool here = onednn_student_unavailable(*student, bf16).empty();
+    const bool here = onednn_unavailable(*student, bf16).empty();
     EXPECT_EQ(uses_onednn(*student, opt), here) << "engine auto, bf16 " << bf16;
     EXPECT_EQ(uses_onednn(*unet, opt), here) << "unet too";
     EXPECT_EQ(uses_onednn(*make_net("resunet", {{"widths", {8, 16}},

@@ -11,7 +11,6 @@
 #include "kdseg/infer/onednn_student.h"
 #include "kdseg/infer/sliding_window.h"
 #include "kdseg/io/gzip.h"
-#include "kdseg/models/student.h"
 #include "kdseg/runtime/autocast.h"
 #include "kdseg/util/error.h"
 

@@ -27,9 +27,6 @@ namespace kdseg {
 
 #if !defined(KDSEG_HAVE_ONEDNN)
 
-std::string onednn_student_unavailable(const StudentImpl&, bool) {
-  return "this build of kdseg has no oneDNN (install libdnnl-dev and rebuild)";
-}
 std::string onednn_unavailable(const SegNetImpl&, bool) {
   return "this build of kdseg has no oneDNN (install libdnnl-dev and rebuild)";
 }
@@ -37,7 +34,7 @@ struct OneDnnNet::Impl {};
 OneDnnNet::OneDnnNet() = default;
 OneDnnNet::~OneDnnNet() = default;
 OneDnnStudent::OneDnnStudent(const StudentImpl& net, bool bf16) {
-  throw Error("oneDNN student", onednn_student_unavailable(net, bf16));
+  throw Error("oneDNN student", onednn_unavailable(net, bf16));
 }
 OneDnnUNet::OneDnnUNet(const UNetImpl& net, bool bf16) {
   throw Error("oneDNN unet", onednn_unavailable(net, bf16));
@@ -927,31 +924,27 @@ Feature norm_act_copy(const Feature& x, const NormParams& n, float slope, Buffer
   return out;
 }
 
-struct Block {  // post-activation residual block: x + act(n2(c2(act(n1(c1(x))))))
+struct Block {  // residual block: two convolutions and their norms (student: post-activation)
   Conv conv1, conv2;
   NormParams norm1, norm2;
 };
 
-}  // namespace
+// The levels of the student and resunet: per level [a convolution strided 2] and residual
+// blocks; per decoder level (finest first) a 1×1 up convolution and blocks.
+struct ResidualLevels {
+  std::vector<Conv> down, up;
+  std::vector<std::vector<Block> > encoder, decoder;
+};
 
-namespace {
-// "" where this CPU runs the precision through oneDNN, else why not.
-std::string cpu_unavailable(bool bf16) {
-  if (block_for(bf16) > 0) return "";
-  if (bf16) return "this CPU has no native bf16 dot products (AVX-512 BF16) for oneDNN";
-  return "this CPU has neither AVX-512 nor AVX2 for oneDNN's float32 kernels";
-}
 }  // namespace
-
-std::string onednn_student_unavailable(const StudentImpl&, bool bf16) {
-  return cpu_unavailable(bf16);
-}
 
 std::string onednn_unavailable(const SegNetImpl& net, bool bf16) {
   if (!dynamic_cast<const StudentImpl*>(&net) && !dynamic_cast<const UNetImpl*>(&net) &&
       !dynamic_cast<const ResUNetImpl*>(&net))
     return "the oneDNN path runs student, unet, resunet and resunet-vae, not " + net.arch();
-  return cpu_unavailable(bf16);
+  if (block_for(bf16) > 0) return "";
+  if (bf16) return "this CPU has no native bf16 dot products (AVX-512 BF16) for oneDNN";
+  return "this CPU has neither AVX-512 nor AVX2 for oneDNN's float32 kernels";
 }
 
 // What every network's pass shares: the engine, the flips and padding around a sample's pass
@@ -1021,13 +1014,12 @@ struct OneDnnNet::Impl {
 
 namespace {
 
-struct StudentProgram : OneDnnNet::Impl {
+struct StudentProgram : OneDnnNet::Impl, ResidualLevels {
   explicit StudentProgram(Layout layout) : Impl(layout, "student") {}
   StudentOptions options;
   Conv conv_in, head;
   NormParams norm_in;
-  std::vector<Conv> down, up, merge_skip, merge_up;
-  std::vector<std::vector<Block> > encoder, decoder;
+  std::vector<Conv> merge_skip, merge_up;
 
   // x ← the block's output. At one channel block the second convolution runs in place: two maps
   // of the level live instead of three.
@@ -1143,12 +1135,10 @@ struct UNetProgram : OneDnnNet::Impl {
 // n1(x)))))), the residual added by the second convolution itself (oneDNN's sum post-op); the
 // decoder's up (1×1 conv at the coarse level, trilinear ×2) plus the skip, then blocks; the head
 // GroupNorm → ReLU → 1×1 conv with bias.
-struct ResUNetProgram : OneDnnNet::Impl {
+struct ResUNetProgram : OneDnnNet::Impl, ResidualLevels {
   explicit ResUNetProgram(Layout layout, const std::string& arch) : Impl(layout, arch) {}
   Conv conv_in, head;
   NormParams head_norm;
-  std::vector<Conv> down, up;
-  std::vector<std::vector<Block> > encoder, decoder;
 
   void block_forward(Block& b, Feature& x) {  // x ← x + c2(relu(n2(c1(relu(n1(x))))))
     Feature t = norm_act_copy(x, b.norm1, 0.0f, engine.pool);
@@ -1229,20 +1219,50 @@ NormParams make_norm(const std::map<std::string, at::Tensor>& p, const std::stri
   return n;
 }
 
-// The net's parameters by name, on the CPU; and the eps of its norms (all the same).
-std::map<std::string, at::Tensor> parameters_of(const SegNetImpl& net, double& eps) {
+// A network's parameters by name (on the CPU), the eps of its norms (all the same) and the layout
+// its pass runs in here; throws kdseg::Error naming why where it cannot run here.
+struct NetParams {
+  NetParams(const SegNetImpl& net, bool bf16) {
+    const std::string why = onednn_unavailable(net, bf16);
+    if (!why.empty()) throw Error("oneDNN " + net.arch(), why);
+    layout = Layout{bf16 ? dt::bf16 : dt::f32, block_for(bf16)};
+    for (const auto& item : net.named_parameters(true)) p[item.key()] = item.value().cpu();
+    for (const auto& item : net.named_modules())
+      if (auto norm = std::dynamic_pointer_cast<NormImpl>(item.value())) eps = norm->options.eps;
+  }
   std::map<std::string, at::Tensor> p;
-  for (const auto& item : net.named_parameters(true)) p[item.key()] = item.value().cpu();
-  eps = NormOptions{}.eps;
-  for (const auto& item : net.named_modules())
-    if (auto norm = std::dynamic_pointer_cast<NormImpl>(item.value())) eps = norm->options.eps;
-  return p;
-}
+  double eps = NormOptions{}.eps;
+  Layout layout;
 
-Layout layout_for(const std::string& why, bool bf16, const std::string& arch) {
-  if (!why.empty()) throw Error("oneDNN " + arch, why);
-  return Layout{bf16 ? dt::bf16 : dt::f32, block_for(bf16)};
-}
+  Conv conv(const std::string& name, int64_t stride = 1, bool pad_in = true) const {
+    return make_conv(p, name, layout, stride, pad_in);
+  }
+  NormParams norm(const std::string& name, int64_t groups) const {
+    return make_norm(p, name, groups, eps);
+  }
+  Block block(const std::string& prefix, int64_t groups) const {
+    return {conv(prefix + ".conv1"), conv(prefix + ".conv2"), norm(prefix + ".norm1", groups),
+            norm(prefix + ".norm2", groups)};
+  }
+  // The down, encoder, up and decoder parts of a student or resunet.
+  void read_levels(ResidualLevels& m, const std::vector<int64_t>& encoder_blocks,
+                   const std::vector<int64_t>& decoder_blocks, int64_t groups) const {
+    for (size_t l = 0; l < encoder_blocks.size(); ++l) {
+      if (l > 0) m.down.push_back(conv("down." + std::to_string(l - 1), 2));
+      m.encoder.emplace_back();
+      for (int64_t i = 0; i < encoder_blocks[l]; ++i)
+        m.encoder.back().push_back(
+            block("encoder." + std::to_string(l) + "." + std::to_string(i), groups));
+    }
+    for (size_t l = 0; l < decoder_blocks.size(); ++l) {
+      m.up.push_back(conv("up." + std::to_string(l) + ".conv"));
+      m.decoder.emplace_back();
+      for (int64_t i = 0; i < decoder_blocks[l]; ++i)
+        m.decoder.back().push_back(
+            block("decoder." + std::to_string(l) + "." + std::to_string(i), groups));
+    }
+  }
+};
 
 }  // namespace
 
@@ -1279,53 +1299,30 @@ at::Tensor OneDnnNet::predict_mirrored(const at::Tensor& input,
 }
 
 OneDnnStudent::OneDnnStudent(const StudentImpl& net, bool bf16) {
-  const Layout layout = layout_for(onednn_student_unavailable(net, bf16), bf16, "student");
-  auto program = std::make_unique<StudentProgram>(layout);
-  StudentProgram& m = *program;
-  m.options = net.options;
-  m.in_channels = net.options.in_channels;
-  m.out_channels = net.options.out_channels;
-  m.stride = net.stride();
-  double eps = 0;
-  const std::map<std::string, at::Tensor> p = parameters_of(net, eps);
-  const int64_t groups = m.options.norm_groups;
-  const size_t n_levels = m.options.widths.size();
-  m.conv_in = make_conv(p, "conv_in", layout, 1, false);
-  m.norm_in = make_norm(p, "norm_in", groups, eps);
-  auto block = [&](const std::string& prefix) {
-    Block b;
-    b.conv1 = make_conv(p, prefix + ".conv1", layout);
-    b.conv2 = make_conv(p, prefix + ".conv2", layout);
-    b.norm1 = make_norm(p, prefix + ".norm1", groups, eps);
-    b.norm2 = make_norm(p, prefix + ".norm2", groups, eps);
-    return b;
-  };
-  for (size_t l = 0; l < n_levels; ++l) {
-    if (l > 0) m.down.push_back(make_conv(p, "down." + std::to_string(l - 1), layout, 2));
-    m.encoder.emplace_back();
-    for (int64_t i = 0; i < m.options.encoder_blocks[l]; ++i)
-      m.encoder.back().push_back(block("encoder." + std::to_string(l) + "." + std::to_string(i)));
-  }
-  for (size_t l = 0; l + 1 < n_levels; ++l) {
-    m.up.push_back(make_conv(p, "up." + std::to_string(l) + ".conv", layout));
+  const NetParams p(net, bf16);
+  auto m = std::make_unique<StudentProgram>(p.layout);
+  m->options = net.options;
+  m->in_channels = net.options.in_channels;
+  m->out_channels = net.options.out_channels;
+  m->stride = net.stride();
+  const int64_t groups = net.options.norm_groups;
+  m->conv_in = p.conv("conv_in", 1, false);
+  m->norm_in = p.norm("norm_in", groups);
+  p.read_levels(*m, net.options.encoder_blocks, net.options.decoder_blocks, groups);
+  for (size_t l = 0; l + 1 < net.options.widths.size(); ++l) {
     // The 1×1 merge over [skip, up] as two convolutions, one per half of its input channels.
-    const at::Tensor merge = p.at("merge." + std::to_string(l) + ".weight");
-    const int64_t w = m.options.widths[l];
-    m.merge_skip.push_back(conv_of(merge.narrow(1, 0, w), layout));
-    m.merge_up.push_back(conv_of(merge.narrow(1, w, w), layout));
-    m.decoder.emplace_back();
-    for (int64_t i = 0; i < m.options.decoder_blocks[l]; ++i)
-      m.decoder.back().push_back(block("decoder." + std::to_string(l) + "." + std::to_string(i)));
+    const at::Tensor merge = p.p.at("merge." + std::to_string(l) + ".weight");
+    const int64_t w = net.options.widths[l];
+    m->merge_skip.push_back(conv_of(merge.narrow(1, 0, w), p.layout));
+    m->merge_up.push_back(conv_of(merge.narrow(1, w, w), p.layout));
   }
-  m.head = make_conv(p, "head", layout);
-  impl_ = std::move(program);
+  m->head = p.conv("head");
+  impl_ = std::move(m);
 }
 
 OneDnnUNet::OneDnnUNet(const UNetImpl& net, bool bf16) {
-  const Layout layout = layout_for(onednn_unavailable(net, bf16), bf16, "unet");
-  auto m = std::make_unique<UNetProgram>(layout);
-  double eps = 0;
-  const std::map<std::string, at::Tensor> p = parameters_of(net, eps);
+  const NetParams p(net, bf16);
+  auto m = std::make_unique<UNetProgram>(p.layout);
   m->in_channels = net.options.in_channels;
   m->out_channels = net.options.out_channels;
   m->stride = net.stride();
@@ -1333,60 +1330,39 @@ OneDnnUNet::OneDnnUNet(const UNetImpl& net, bool bf16) {
   auto stage = [&](const std::string& prefix, int64_t stride, int64_t split) {
     UNetProgram::Stage s;
     // The first convolution; in the decoder, the halves of its input channels apart ([skip, up]).
-    const at::Tensor w1 = p.at(prefix + ".0.conv.weight");
+    const at::Tensor w1 = p.p.at(prefix + ".0.conv.weight");
     if (split > 0) {
-      s.conv1 = conv_of(w1.narrow(1, 0, split), layout);
-      s.conv1_up = conv_of(w1.narrow(1, split, w1.size(1) - split), layout);
+      s.conv1 = conv_of(w1.narrow(1, 0, split), p.layout);
+      s.conv1_up = conv_of(w1.narrow(1, split, w1.size(1) - split), p.layout);
     } else {
-      s.conv1 = make_conv(p, prefix + ".0.conv", layout, stride, prefix != "encoder.0");
+      s.conv1 = p.conv(prefix + ".0.conv", stride, prefix != "encoder.0");
     }
-    s.conv2 = make_conv(p, prefix + ".1.conv", layout);
-    s.norm1 = make_norm(p, prefix + ".0.norm", 0, eps);
-    s.norm2 = make_norm(p, prefix + ".1.norm", 0, eps);
+    s.conv2 = p.conv(prefix + ".1.conv");
+    s.norm1 = p.norm(prefix + ".0.norm", 0);
+    s.norm2 = p.norm(prefix + ".1.norm", 0);
     return s;
   };
   for (size_t l = 0; l < w.size(); ++l)
     m->encoder.push_back(stage("encoder." + std::to_string(l), l == 0 ? 1 : 2, 0));
   for (size_t l = 0; l + 1 < w.size(); ++l) {
-    m->up.push_back(make_conv(p, "up." + std::to_string(l) + ".conv", layout));
+    m->up.push_back(p.conv("up." + std::to_string(l) + ".conv"));
     m->decoder.push_back(stage("decoder." + std::to_string(l), 1, w[l]));
   }
-  m->head = make_conv(p, "head", layout);
+  m->head = p.conv("head");
   impl_ = std::move(m);
 }
 
 OneDnnResUNet::OneDnnResUNet(const ResUNetImpl& net, bool bf16) {
-  const Layout layout = layout_for(onednn_unavailable(net, bf16), bf16, net.arch());
-  auto m = std::make_unique<ResUNetProgram>(layout, net.arch());
-  double eps = 0;
-  const std::map<std::string, at::Tensor> p = parameters_of(net, eps);
+  const NetParams p(net, bf16);
+  auto m = std::make_unique<ResUNetProgram>(p.layout, net.arch());
   const ResUNetOptions& o = net.options;
   m->in_channels = o.in_channels;
   m->out_channels = o.out_channels;
   m->stride = net.stride();
-  m->conv_in = make_conv(p, "conv_in", layout, 1, false);
-  auto block = [&](const std::string& prefix) {
-    Block b;
-    b.conv1 = make_conv(p, prefix + ".conv1", layout);
-    b.conv2 = make_conv(p, prefix + ".conv2", layout);
-    b.norm1 = make_norm(p, prefix + ".norm1", o.norm_groups, eps);
-    b.norm2 = make_norm(p, prefix + ".norm2", o.norm_groups, eps);
-    return b;
-  };
-  for (size_t l = 0; l < o.widths.size(); ++l) {
-    if (l > 0) m->down.push_back(make_conv(p, "down." + std::to_string(l - 1), layout, 2));
-    m->encoder.emplace_back();
-    for (int64_t i = 0; i < o.encoder_blocks[l]; ++i)
-      m->encoder.back().push_back(block("encoder." + std::to_string(l) + "." + std::to_string(i)));
-  }
-  for (size_t l = 0; l + 1 < o.widths.size(); ++l) {
-    m->up.push_back(make_conv(p, "up." + std::to_string(l) + ".conv", layout));
-    m->decoder.emplace_back();
-    for (int64_t i = 0; i < o.decoder_blocks[l]; ++i)
-      m->decoder.back().push_back(block("decoder." + std::to_string(l) + "." + std::to_string(i)));
-  }
-  m->head_norm = make_norm(p, "head_norm", o.norm_groups, eps);
-  m->head = make_conv(p, "head", layout);
+  m->conv_in = p.conv("conv_in", 1, false);
+  p.read_levels(*m, o.encoder_blocks, o.decoder_blocks, o.norm_groups);
+  m->head_norm = p.norm("head_norm", o.norm_groups);
+  m->head = p.conv("head");
   impl_ = std::move(m);
 }
 

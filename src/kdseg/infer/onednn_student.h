@@ -47,14 +47,10 @@ class StudentImpl;
 class UNetImpl;
 class ResUNetImpl;
 
-// "" when a student like `net` can run through oneDNN here in bf16 (or float32: bf16 false);
-// otherwise why not, as a sentence (e.g. "this build has no oneDNN (install libdnnl-dev and
-// rebuild)").
-std::string onednn_student_unavailable(const StudentImpl& net, bool bf16 = true);
-
-// The same for any network: "" for a student, unet, resunet or resunet-vae that can run here,
-// else why not (e.g. "the oneDNN path runs student, unet, resunet and resunet-vae, not
-// cascade").
+// "" when `net` (a student, unet, resunet or resunet-vae) can run through oneDNN here in bf16 (or
+// float32: bf16 false); otherwise why not, as a sentence (e.g. "this build of kdseg has no oneDNN
+// (install libdnnl-dev and rebuild)", "the oneDNN path runs student, unet, resunet and
+// resunet-vae, not cascade").
 std::string onednn_unavailable(const SegNetImpl& net, bool bf16 = true);
 
 // A network's forward pass through oneDNN (OneDnnStudent, OneDnnUNet; make_onednn() picks one).
@@ -93,7 +89,7 @@ class OneDnnNet {
 class OneDnnStudent : public OneDnnNet {
  public:
   // Packs a copy of the net's weights (later changes to the net are not seen), for bf16 or
-  // float32 arithmetic. Throws kdseg::Error with onednn_student_unavailable()'s reason when it
+  // float32 arithmetic. Throws kdseg::Error with onednn_unavailable()'s reason when it
   // cannot run here.
   explicit OneDnnStudent(const StudentImpl& net, bool bf16 = true);
 };
