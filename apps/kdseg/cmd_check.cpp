@@ -12,9 +12,14 @@ CLI::App* add_check_flags(CLI::App& app, CheckOptions& opt, RuntimeOptions& runt
       "Find a dataset's layout, list every case (modalities, shape, spacing, labels) and "
       "every problem in one pass; exits non-zero when there is any");
   cmd->add_option("dir", opt.dir,
-                  "Dataset folder (BraTS 2018-2021, BraTS 2023, MSD Task01, nnU-Net raw) "
+                  "Dataset folder (BraTS 2018-2021, BraTS 2023-2024, MSD Task01, nnU-Net raw) "
                   "or a single case folder")
       ->required();
+  cmd->add_option("--labels", opt.labels,
+                  "Label convention of the label maps: auto (from the layout or dataset.json), "
+                  "brats2021, brats2023, brats2024 (BraTS 2023 values + 4 = resection cavity, "
+                  "read as background), msd, nnunet")
+      ->capture_default_str();
   cmd->add_flag("--quiet", opt.quiet, "No per-case progress");
   add_common_flags(cmd, runtime);
   return cmd;

@@ -6,6 +6,7 @@
 
 #include "kdseg/io/check.h"
 #include "kdseg/io/nifti.h"
+#include "kdseg/util/error.h"
 #include "support/test_support.h"
 
 namespace kdseg {
@@ -14,6 +15,7 @@ namespace {
 using test::phantom_labels;
 using test::ScratchDir;
 using test::write_case;
+namespace fs = std::filesystem;
 
 TEST(Check, ReportsQformSformDisagreementAndBadLabelsTogether) {
   ScratchDir dir("check_lib");
@@ -44,6 +46,70 @@ TEST(Check, ReportsQformSformDisagreementAndBadLabelsTogether) {
   std::string text = format_check_report(r);
   EXPECT_NE(text.find("labels 0:"), std::string::npos);
   EXPECT_NE(text.find("2 problem(s):"), std::string::npos);
+}
+
+// BraTS 2024: the 2023 names with 4 = resection cavity. Found, read as background, and said so.
+TEST(Check, Brats2024CavityIsReadAndExplained) {
+  ScratchDir dir("check_2024");
+  const std::array<int64_t, 3> dim{12, 12, 10};
+  const LabelMap l = phantom_labels(dim, {6, 6, 5}, 4);
+  write_case(dir.str(), "BraTS-GLI-02000-100", Layout::brats2023, l);
+  write_case(dir.str(), "BraTS-GLI-02001-100", Layout::brats2023, l);
+  const std::string seg =
+      (dir.path() / "BraTS-GLI-02000-100" / "BraTS-GLI-02000-100-seg.nii.gz").string();
+  LabelMap with_rc = read_labels(seg);
+  for (int i = 0; i < 5; ++i) with_rc.data[i] = 4;
+  write_labels(seg, with_rc);
+  CheckOptions opt;
+  opt.dir = dir.str();
+  opt.quiet = true;
+  CheckReport r = check_dataset(opt);
+  const std::string text = format_check_report(r);
+  EXPECT_TRUE(r.problems.empty()) << text;
+  EXPECT_EQ(r.n_resection_cavity_cases, 1);
+  EXPECT_NE(text.find("brats2023 layout (labels brats2024: 4 = resection cavity (RC) in 1 case(s); "
+                      "RC is not tumour (TC = ET + NETC, WT = ET + NETC + SNFH"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("4:5 (4 = resection cavity, read as background)"), std::string::npos) << text;
+  // Named brats2021, the same folder's 3s are wrong.
+  opt.labels = "brats2021";
+  r = check_dataset(opt);
+  ASSERT_FALSE(r.problems.empty());
+  EXPECT_NE(r.problems[0].find("outside the brats2021 convention: 3"), std::string::npos)
+      << r.problems[0];
+  opt.labels = "brats2025";
+  EXPECT_THROW(check_dataset(opt), Error);
+}
+
+// 4 everywhere and 3 nowhere: BraTS 2018-2021 values under 2023 names would read as cavities and
+// lose every ET. A problem, unless the user names the labels brats2024.
+TEST(Check, CavityWithoutAnyEnhancingTumourIsAskedAbout) {
+  ScratchDir dir("check_2024_no_et");
+  const std::array<int64_t, 3> dim{12, 12, 10};
+  LabelMap l = phantom_labels(dim, {6, 6, 5}, 4);
+  write_case(dir.str(), "X", Layout::brats2021, l);  // values {0, 1, 2, 4}
+  fs::create_directories(dir.path() / "BraTS-GLI-00001-000");
+  for (const auto& [from, to] :
+       std::vector<std::pair<std::string, std::string>>{{"X_t1", "-t1n"},
+                                                        {"X_t1ce", "-t1c"},
+                                                        {"X_t2", "-t2w"},
+                                                        {"X_flair", "-t2f"},
+                                                        {"X_seg", "-seg"}})
+    fs::rename(dir.path() / "X" / (from + ".nii.gz"),
+               dir.path() / "BraTS-GLI-00001-000" / ("BraTS-GLI-00001-000" + to + ".nii.gz"));
+  fs::remove(dir.path() / "X");
+  CheckOptions opt;
+  opt.dir = dir.str();
+  opt.quiet = true;
+  CheckReport r = check_dataset(opt);
+  ASSERT_EQ(r.problems.size(), 1u) << format_check_report(r);
+  EXPECT_NE(r.problems[0].find("no case has an enhancing tumour (3)"), std::string::npos)
+      << r.problems[0];
+  EXPECT_NE(r.problems[0].find("--labels brats2024"), std::string::npos);
+  opt.labels = "brats2024";
+  r = check_dataset(opt);
+  EXPECT_TRUE(r.problems.empty()) << format_check_report(r);
 }
 
 TEST(Check, ReportsA4dModalityAndPixdimAgainstTheSform) {

@@ -82,6 +82,49 @@ TEST(Dataset, Brats2023LayoutMapsEtFrom3) {
   expect_internal_labels(load_case(ds.cases[0], ds.layout));
 }
 
+// A BraTS 2024 post-treatment case: the 2023 names, and 4 = resection cavity (RC) in the seg.
+// RC is not tumour: read as background, whether the convention is found (brats2023, the
+// layout's) or named (brats2024).
+TEST(Dataset, Brats2024ResectionCavityIsReadAsBackground) {
+  ScratchDir dir("ds2024");
+  const std::string id = "BraTS-GLI-02000-100";
+  write_case(dir.str(), id, Layout::brats2023, tumour());
+  Dataset ds = discover_dataset(dir.str());
+  EXPECT_EQ(ds.layout, Layout::brats2023);
+  EXPECT_EQ(ds.labels.resection_cavity, 4);
+  // A cavity in a corner, away from the tumour.
+  LabelMap seg = read_labels(ds.cases[0].seg);
+  int64_t n_cavity = 0;
+  for (int64_t i = 0; i < 40; ++i)
+    if (seg.data[i] == 0) seg.data[i] = 4, ++n_cavity;
+  ASSERT_GT(n_cavity, 0);
+  write_labels(ds.cases[0].seg, seg);
+  expect_internal_labels(load_case(ds.cases[0], ds.labels));
+  expect_internal_labels(load_case(ds.cases[0], Layout::brats2024));
+  int64_t n_read = -1;
+  load_label_map(ds.cases[0].seg, ds.labels, &n_read);
+  EXPECT_EQ(n_read, n_cavity);
+  // Named brats2021, 4 is ET: the same file reads differently (and 3 is refused).
+  EXPECT_THROW(load_label_map(ds.cases[0].seg, Layout::brats2021), Error);
+}
+
+TEST(Dataset, Brats2024WritesBackgroundAs0NeverAsTheCavity) {
+  for (Layout l : {Layout::brats2023, Layout::brats2024}) {
+    const auto from = label_lut_from_internal(l);
+    EXPECT_EQ(from[0], 0) << layout_name(l);
+    EXPECT_EQ(from[1], 1);
+    EXPECT_EQ(from[2], 2);
+    EXPECT_EQ(from[4], 3);
+    EXPECT_EQ(allowed_labels(l), (std::vector<int>{0, 1, 2, 3, 4}));
+  }
+  LabelMap l = tumour();
+  labels_to_convention(l, Layout::brats2024);
+  for (size_t i = 0; i < l.data.size(); ++i)
+    ASSERT_EQ(l.data[i], tumour().data[i] == 4 ? 3 : tumour().data[i]) << i;
+  EXPECT_EQ(parse_layout("brats2024", "--labels"), Layout::brats2024);
+  EXPECT_STREQ(layout_name(Layout::brats2024), "brats2024");
+}
+
 TEST(Dataset, MsdLayout4dAndLabels) {
   ScratchDir dir("dsmsd");
   write_case(dir.str(), "BRATS_001", Layout::msd, tumour());
@@ -101,7 +144,8 @@ TEST(Dataset, SingleCaseFolder) {
 }
 
 TEST(Dataset, LabelConventionsRoundTrip) {
-  for (Layout l : {Layout::brats2021, Layout::brats2023, Layout::msd, Layout::nnunet}) {
+  for (Layout l :
+       {Layout::brats2021, Layout::brats2023, Layout::brats2024, Layout::msd, Layout::nnunet}) {
     auto to = label_lut_to_internal(l), from = label_lut_from_internal(l);
     for (int internal : {0, 1, 2, 4}) EXPECT_EQ(to[from[internal]], internal) << layout_name(l);
     EXPECT_EQ(from[3], kInvalidLabel);
@@ -258,6 +302,14 @@ TEST(Dataset, NnunetLabelsByNameIncludingVersion1AndBrats2023Names) {
     "3": "FLAIR", "4": "brain mask"}, "labels": {"background": 0, "NCR": 1, "ED": 2, "ET": 4}})");
   EXPECT_EQ(nnunet_dataset_json(dir.str("c.json")).labels.to_internal,
             LabelConvention(Layout::brats2021).to_internal);
+  // BraTS 2024 names with the resection cavity: read as background, shown in the name.
+  write_json(dir.path() / "d.json", R"({"channel_names": {"0": "t1n", "1": "t1c", "2": "t2w",
+    "3": "t2f"}, "labels": {"background": 0, "NETC": 1, "SNFH": 2, "ET": 3, "RC": 4}})");
+  NnunetMeta d = nnunet_dataset_json(dir.str("d.json"));
+  EXPECT_EQ(d.labels.to_internal, LabelConvention(Layout::brats2024).to_internal);
+  EXPECT_EQ(d.labels.resection_cavity, 4);
+  EXPECT_EQ(d.labels.name, "nnunet(1=NCR,2=ED,3=ET,4=RC)");
+  EXPECT_EQ(label_lut_from_internal(d.labels)[0], 0);
 }
 
 TEST(Dataset, NnunetDatasetJsonThatCannotBeMappedIsRefusedNamingTheFile) {

@@ -143,7 +143,7 @@ void write_case(const std::string& root, const std::string& id, Layout layout,
     }
     return;
   }
-  const bool y2023 = layout == Layout::brats2023;
+  const bool y2023 = layout == Layout::brats2023 || layout == Layout::brats2024;
   const char* names2021[4] = {"_t1", "_t1ce", "_t2", "_flair"};
   const char* names2023[4] = {"-t1n", "-t1c", "-t2w", "-t2f"};
   fs::path folder = fs::path(root) / id;

@@ -14,6 +14,11 @@ namespace kdseg {
 
 namespace {
 
+// Whether a convention was named by --labels rather than the layout's own.
+bool named_by_flag(const LabelConvention& labels, Layout layout) {
+  return labels.name != layout_name(layout);
+}
+
 std::string spacing_text(const std::array<double, 3>& s) {
   char buf[96];
   std::snprintf(buf, sizeof buf, "%.3gx%.3gx%.3g mm", s[0], s[1], s[2]);
@@ -108,6 +113,12 @@ CaseCheck check_case(const CaseFiles& files, const LabelConvention& convention) 
         if (!count[v]) continue;
         text += " " + std::to_string(v) + ":" + std::to_string(count[v]);
         if (lut[v] == kInvalidLabel) bad += (bad.empty() ? "" : ", ") + std::to_string(v);
+        if (lut[v] == 4) out.n_enhancing += count[v];
+      }
+      if (convention.resection_cavity >= 0 && count[convention.resection_cavity]) {
+        out.n_resection_cavity = count[convention.resection_cavity];
+        text += " (" + std::to_string(convention.resection_cavity) +
+                " = resection cavity, read as background)";
       }
       out.labels = text;
       if (!bad.empty())
@@ -128,6 +139,8 @@ CaseCheck check_case(const CaseFiles& files, const LabelConvention& convention) 
 CheckReport check_dataset(const CheckOptions& opt) {
   CheckReport r;
   r.dataset = discover_dataset(opt.dir);
+  if (opt.labels != "auto")
+    r.dataset.labels = LabelConvention(parse_layout(opt.labels, "--labels"));
   r.cases.resize(r.dataset.cases.size());
   Progress progress("check", static_cast<int64_t>(r.cases.size()), opt.quiet);
   parallel_for(static_cast<int64_t>(r.cases.size()), opt.threads, [&](int64_t i) {
@@ -142,6 +155,21 @@ CheckReport check_dataset(const CheckOptions& opt) {
       if (p.find("/" + c.id + "/") != std::string::npos) c.problems.insert(c.problems.begin(), p);
   }
   r.problems = r.dataset.problems;
+  // Value 4 read as a resection cavity while no case has ET: BraTS 2018-2021 labels (ET = 4)
+  // under BraTS 2023 file names read the same way, and would lose every ET. Named brats2024
+  // (--labels), the labels are what the user says.
+  int n_with_et = 0;
+  for (const auto& c : r.cases) {
+    r.n_resection_cavity_cases += c.n_resection_cavity > 0;
+    n_with_et += c.n_enhancing > 0;
+  }
+  if (r.n_resection_cavity_cases > 0 && n_with_et == 0 && r.dataset.labels.name == "brats2023")
+    r.problems.push_back(
+        r.dataset.root + ": value 4 is read as BraTS 2024's resection cavity (background) in " +
+        std::to_string(r.n_resection_cavity_cases) +
+        " case(s), but no case has an enhancing tumour (3); if ET is 4 here (BraTS 2018-2021 "
+        "values under 2023 file names), relabel 4 to 3 or use the 2018-2021 names; if these are "
+        "BraTS 2024 cases without enhancement, say so with --labels brats2024");
   for (const auto& c : r.cases)
     for (const auto& p : c.problems)
       if (std::find(r.problems.begin(), r.problems.end(), p) == r.problems.end())
@@ -154,7 +182,18 @@ std::string format_check_report(const CheckReport& r) {
   int64_t labelled = 0;
   for (const auto& c : r.dataset.cases) labelled += !c.seg.empty();
   s << r.dataset.root << ": " << layout_name(r.dataset.layout) << " layout";
-  if (r.dataset.layout == Layout::nnunet) s << " (labels " << r.dataset.labels.name << ")";
+  const LabelConvention& labels = r.dataset.labels;
+  if (labels.resection_cavity >= 0 &&
+      (r.n_resection_cavity_cases > 0 || labels.name == "brats2024")) {
+    // BraTS 2024 (or an nnU-Net dataset naming RC): say how the cavity is read.
+    s << " (labels " << (labels.name == "brats2023" ? "brats2024" : labels.name) << ": "
+      << labels.resection_cavity << " = resection cavity (RC) in " << r.n_resection_cavity_cases
+      << " case(s); RC is not tumour (TC = ET + NETC, WT = ET + NETC + SNFH, as BraTS 2024 "
+         "scores them): read as background, so training keeps cavities out of all three regions "
+         "and predictions never hold RC)";
+  } else if (r.dataset.layout == Layout::nnunet || named_by_flag(labels, r.dataset.layout)) {
+    s << " (labels " << labels.name << ")";
+  }
   s << ", " << r.cases.size() << " case(s), " << labelled << " labelled, "
     << r.cases.size() - labelled << " unlabelled\n";
   for (const auto& c : r.cases) {

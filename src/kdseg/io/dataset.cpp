@@ -127,17 +127,23 @@ int region_of_name(const std::string& name) {
   return -1;
 }
 
+// BraTS 2024's resection cavity, by name ("RC", "resection cavity", "surgical cavity").
+bool is_cavity_name(const std::string& name) {
+  const std::string k = squash(name);
+  return k == "rc" || contains(k, "cavity");
+}
+
 const char* internal_label_short(int internal) {
   return internal == 1 ? "NCR" : internal == 2 ? "ED" : internal == 4 ? "ET" : "?";
 }
 
 // The name an nnU-Net convention is shown with: "nnunet(1=ED,2=NCR,3=ET)".
-std::string nnunet_convention_name(const std::array<uint8_t, 256>& lut) {
+std::string nnunet_convention_name(const std::array<uint8_t, 256>& lut, int rc = -1) {
   std::string name = "nnunet(";
   for (int v = 1; v < 256; ++v)
-    if (lut[v] != kInvalidLabel && lut[v] != 0)
-      name +=
-          (name.back() == '(' ? "" : ",") + std::to_string(v) + "=" + internal_label_short(lut[v]);
+    if (v == rc || (lut[v] != kInvalidLabel && lut[v] != 0))
+      name += (name.back() == '(' ? "" : ",") + std::to_string(v) + "=" +
+              (v == rc ? "RC" : internal_label_short(lut[v]));
   return name + ")";
 }
 
@@ -236,12 +242,17 @@ LabelConvention labels_of_dataset_json(const nlohmann::json& j, const std::strin
   } else {
     std::array<int, 5> value_of{-1, -1, -1, -1, -1};
     for (const auto& [name, values] : entries) {
+      if (is_cavity_name(name)) {  // BraTS 2024's resection cavity: not tumour, background
+        c.to_internal[values[0]] = 0;
+        c.resection_cavity = values[0];
+        continue;
+      }
       const int internal = internal_label_of_name(name);
       if (internal < 0)
         throw Error(path,
                     "cannot map the label \"" + name +
                         "\" to background, necrosis (NCR), "
-                        "edema (ED) or enhancing tumor (ET) (labels: " +
+                        "edema (ED), enhancing tumor (ET) or resection cavity (RC) (labels: " +
                         found + ")",
                     hint);
       if (internal != 0 && value_of[internal] >= 0)
@@ -259,7 +270,7 @@ LabelConvention labels_of_dataset_json(const nlohmann::json& j, const std::strin
                         " (labels: " + found + ")",
                     hint);
   }
-  c.name = nnunet_convention_name(c.to_internal);
+  c.name = nnunet_convention_name(c.to_internal, c.resection_cavity);
   return c;
 }
 
@@ -380,6 +391,8 @@ const char* layout_name(Layout layout) {
       return "brats2021";
     case Layout::brats2023:
       return "brats2023";
+    case Layout::brats2024:
+      return "brats2024";
     case Layout::msd:
       return "msd";
     case Layout::nnunet:
@@ -391,10 +404,11 @@ const char* layout_name(Layout layout) {
 Layout parse_layout(const std::string& name, const std::string& flag) {
   if (name == "brats2021" || name == "brats") return Layout::brats2021;
   if (name == "brats2023") return Layout::brats2023;
+  if (name == "brats2024") return Layout::brats2024;
   if (name == "msd") return Layout::msd;
   if (name == "nnunet") return Layout::nnunet;
   throw Error(flag, "unknown label convention \"" + name + "\"",
-              "use brats2021, brats2023, msd or nnunet");
+              "use brats2021, brats2023, brats2024, msd or nnunet");
 }
 
 LabelConvention::LabelConvention(Layout layout) : name(layout_name(layout)) {
@@ -406,7 +420,9 @@ LabelConvention::LabelConvention(Layout layout) : name(layout_name(layout)) {
       lut[1] = 1, lut[2] = 2, lut[4] = 4;
       break;
     case Layout::brats2023:
-      lut[1] = 1, lut[2] = 2, lut[3] = 4;
+    case Layout::brats2024:  // 1 NETC, 2 SNFH, 3 ET, 4 RC (background: not tumour)
+      lut[1] = 1, lut[2] = 2, lut[3] = 4, lut[4] = 0;
+      resection_cavity = 4;
       break;
     case Layout::msd:
     case Layout::nnunet:  // nnU-Net's BraTS conversion writes MSD's values
@@ -466,7 +482,8 @@ std::array<uint8_t, 256> label_lut_from_internal(const LabelConvention& c) {
   std::array<uint8_t, 256> to = label_lut_to_internal(c), from;
   from.fill(kInvalidLabel);
   for (int v = 0; v < 256; ++v)
-    if (to[v] != kInvalidLabel) from[to[v]] = static_cast<uint8_t>(v);
+    if (to[v] != kInvalidLabel && from[to[v]] == kInvalidLabel)
+      from[to[v]] = static_cast<uint8_t>(v);
   return from;
 }
 
@@ -548,7 +565,7 @@ Dataset discover_dataset(const std::string& dir) {
     if (!ds.problems.empty()) why += " (" + ds.problems.front() + ")";
     throw Error(dir, why,
                 "expected BraTS case folders <ID>/<ID>_t1.nii.gz ... (2018-2021), "
-                "<ID>/<ID>-t1n.nii.gz ... (2023), an MSD Task01 folder with imagesTr/, or an "
+                "<ID>/<ID>-t1n.nii.gz ... (2023, 2024), an MSD Task01 folder with imagesTr/, or an "
                 "nnU-Net dataset (imagesTr/<ID>_0000.nii.gz ... and dataset.json)");
   }
   if (ds.layout != Layout::nnunet) ds.labels = LabelConvention(ds.layout);
@@ -562,11 +579,14 @@ void labels_to_convention(LabelMap& labels, const LabelConvention& c) {
   for (auto& v : labels.data) v = lut[v];
 }
 
-LabelMap load_label_map(const std::string& path, const LabelConvention& c) {
+LabelMap load_label_map(const std::string& path, const LabelConvention& c,
+                        int64_t* n_resection_cavity) {
   LabelMap lm = read_labels(path);
   const auto lut = label_lut_to_internal(c);
   std::array<int64_t, 256> count{};
   for (uint8_t v : lm.data) ++count[v];
+  if (n_resection_cavity)
+    *n_resection_cavity = c.resection_cavity >= 0 ? count[c.resection_cavity] : 0;
   std::string bad;
   for (int v = 0; v < 256; ++v)
     if (count[v] && lut[v] == kInvalidLabel)
@@ -578,7 +598,7 @@ LabelMap load_label_map(const std::string& path, const LabelConvention& c) {
     throw Error(path,
                 "label values outside the " + c.name + " convention {" + allowed + "}: " + bad,
                 "check that the file is a tumour segmentation of this layout (BraTS 2023 uses "
-                "ET = 3, BraTS 2018-2021 ET = 4)");
+                "ET = 3 and BraTS 2024 adds 4 = resection cavity, BraTS 2018-2021 ET = 4)");
   }
   for (auto& v : lm.data) v = lut[v];
   if (lm.n_channels != 1)

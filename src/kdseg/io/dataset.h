@@ -12,7 +12,11 @@ namespace kdseg {
 
 enum class Layout {
   brats2021,  // <ID>/<ID>_{t1,t1ce,t2,flair}.nii.gz (+ <ID>_seg.nii.gz), labels {0,1,2,4}
-  brats2023,  // <ID>/<ID>-{t1n,t1c,t2w,t2f}.nii.gz (+ <ID>-seg.nii.gz), labels {0,1,2,3}
+  brats2023,  // <ID>/<ID>-{t1n,t1c,t2w,t2f}.nii.gz (+ <ID>-seg.nii.gz), labels {0,1,2,3}, and
+              // 4 read as BraTS 2024's resection cavity where a case has it (below)
+  brats2024,  // not a layout of its own: BraTS 2024 adult glioma (post-treatment) uses the 2023
+              // names with labels {0, 1 NETC, 2 SNFH, 3 ET, 4 RC}; a label convention to name
+              // (--labels brats2024); discovery reports such a folder as brats2023
   msd,  // imagesTr/<ID>.nii.gz 4D (FLAIR,T1,T1Gd,T2), labelsTr/<ID>.nii.gz, labels {0,1 ED,2 NCR,3
         // ET}
   nnunet,  // nnU-Net raw: {imagesTr,imagesTs}/<ID>_000{0..3}.nii.gz, labelsTr/<ID>.nii.gz and
@@ -23,7 +27,8 @@ const char* layout_name(Layout layout);
 // A NIfTI file name without its .nii.gz or .nii ("BraTS_001_seg.nii.gz" -> "BraTS_001_seg");
 // other names unchanged.
 std::string nifti_stem(const std::string& name);
-// "brats2021" | "brats2023" | "msd" | "nnunet" -> Layout; throws kdseg::Error naming `flag`.
+// "brats2021" | "brats2023" | "brats2024" | "msd" | "nnunet" -> Layout; throws kdseg::Error
+// naming `flag`.
 Layout parse_layout(const std::string& name, const std::string& flag);
 
 constexpr int kNumModalities = 4;
@@ -34,15 +39,25 @@ constexpr uint8_t kInvalidLabel = 255;
 // fixed conventions come from a Layout (internal == brats2021; Layout::nnunet gives the values
 // nnU-Net's own BraTS conversion writes: 1 ED, 2 NCR, 3 ET); an nnU-Net dataset's own comes from
 // its dataset.json (nnunet_dataset_json).
+//
+// BraTS 2024's resection cavity (RC, value 4 beside 1 NETC, 2 SNFH, 3 ET) is not tumour: the 2024
+// challenge scores TC = ET + NETC and WT = ET + NETC + SNFH. kdseg reads RC as background, so
+// training learns to leave cavities out of all three regions (a prediction of tumour inside a
+// cavity is a false positive in the challenge's scoring, so the loss should say so; ignoring RC
+// voxels in the loss would leave the network free to call a cavity tumour), and a prediction
+// never holds RC. The brats2023 convention reads RC too, where a case has it: BraTS 2023 data
+// never holds 4, and BraTS 2024 data has the 2023 file names.
 struct LabelConvention {
   LabelConvention(Layout layout = Layout::brats2021);  // NOLINT(google-explicit-constructor)
   std::string name;                      // e.g. "brats2021", "nnunet(1=ED,2=NCR,3=ET)"
   std::array<uint8_t, 256> to_internal;  // file value -> internal (kInvalidLabel: not a label)
+  int resection_cavity = -1;             // file value of RC (read as background), e.g. 4; -1 none
 };
 
 // file label -> internal label (kInvalidLabel where the convention has no such label)
 std::array<uint8_t, 256> label_lut_to_internal(const LabelConvention& c);
-// internal label -> file label (kInvalidLabel where undefined)
+// internal label -> file label (kInvalidLabel where undefined; the lowest file value where several
+// map to one internal label, so background is written 0, never RC)
 std::array<uint8_t, 256> label_lut_from_internal(const LabelConvention& c);
 // The file labels a convention allows, e.g. {0,1,2,4}.
 std::vector<int> allowed_labels(const LabelConvention& c);
@@ -93,7 +108,9 @@ struct CaseData {
 // `threads` > 1 reads the files in parallel (for callers that load one case at a time).
 CaseData load_case(const CaseFiles& files, const LabelConvention& labels, int threads = 1);
 // Loads a label map and converts it to the internal convention (errors name the file and value).
-LabelMap load_label_map(const std::string& path, const LabelConvention& labels);
+// `n_resection_cavity`, when given, receives the number of voxels read as RC (background).
+LabelMap load_label_map(const std::string& path, const LabelConvention& labels,
+                        int64_t* n_resection_cavity = nullptr);
 // Converts an internal label map to convention `c` in place.
 void labels_to_convention(LabelMap& labels, const LabelConvention& c);
 
