@@ -86,6 +86,40 @@ TEST(Predict, ResamplingToTheModelSpacingAndBackKeepsTheInputGeometry) {
   EXPECT_EQ(predict_folder(o).written, std::vector<std::string>{"C1"});
 }
 
+// A labelled BraTS 2024 case (4 = resection cavity in its seg) is read and predicted; the labels
+// are written in the dataset's own values (ET = 3), background as 0, and never the cavity (4).
+TEST(Predict, Brats2024CaseIsWrittenInItsOwnValuesWithoutTheCavity) {
+  test::ScratchDir dir("predict_2024");
+  const std::string ck = save_tiny(dir.path(), "student", 5), id = "BraTS-GLI-02000-100";
+  test::write_case(dir.str("in2024"), id, Layout::brats2023, phantom());
+  test::write_case(dir.str("in2021"), id, Layout::brats2021, phantom());
+  const std::string seg = dir.str("in2024/" + id + "/" + id + "-seg.nii.gz");
+  LabelMap with_rc = read_labels(seg);
+  for (size_t i = 0; i < 300; ++i)
+    if (with_rc.data[i] == 0) with_rc.data[i] = 4;
+  write_labels(seg, with_rc);
+  std::vector<LabelMap> got;
+  for (const char* in : {"in2024", "in2021"}) {
+    PredictOptions o;
+    o.models = {ck};
+    o.in = dir.str(in);
+    o.out = dir.str(std::string("out_") + in);
+    o.inference = quick();
+    o.threshold = 0.45;
+    o.quiet = true;
+    const auto r = predict_folder(o);
+    ASSERT_TRUE(r.failures.empty()) << r.failures[0];
+    got.push_back(read_labels(o.out + "/" + id + ".nii.gz"));
+  }
+  std::array<int64_t, 256> count{};
+  for (uint8_t v : got[0].data) ++count[v];
+  EXPECT_GT(count[0], 0);
+  EXPECT_EQ(count[4], 0) << "a prediction never holds the resection cavity";
+  for (int v = 5; v < 256; ++v) EXPECT_EQ(count[v], 0) << v;
+  labels_to_convention(got[1], Layout::brats2023);  // the 2021 folder's labels in 2023 values
+  EXPECT_EQ(got[0].data, got[1].data);
+}
+
 TEST(Predict, TheSameCaseInEveryLayoutGivesTheSameLabels) {
   test::ScratchDir dir("predict_layouts");
   const std::string ck = save_tiny(dir.path(), "student", 5);
