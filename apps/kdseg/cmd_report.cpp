@@ -40,6 +40,9 @@ CLI::App* add_report_flags(CLI::App& app, ReportOptions& opt, RuntimeOptions& ru
   cmd->add_option("--panel", opt.panel_px, "Size of one static slice in pixels")
       ->capture_default_str()
       ->check(CLI::Range(32, 1024));
+  cmd->add_flag("--lesion-wise", opt.lesion_wise,
+                "Results table with the lesion-wise Dice and HD95 too (the lw_* columns that "
+                "kdseg evaluate writes for BraTS 2023/2024 data or with --lesion-wise on)");
   cmd->add_flag("--quiet", opt.quiet, "No per-case progress");
   add_common_flags(cmd, runtime);
   return cmd;

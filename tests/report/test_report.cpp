@@ -290,6 +290,44 @@ TEST(ReportFolder, ExperimentGivesEverySection) {
   EXPECT_TRUE(fs::is_regular_file(out / "data" / "case_001.js"));
 }
 
+// --lesion-wise: the lw_* columns of metrics.csv join the results table, HD95 lower is better.
+TEST(ReportFolder, LesionWiseColumnsWhenAsked) {
+  ScratchDir dir("report_lesion");
+  make_experiment(dir.path() / "exp");
+  ReportOptions opt = options(dir.path() / "exp", dir.path() / "out");
+  opt.max_viewer_cases = 0;
+  opt.lesion_wise = true;
+  // Without lw_* columns: the whole-volume table and a note saying how to get them.
+  ReportSummary s = write_report(opt);
+  bool noted = false;
+  for (const auto& n : s.notes) noted |= n.find("no lw_* columns") != std::string::npos;
+  EXPECT_TRUE(noted);
+  const std::string lw = ",lw_dice_et,lw_dice_wt,lw_dice_tc,lw_hd95_et,lw_hd95_wt,lw_hd95_tc\n";
+  write_text(dir.path() / "exp" / "seed1" / "eval" / "unet" / "metrics.csv",
+             "id,dice_et,dice_wt,dice_tc,hd95_et,hd95_wt,hd95_tc" + lw +
+                 "CASE_A,0.60,0.95,0.70,4.0,2.0,3.0,0.5,0.9,0.6,100,20,50\n"
+                 "CASE_B,0.70,0.93,0.72,5.0,2.5,3.5,0.6,0.9,0.6,120,30,60\n");
+  write_text(dir.path() / "exp" / "seed1" / "eval" / "student" / "metrics.csv",
+             "id,dice_et,dice_wt,dice_tc,hd95_et,hd95_wt,hd95_tc" + lw +
+                 "CASE_A,0.80,0.90,0.85,2.0,1.0,1.5,0.7,0.6,0.8,10,200,5\n"
+                 "CASE_B,0.75,0.88,0.83,3.0,1.5,2.0,0.7,0.6,0.8,12,190,7\n");
+  s = write_report(opt);
+  nlohmann::json page = read_json(dir.path() / "out" / "report.json");
+  EXPECT_EQ(page["table"]["columns"].size(), 12u);
+  EXPECT_EQ(page["table"]["columns"][6], "lw_dice_et");
+  EXPECT_EQ(page["table"]["best"]["lw_dice_wt"], nlohmann::json({"unet"}));
+  EXPECT_EQ(page["table"]["best"]["lw_dice_et"], nlohmann::json({"student"}));
+  EXPECT_EQ(page["table"]["best"]["lw_hd95_wt"], nlohmann::json({"unet"}));  // lower is better
+  EXPECT_DOUBLE_EQ(page["table"]["rows"][1]["cells"]["lw_hd95_et"]["mean"].get<double>(), 11);
+  // Not asked: the paper's six columns, whatever metrics.csv holds.
+  opt.lesion_wise = false;
+  write_report(opt);
+  page = read_json(dir.path() / "out" / "report.json");
+  EXPECT_EQ(page["table"]["columns"].size(), 6u);
+  EXPECT_TRUE(report::lower_is_better("lw_hd95_tc"));
+  EXPECT_FALSE(report::lower_is_better("lw_dice_tc"));
+}
+
 TEST(ReportFolder, ViewerCasesCanBeLimitedAndStaleDataGoes) {
   ScratchDir dir("report_limit");
   make_experiment(dir.path() / "exp");

@@ -74,9 +74,14 @@
   }
 
   // ---------------------------------------------------------------- results table
+  // "dice_et" -> "Dice ET"; "lw_hd95_wt" -> "Lesion-wise HD95 WT".
   function columnTitle(c) {
-    var parts = c.split('_');
-    return (parts[0] === 'dice' ? 'Dice ' : 'HD95 ') + REGION_NAMES[parts[1]];
+    var lw = c.indexOf('lw_') === 0;
+    var parts = (lw ? c.slice(3) : c).split('_');
+    return (lw ? 'Lesion-wise ' : '') + (parts[0] === 'dice' ? 'Dice ' : 'HD95 ') + REGION_NAMES[parts[1]];
+  }
+  function isHd95(c) {
+    return c.indexOf('hd95') === 0 || c.indexOf('lw_hd95') === 0;
   }
   function renderTable() {
     var b = body('results');
@@ -87,13 +92,13 @@
     }
     var best = t.best || {};
     var head = el('tr', {}, [el('th', { text: 'Method' })].concat(t.columns.map(function (c) {
-      return el('th', { text: columnTitle(c) + (c.indexOf('hd95') === 0 ? ' (mm)' : '') });
+      return el('th', { text: columnTitle(c) + (isHd95(c) ? ' (mm)' : '') });
     })));
     var rows = t.rows.map(function (row) {
       var cells = t.columns.map(function (c) {
         var cell = row.cells[c];
         if (!cell) return el('td', { text: '–' });
-        var digits = c.indexOf('hd95') === 0 ? 2 : 3;
+        var digits = isHd95(c) ? 2 : 3;
         var isBest = (best[c] || []).indexOf(row.method) >= 0;
         var td = el('td', { 'class': isBest ? 'best' : '' }, [
           (isBest ? '★ ' : '') + fmt(cell.mean, digits) + (isNum(cell.std) ? ' ± ' + fmt(cell.std, digits) : '')

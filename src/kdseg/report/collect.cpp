@@ -111,15 +111,15 @@ nlohmann::json run_entry(const fs::path& dir, const std::string& name, const std
 // The page's "table" from results.json's {"method": {"dice_et": {"mean", "std"}}} (no per-case
 // values to take a median from).
 nlohmann::json table_from_results(const nlohmann::json& results,
-                                  const std::vector<std::string>& methods) {
+                                  const std::vector<std::string>& methods, bool lesion_wise) {
   nlohmann::json table;
-  table["columns"] = table_columns();
+  table["columns"] = table_columns(lesion_wise);
   table["rows"] = nlohmann::json::array();
   const nlohmann::json& t = results["table"];
   for (const auto& m : methods) {
     if (!t.contains(m) || !t[m].is_object()) continue;
     nlohmann::json row = {{"method", m}, {"aux", false}, {"cells", nlohmann::json::object()}};
-    for (const auto& c : table_columns()) {
+    for (const auto& c : table_columns(lesion_wise)) {
       if (!t[m].contains(c) || !t[m][c].is_object()) continue;
       const auto& cell = t[m][c];
       row["cells"][c] = {{"mean", cell.value("mean", nlohmann::json())},
@@ -131,11 +131,11 @@ nlohmann::json table_from_results(const nlohmann::json& results,
   return table;
 }
 
-// Per-case metrics of every method and seed: the results table, the box plots, and the Dice of
-// each case for the viewer.
+// Per-case metrics of every method and seed: the results table (with the lesion-wise columns
+// when asked), the box plots, and the Dice of each case for the viewer.
 void collect_metrics(const fs::path& root, const std::vector<int>& seeds,
                      const std::vector<std::string>& methods, const nlohmann::json* results,
-                     Collected& c) {
+                     bool lesion_wise, Collected& c) {
   std::map<std::string, std::map<std::string, std::vector<double>>> values;
   nlohmann::json per_case = nlohmann::json::object();  // seed -> method -> id -> {et, wt, tc}
   std::vector<std::string> found;
@@ -178,7 +178,13 @@ void collect_metrics(const fs::path& root, const std::vector<int>& seeds,
   if (!found.empty()) {
     std::vector<std::string> order = methods;
     if (have_pseudo) order.push_back("pseudo-labels");
-    c.page["table"] = results_table(order, values, {"pseudo-labels"});
+    c.page["table"] = results_table(order, values, {"pseudo-labels"}, table_columns(lesion_wise));
+    bool any_lesion_wise = false;
+    for (const auto& [m, cols] : values) any_lesion_wise |= cols.count("lw_dice_wt") > 0;
+    if (lesion_wise && !any_lesion_wise)
+      c.notes.push_back(
+          "--lesion-wise: no lw_* columns in seed*/eval/*/metrics.csv (kdseg evaluate "
+          "--lesion-wise on writes them; kdseg reproduce --lesion-wise too)");
     std::string basis =
         seeds.size() > 1 ? "per test case, pooled over seeds " : "per test case, seed ";
     for (size_t i = 0; i < seeds.size(); ++i) basis += (i ? ", " : "") + std::to_string(seeds[i]);
@@ -192,7 +198,7 @@ void collect_metrics(const fs::path& root, const std::vector<int>& seeds,
     }
     c.page["boxes"] = boxes;
   } else if (results && results->contains("table") && (*results)["table"].is_object()) {
-    c.page["table"] = table_from_results(*results, methods);
+    c.page["table"] = table_from_results(*results, methods, lesion_wise);
     c.page["table"]["basis"] = "mean ± std over seeds, from results.json (no metrics.csv found)";
     c.notes.push_back("no per-case metrics (seed*/eval/*/metrics.csv): no box plots");
   } else {
@@ -274,7 +280,7 @@ void collect_experiment(const fs::path& root, const ReportOptions& opt, Collecte
   }
   c.page["methods"] = methods;
 
-  collect_metrics(root, seeds, methods, results ? &*results : nullptr, c);
+  collect_metrics(root, seeds, methods, results ? &*results : nullptr, opt.lesion_wise, c);
   if (results) {
     for (const char* key : {"paired", "pseudo", "timing", "wall_seconds"})
       if (results->contains(key)) c.page[key] = (*results)[key];

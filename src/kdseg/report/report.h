@@ -29,6 +29,8 @@ struct ReportOptions {
   std::string web;                // folder of index.html, report.css, report.js; "" = search
   int max_viewer_cases = 12;      // test cases in the viewer (the first by ID), e.g. 12; 0 = none
   int panel_px = 192;             // size of one static slice in pixels, e.g. 192
+  bool lesion_wise = false;       // results table also with lesion-wise Dice and HD95 (lw_*
+                                  // columns of metrics.csv, written by evaluate --lesion-wise)
   int threads = 0;                // cases prepared in parallel; 0 = all cores
   bool quiet = false;             // no per-case progress
 };

@@ -124,22 +124,28 @@ nlohmann::json to_json(const BoxStats& b) {
           {"n_nan", b.n_nan}};
 }
 
-const std::vector<std::string>& table_columns() {
+const std::vector<std::string>& table_columns(bool lesion_wise) {
   static const std::vector<std::string> kColumns = {"dice_et", "dice_wt", "dice_tc",
                                                     "hd95_et", "hd95_wt", "hd95_tc"};
-  return kColumns;
+  static const std::vector<std::string> kWithLesions = [] {
+    std::vector<std::string> c = kColumns;
+    for (const auto& x : kColumns) c.push_back("lw_" + x);
+    return c;
+  }();
+  return lesion_wise ? kWithLesions : kColumns;
 }
 
 bool lower_is_better(const std::string& column) {
-  return column.rfind("hd95", 0) == 0;
+  return column.rfind("hd95", 0) == 0 || column.rfind("lw_hd95", 0) == 0;
 }
 
 nlohmann::json results_table(
     const std::vector<std::string>& methods,
     const std::map<std::string, std::map<std::string, std::vector<double>>>& values,
-    const std::vector<std::string>& aux) {
+    const std::vector<std::string>& aux, const std::vector<std::string>& columns_given) {
+  const std::vector<std::string>& columns = columns_given.empty() ? table_columns() : columns_given;
   nlohmann::json table;
-  table["columns"] = table_columns();
+  table["columns"] = columns;
   table["rows"] = nlohmann::json::array();
   for (const auto& m : methods) {
     auto it = values.find(m);
@@ -148,7 +154,7 @@ nlohmann::json results_table(
     row["method"] = m;
     row["aux"] = std::find(aux.begin(), aux.end(), m) != aux.end();
     row["cells"] = nlohmann::json::object();
-    for (const auto& c : table_columns()) {
+    for (const auto& c : columns) {
       auto col = it->second.find(c);
       if (col == it->second.end()) continue;
       const Stats s = summarize(col->second);
@@ -166,7 +172,8 @@ nlohmann::json results_table(
 
 void mark_best(nlohmann::json& table) {
   nlohmann::json best = nlohmann::json::object();
-  for (const auto& c : table_columns()) {
+  for (const auto& col : table["columns"]) {
+    const std::string c = col.get<std::string>();
     const bool lower = lower_is_better(c);
     double best_value = kNaN;
     for (const auto& row : table["rows"]) {

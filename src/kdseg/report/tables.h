@@ -36,22 +36,24 @@ struct BoxStats {
 BoxStats box_stats(const std::vector<double>& values);
 nlohmann::json to_json(const BoxStats& b);
 
-// The columns of the results table, in order: Dice then HD95 for ET, WT, TC.
-const std::vector<std::string>& table_columns();
-// True for the columns where lower is better (HD95).
+// The columns of the results table, in order: Dice then HD95 for ET, WT, TC; with `lesion_wise`
+// then the lesion-wise Dice and HD95 (lw_dice_*, lw_hd95_*: kdseg evaluate's, eval/lesion.h).
+const std::vector<std::string>& table_columns(bool lesion_wise = false);
+// True for the columns where lower is better (HD95, whole-volume or lesion-wise).
 bool lower_is_better(const std::string& column);
 
 // values[method][column] = per-case values (pooled over seeds). Returns
 // {"columns": [...], "rows": [{"method", "cells": {col: {"mean","std","median","n","n_nan"}}}],
 //  "best": {col: [methods with the best mean]}}. Methods in `aux` (e.g. "pseudo-labels") get a
-// row but are never marked best.
+// row but are never marked best. `columns` defaults to table_columns(); a column a method lacks
+// (e.g. lesion-wise scores that were not computed) is left out of its "cells".
 nlohmann::json results_table(
     const std::vector<std::string>& methods,
     const std::map<std::string, std::map<std::string, std::vector<double>>>& values,
-    const std::vector<std::string>& aux = {});
+    const std::vector<std::string>& aux = {}, const std::vector<std::string>& columns = {});
 
 // Marks the best mean of each column among the rows of `table` (a results_table, or one built
-// from results.json) whose "aux" is not true: sets table["best"].
+// from results.json) whose "aux" is not true, for each of table["columns"]: sets table["best"].
 void mark_best(nlohmann::json& table);
 
 }  // namespace kdseg::report
