@@ -92,7 +92,8 @@ CLI::App* add_predict_flags(CLI::App& app, PredictOptions& opt, std::string& pre
                 "Also write <ID>_prob.nii.gz (WT, TC, ET probabilities, uint8 x 1/255)");
   cmd->add_option("--labels", opt.labels,
                   "Label convention written: auto (the input's; brats2021 for --t1 ... files), "
-                  "brats2021, brats2023, msd, nnunet (1 ED, 2 NCR, 3 ET)")
+                  "brats2021, brats2023, brats2024 (the same values: never RC), msd, nnunet "
+                  "(1 ED, 2 NCR, 3 ET)")
       ->capture_default_str();
   add_common_flags(cmd, runtime);
   return cmd;

@@ -24,7 +24,7 @@ struct PredictOptions {
   bool save_probs = false;      // also <ID>_prob.nii.gz: WT,TC,ET as uint8 x 1/255
   bool overwrite = false;       // redo cases whose output exists
   std::string labels = "auto";  // label convention written: auto (the input's), brats2021,
-                                // brats2023, msd or nnunet
+                                // brats2023, brats2024, msd or nnunet
   int read_threads = 2;         // threads reading one case's files
   bool quiet = false;           // no per-case progress lines
 };
