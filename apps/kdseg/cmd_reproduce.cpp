@@ -70,6 +70,9 @@ CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptio
       },
       "Recipe overrides as JSON, e.g. '{\"unet\":{\"steps\":500,\"lr\":0.001}}'");
   cmd->add_flag("!--no-report", opt.report, "Do not write the HTML report");
+  cmd->add_flag("--lesion-wise", opt.lesion_wise,
+                "Also score lesion-wise Dice and HD95 (as BraTS 2023+ ranks): lw_* columns in "
+                "metrics.csv and results.json, a second table, and in the report");
   cmd->add_flag("--dry-run", *dry_run,
                 "Print each model's steps, epochs, learning rates, patch and batch and the "
                 "projected training time (a few steps of each model timed on this device), "

@@ -64,6 +64,8 @@ struct ReproduceOptions {
       nlohmann::json::object();  // recipe overrides by name, e.g.
                                  // {"unet": {"steps": 500, "options": {"widths": [8,16,32,64]}}}
   bool report = true;            // write <out>/report at the end
+  bool lesion_wise = false;      // also score lesion-wise Dice and HD95 (BraTS 2023+,
+                                 // eval/lesion.h): lw_* columns, a second table, the report's
   int threads = 0;               // 0 = all cores
   std::string device = "cpu";
   bool quiet = false;
