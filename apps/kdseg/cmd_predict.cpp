@@ -40,6 +40,9 @@ void add_inference_flags(CLI::App* cmd, PredictOptions& opt, std::string& precis
       ->capture_default_str();
   cmd->add_flag_callback(
       "--bf16", [&precision] { precision = "bf16"; }, "Same as --precision bf16");
+  cmd->add_flag("--allow-emulated-bf16", opt.inference.allow_emulated_bf16,
+                "Run --precision bf16 on a CPU without native bf16 (refused otherwise: emulated, "
+                "it is many times slower than fp32)");
   cmd->add_option("--engine", i.engine,
                   "A student, unet or resunet(-vae) on a CPU: auto (oneDNN where this build "
                   "and CPU can, else LibTorch), torch, or onednn")
@@ -61,7 +64,8 @@ void add_inference_flags(CLI::App* cmd, PredictOptions& opt, std::string& precis
 
 nlohmann::json apply_precision(const std::string& command, const std::string& precision,
                                PredictOptions& opt) {
-  const PrecisionChoice c = resolve_precision(precision, opt.inference.device);
+  const PrecisionChoice c =
+      resolve_precision(precision, opt.inference.device, opt.inference.allow_emulated_bf16);
   opt.inference.bf16 = c.bf16;
   if (!opt.quiet)
     std::fprintf(stderr, "%s: precision %s (%s)\n", command.c_str(), c.name.c_str(), c.why.c_str());

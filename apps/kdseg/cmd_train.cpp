@@ -89,7 +89,11 @@ CLI::App* add_train_flags(CLI::App& app, TrainOptions& opt, RuntimeOptions& runt
   cmd->add_option("--seed", opt.seed, "Seed of initialisation, split and sampling")
       ->capture_default_str();
   cmd->add_flag("--resume", opt.resume, "Continue the run in --out from checkpoints/last.pt");
-  cmd->add_flag("--bf16", opt.bf16, "bf16 autocast (off by default)");
+  cmd->add_flag("--bf16", opt.bf16,
+                "bf16 autocast (off by default; refused on a CPU without native bf16 unless "
+                "--allow-emulated-bf16)");
+  cmd->add_flag("--allow-emulated-bf16", opt.allow_emulated_bf16,
+                "Train with --bf16 on a CPU without native bf16 (many times slower than fp32)");
   cmd->add_option("--cache", opt.cache, "Preprocessing cache folder (default: user cache)");
   cmd->add_option("--splits", opt.splits,
                   "splits.json to use or make (default: <out>/splits.json)");

@@ -1,10 +1,14 @@
-// Accuracy guard of the fast inference path (issue 9): bf16 + the flips fused in one batch + one
-// window over the whole crop must give the same label maps as the plain path (fp32, one pass per
-// flip) — Dice >= 0.99 per region and case — for a tiny student trained on phantom cases, through
-// both bf16 engines (oneDNN directly, where this build and CPU have it, and LibTorch's autocast),
-// and the comparison must be able to fail (a shifted threshold lowers it below the bar).
-// One test (one process under CTest), so that the model is trained once. With a CUDA device, the
-// same comparisons run there too.
+// Accuracy guard of the fast inference path: bf16 + the flips fused in one batch + one window over
+// the whole crop must give the same label maps as the plain path (fp32, one pass per flip) — Dice
+// >= 0.99 per region and case — for a tiny student trained on phantom cases, through both bf16
+// engines (oneDNN directly, where this build and CPU have it, and LibTorch's autocast), and the
+// comparison must be able to fail (a shifted threshold lowers it below the bar); the float32
+// engines (LibTorch, oneDNN, flips fused) must agree with the plain path up to summation order.
+// Each precision is gated on its own: bf16 runs only where the CPU computes it natively (AVX-512
+// BF16 or AMX); elsewhere it is emulated, many times slower than fp32 (the bf16 half of this test
+// took over 400 s on a 2-core AVX2 CPU), and is skipped with that reason, while every float32
+// comparison still runs. One test (one process under CTest), so that the model is trained once.
+// With a CUDA device, the same comparisons run there too.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -12,9 +16,11 @@
 #include "kdseg/data/folders.h"
 #include "kdseg/data/preprocess.h"
 #include "kdseg/eval/metrics.h"
+#include "kdseg/infer/onednn_student.h"
 #include "kdseg/infer/predict.h"
 #include "kdseg/models/registry.h"
 #include "kdseg/runtime/autocast.h"
+#include "kdseg/runtime/runtime.h"
 #include "kdseg/train/loss.h"
 #include "kdseg/train/optimizer.h"
 #include "models/tiny_configs.h"
@@ -59,9 +65,14 @@ TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
   }
   const Dataset ds = discover_dataset(dir.str("cases"));
 
-  // A tiny student trained on the three whole crops (Adam, bf16 autocast: several times faster
-  // on this kind of CPU, and the model only has to be good, not fp32-trained): confident enough
-  // that its label maps mean something, small enough to train in seconds.
+  // A tiny student trained on the three whole crops (Adam, bf16 autocast where the CPU has native
+  // bf16: several times faster there, and the model only has to be good, not fp32-trained; float32
+  // elsewhere): confident enough that its label maps mean something, small enough to train in
+  // seconds.
+  const bool native_bf16 = cpu_has_native_bf16();
+  if (!native_bf16)
+    std::printf("this CPU has no native bf16 (AVX-512 BF16 or AMX): training in float32, and the "
+                "bf16 comparisons are skipped (emulated bf16 is many times slower)\n");
   torch::manual_seed(3);
   SegNet net = make_net("student", test::tiny_config("student"));
   PreprocessPlan plan;
@@ -83,7 +94,7 @@ TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
     opt.zero_grad();
     SegOutput out;
     {
-      AutocastGuard bf16(true, "cpu");
+      AutocastGuard bf16(native_bf16, "cpu");
       out = net->forward(x);
     }
     out.logits = out.logits.to(at::kFloat);
@@ -120,13 +131,24 @@ TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
   InferenceOptions fused = plain;
   fused.fuse_tta = true;
   InferenceOptions fp32_onednn = plain;  // float32 through oneDNN where it can run here
-  fp32_onednn.engine = "auto";
-  const auto a = predict(plain), b = predict(fast), f = predict(fused), t = predict(fast_torch);
-  const auto o = predict(fp32_onednn);
-  std::printf("bf16 engine: %s\n",
-              uses_onednn(*make_net("student", test::tiny_config("student")), fast)
-                  ? "oneDNN (and LibTorch autocast)"
-                  : "LibTorch autocast only (no oneDNN path here)");
+  fp32_onednn.engine =
+      onednn_unavailable(*make_net("student", test::tiny_config("student")), false).empty()
+          ? "onednn"
+          : "auto";
+  const auto a = predict(plain), f = predict(fused), o = predict(fp32_onednn);
+  std::vector<Prediction> b, t;  // bf16: oneDNN (or autocast where it has none), autocast
+  if (native_bf16) {
+    b = predict(fast);
+    t = predict(fast_torch);
+    std::printf("bf16 engine: %s\n",
+                uses_onednn(*make_net("student", test::tiny_config("student")), fast)
+                    ? "oneDNN (and LibTorch autocast)"
+                    : "LibTorch autocast only (no oneDNN path here)");
+  }
+  std::printf("float32 engine compared: %s\n",
+              uses_onednn(*make_net("student", test::tiny_config("student")), fp32_onednn)
+                  ? "oneDNN"
+                  : "LibTorch (no oneDNN float32 path here)");
 
   double min_dice = 1, worst_shifted = 1;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -140,7 +162,7 @@ TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
     std::printf("case %zu: plain fp32 vs truth Dice WT %.3f TC %.3f ET %.3f\n", i,
                 dice(a[i].labels, truth[i], 0), dice(a[i].labels, truth[i], 1),
                 dice(a[i].labels, truth[i], 2));
-    for (int r = 0; r < 3; ++r) {
+    for (int r = 0; r < 3 && native_bf16; ++r) {
       const double d = dice(a[i].labels, b[i].labels, r);
       min_dice = std::min(min_dice, d);
       EXPECT_GE(d, 0.99) << "case " << i << " region " << r;
@@ -149,22 +171,25 @@ TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
       EXPECT_GE(dt, 0.99) << "LibTorch bf16: case " << i << " region " << r;
     }
     // bf16 does change the probabilities (else the comparison would be vacuous) ...
-    EXPECT_GT((a[i].probs - b[i].probs).abs().max().item<double>(), 1e-6);
+    if (native_bf16) EXPECT_GT((a[i].probs - b[i].probs).abs().max().item<double>(), 1e-6);
     // Fusing the flips into one batch alone is the same arithmetic per image in fp32; so is
     // oneDNN's float32, up to the order of summation.
     EXPECT_TRUE(at::allclose(a[i].probs, f[i].probs, 1e-4, 1e-5)) << "case " << i;
     EXPECT_LT((a[i].probs - o[i].probs).abs().max().item<double>(), 1e-4)
         << "oneDNN float32, case " << i;
-    for (int r = 0; r < 3; ++r)
-      EXPECT_GE(dice(a[i].labels, o[i].labels, r), 0.999)
-          << "oneDNN float32: case " << i << " region " << r;
+    for (int r = 0; r < 3; ++r) {
+      const double d = dice(a[i].labels, o[i].labels, r);
+      min_dice = std::min(min_dice, d);
+      EXPECT_GE(d, 0.999) << "oneDNN float32: case " << i << " region " << r;
+    }
   }
-  // ... and the comparison can fail: the fast path's probabilities at a shifted threshold
-  // disagree with the plain labels by more than the bar allows.
+  // ... and the comparison can fail: the fast path's probabilities (bf16, else the fused float32
+  // ones) at a shifted threshold disagree with the plain labels by more than the bar allows.
+  const std::vector<Prediction>& shifted_from = native_bf16 ? b : f;
   for (double threshold : {0.25, 0.75})
     for (size_t i = 0; i < a.size(); ++i) {
       const LabelMap shifted = probabilities_to_labels(
-          b[i].probs, load_case(ds.cases[i], ds.layout).image, threshold, {});
+          shifted_from[i].probs, load_case(ds.cases[i], ds.layout).image, threshold, {});
       for (int r = 0; r < 3; ++r)
         worst_shifted = std::min(worst_shifted, dice(a[i].labels, shifted, r));
     }
@@ -188,9 +213,9 @@ TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
     }
   }
   std::printf(
-      "fast path vs plain: min Dice %.5f over cases and regions; at thresholds 0.25/0.75: "
+      "fast path%s vs plain: min Dice %.5f over cases and regions; at thresholds 0.25/0.75: "
       "%.4f\n",
-      min_dice, worst_shifted);
+      native_bf16 ? " (bf16 and float32)" : " (float32 only)", min_dice, worst_shifted);
 }
 
 }  // namespace

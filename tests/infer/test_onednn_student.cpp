@@ -349,7 +349,13 @@ TEST(OneDnnStudent, PredictChoosesItForAStudentOrUNetOnTheCpu) {
     InferenceOptions opt;
     opt.bf16 = bf16;
     const bool here = onednn_unavailable(*student, bf16).empty();
-    EXPECT_EQ(uses_onednn(*student, opt), here) << "engine auto, bf16 " << bf16;
+    // auto: the engine measured faster here (docs/engines.md): oneDNN, except the float32
+    // student on an AVX2 CPU without AVX-512, where LibTorch was 1.08x faster.
+    const bool avx2_fp32 = !bf16 && onednn_block(false) == 8;
+    EXPECT_EQ(uses_onednn(*student, opt), here && !avx2_fp32) << "engine auto, bf16 " << bf16;
+    const EngineChoice why = choose_engine(*student, opt);
+    EXPECT_EQ(why.why.rfind("auto: ", 0), 0u) << why.why;
+    if (here) EXPECT_NE(why.why.find("measured"), std::string::npos) << why.why;
     EXPECT_EQ(uses_onednn(*unet, opt), here) << "unet too";
     EXPECT_EQ(uses_onednn(*make_net("resunet", {{"widths", {8, 16}},
                                                 {"encoder_blocks", {1, 1}},

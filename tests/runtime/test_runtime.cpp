@@ -51,7 +51,20 @@ TEST(Runtime, BuildInfoNamesTheBlasAndOneDnn) {
 
 TEST(Runtime, PrecisionAutoIsBf16ExactlyWhereTheCpuHasItNatively) {
   EXPECT_FALSE(resolve_precision("fp32", "cpu").bf16);
-  EXPECT_TRUE(resolve_precision("bf16", "cpu").bf16);
+  // Asked-for bf16: taken where native; where it would be emulated, refused unless allowed.
+  if (cpu_has_native_bf16()) {
+    EXPECT_TRUE(resolve_precision("bf16", "cpu").bf16);
+  } else {
+    try {
+      resolve_precision("bf16", "cpu");
+      ADD_FAILURE() << "bf16 on a CPU without native bf16 must be refused";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--allow-emulated-bf16"), std::string::npos) << e.what();
+    }
+  }
+  const PrecisionChoice forced = resolve_precision("bf16", "cpu", /*allow_emulated_bf16=*/true);
+  EXPECT_TRUE(forced.bf16);
+  EXPECT_EQ(forced.why.find("emulated") != std::string::npos, !cpu_has_native_bf16()) << forced.why;
   const PrecisionChoice a = resolve_precision("auto", "cpu");
   EXPECT_EQ(a.bf16, cpu_has_native_bf16());
   EXPECT_EQ(a.name, a.bf16 ? "bf16" : "fp32");

@@ -42,16 +42,59 @@ std::array<int64_t, 3> resolve_window(const std::string& window, const Preproces
   return w;
 }
 
-bool uses_onednn(const SegNetImpl& net, const InferenceOptions& opt) {
+namespace {
+
+// Which engine is faster, measured with bench/engine_choice.sh (whole `kdseg predict` processes,
+// the two engines alternated in one command; figures and CPUs in docs/engines.md), by precision,
+// the oneDNN engine's channel block on this CPU (16: AVX-512; 8: float32 on AVX2 without AVX-512)
+// and network. A row with arch "" holds for every network. Where no row matches, oneDNN.
+struct EngineRule {
+  bool bf16;
+  int64_t block;
+  const char* arch;
+  bool onednn;
+  const char* measured;  // what the choice rests on, as the reason says it
+};
+constexpr EngineRule kEngineTable[] = {
+    {true, 16, "", true, "oneDNN measured 1.6x LibTorch's bf16 autocast on AVX-512 BF16"},
+    {false, 16, "", true, "oneDNN measured 1.2-1.3x LibTorch on AVX-512"},
+    // AMD EPYC (Zen 3 class), AVX2 + FMA, 2 threads, 2026-12-07: torch / oneDNN seconds, 1 mm
+    // paper-size with 4 flips | 3 mm default-experiment widths without flips.
+    {false, 8, "student", false,
+     "LibTorch measured 1.08-1.12x faster than oneDNN for the student (27.6 / 29.9 s per 1 mm "
+     "case)"},
+    {false, 8, "unet", true, "oneDNN measured 1.06-1.08x LibTorch for the unet, half the memory"},
+    {false, 8, "resunet", true,
+     "oneDNN measured 0.96-1.17x LibTorch for resunet(-vae), 40 % less memory"},
+    {false, 8, "resunet-vae", true,
+     "oneDNN measured 0.96-1.17x LibTorch for resunet(-vae), 40 % less memory"},
+};
+
+}  // namespace
+
+EngineChoice choose_engine(const SegNetImpl& net, const InferenceOptions& opt) {
   if (opt.engine != "auto" && opt.engine != "torch" && opt.engine != "onednn")
     throw Error("--engine", "unknown engine '" + opt.engine + "'", "use auto, torch or onednn");
-  if (opt.engine == "torch") return false;
+  if (opt.engine == "torch") return {false, "asked for (--engine torch)"};
   const std::string why = torch::Device(opt.device).type() != torch::kCPU
                               ? "the oneDNN path runs on a CPU only (device " + opt.device + ")"
                               : onednn_unavailable(net, opt.bf16);
-  if (!why.empty() && opt.engine == "onednn")
-    throw Error("--engine onednn", why, "use --engine auto");
-  return why.empty();
+  if (!why.empty()) {
+    if (opt.engine == "onednn") throw Error("--engine onednn", why, "use --engine auto");
+    return {false, "auto: " + why};
+  }
+  if (opt.engine == "onednn") return {true, "asked for (--engine onednn)"};
+  const int64_t block = onednn_block(opt.bf16);
+  const char* isa = block == 16 ? "AVX-512" : "AVX2 (no AVX-512)";
+  for (const EngineRule& r : kEngineTable)
+    if (r.bf16 == opt.bf16 && r.block == block && (!*r.arch || net.arch() == r.arch))
+      return {r.onednn, std::string("auto: on this ") + isa + " CPU " + r.measured};
+  return {true, std::string("auto: no measurement for ") + net.arch() + " on " + isa +
+                    ": oneDNN"};
+}
+
+bool uses_onednn(const SegNetImpl& net, const InferenceOptions& opt) {
+  return choose_engine(net, opt).onednn;
 }
 
 at::Tensor predict_image(SegNetImpl& net, const at::Tensor& image, const PreprocessPlan& plan,
@@ -125,7 +168,9 @@ void Ensemble::place_members() {
     m.net->eval();
     validate_plan(m.info.plan, m.path);
     m.onednn.reset();
-    if (uses_onednn(*m.net, opt_)) m.onednn = make_onednn(*m.net, opt_.bf16);
+    const EngineChoice engine = choose_engine(*m.net, opt_);
+    m.engine_why = engine.why;
+    if (engine.onednn) m.onednn = make_onednn(*m.net, opt_.bf16);
   }
 }
 
@@ -139,7 +184,7 @@ std::vector<std::string> Ensemble::engines() const {
             std::to_string(m.onednn->block()) + "-channel blocks)";
     else
       how = std::string("LibTorch ") + (opt_.bf16 ? "bf16 autocast" : "fp32") + device;
-    out.push_back(m.info.arch + ": " + how);
+    out.push_back(m.info.arch + ": " + how + (m.engine_why.empty() ? "" : "; " + m.engine_why));
   }
   return out;
 }

@@ -27,6 +27,7 @@ struct InferenceOptions {
                                 // e.g. "128x128x128"
   int64_t window_batch = 1;     // windows per forward pass, e.g. 2
   bool bf16 = false;            // bf16 autocast for the forward passes
+  bool allow_emulated_bf16 = false;  // accept --precision bf16 on a CPU without native bf16
   std::string device = "cpu";   // e.g. "cuda"
   std::string engine = "auto";  // student, unet, resunet(-vae) on a CPU: "auto" (oneDNN where
                                 // it can run here, else LibTorch), "torch" or "onednn" (an error
@@ -51,9 +52,17 @@ class OneDnnNet;
 at::Tensor predict_image(SegNetImpl& net, const at::Tensor& image, const PreprocessPlan& plan,
                          const InferenceOptions& opt, const OneDnnNet* onednn = nullptr);
 
-// Whether `opt` runs `net` through oneDNN (engine "auto": a student, unet, resunet or
-// resunet-vae on a CPU, where onednn_unavailable() is empty for its precision). Throws kdseg::Error
-// for engine "onednn" where it cannot, naming why, and for an unknown engine name.
+// How `opt` runs `net`, and why: kdseg's oneDNN engine or LibTorch. Engine "auto" takes the one
+// measured faster for this network, precision and CPU kind (AVX-512 or AVX2 only; the table in
+// ensemble.cpp, its measurements in docs/engines.md), LibTorch wherever oneDNN cannot run it
+// (the cascade, a GPU, a CPU without AVX2). Throws kdseg::Error for engine "onednn" where it
+// cannot, naming why, and for an unknown engine name.
+struct EngineChoice {
+  bool onednn = false;
+  std::string why;  // e.g. "auto: on this AVX2 CPU LibTorch measured 1.13x faster for the student"
+};
+EngineChoice choose_engine(const SegNetImpl& net, const InferenceOptions& opt);
+// choose_engine(net, opt).onednn
 bool uses_onednn(const SegNetImpl& net, const InferenceOptions& opt);
 
 struct EnsembleMember {
@@ -63,6 +72,7 @@ struct EnsembleMember {
   SegNet net = nullptr;
   Checkpoint info;                    // arch, model options, plan (weights moved into `net`)
   std::shared_ptr<OneDnnNet> onednn;  // its oneDNN forward pass, where uses_onednn()
+  std::string engine_why;             // choose_engine's reason
 };
 
 class Ensemble {

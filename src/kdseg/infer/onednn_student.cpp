@@ -45,6 +45,9 @@ OneDnnResUNet::OneDnnResUNet(const ResUNetImpl& net, bool bf16) {
 std::shared_ptr<OneDnnNet> make_onednn(const SegNetImpl&, bool) {
   return nullptr;
 }
+int64_t onednn_block(bool) {
+  return 0;
+}
 bool OneDnnNet::bf16() const {
   return true;
 }
@@ -945,6 +948,10 @@ std::string onednn_unavailable(const SegNetImpl& net, bool bf16) {
   if (block_for(bf16) > 0) return "";
   if (bf16) return "this CPU has no native bf16 dot products (AVX-512 BF16) for oneDNN";
   return "this CPU has neither AVX-512 nor AVX2 for oneDNN's float32 kernels";
+}
+
+int64_t onednn_block(bool bf16) {
+  return block_for(bf16);
 }
 
 // What every network's pass shares: the engine, the flips and padding around a sample's pass

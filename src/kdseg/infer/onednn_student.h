@@ -52,6 +52,9 @@ class ResUNetImpl;
 // (install libdnnl-dev and rebuild)", "the oneDNN path runs student, unet, resunet and
 // resunet-vae, not cascade").
 std::string onednn_unavailable(const SegNetImpl& net, bool bf16 = true);
+// Channels per block of the engine's feature maps on this CPU in that precision: 16 (AVX-512;
+// bf16 needs AVX-512 BF16), 8 (float32 on AVX2 without AVX-512), 0 where it cannot run.
+int64_t onednn_block(bool bf16);
 
 // A network's forward pass through oneDNN (OneDnnStudent, OneDnnUNet; make_onednn() picks one).
 class OneDnnNet {

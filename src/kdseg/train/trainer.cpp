@@ -19,6 +19,7 @@
 #include "kdseg/models/checkpoint.h"
 #include "kdseg/models/plan.h"
 #include "kdseg/runtime/autocast.h"
+#include "kdseg/runtime/runtime.h"
 #include "kdseg/util/error.h"
 #include "kdseg/util/progress.h"
 
@@ -307,6 +308,12 @@ TrainResult train(const TrainOptions& given) {
   if (opt.log_every < 1 || opt.checkpoint_every < 1 || opt.val_every < 0)
     throw Error("--log-every/--checkpoint-every/--val-every", "must be positive");
   if (!(opt.soft_temperature > 0)) throw Error("--soft-temperature", "must be positive");
+  if (opt.bf16 && torch::Device(opt.device).is_cpu() && !cpu_has_native_bf16() &&
+      !opt.allow_emulated_bf16)
+    throw Error("--bf16",
+                "this CPU has no native bf16 (AVX-512 BF16 or AMX): bf16 training would be "
+                "emulated, many times slower than fp32",
+                "train in fp32 (leave out --bf16), or add --allow-emulated-bf16 to run it anyway");
   ScheduleOptions sched = opt.schedule_options;
   sched.kind = opt.schedule;
   sched.lr = opt.lr;

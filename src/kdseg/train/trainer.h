@@ -64,6 +64,7 @@ struct TrainOptions {
   uint64_t seed = 2019;            // drives initialisation, split and sampling
   bool resume = false;             // continue from <out>/checkpoints/last.pt
   bool bf16 = false;               // bf16 autocast for forward and backward
+  bool allow_emulated_bf16 = false;  // bf16 on a CPU without native bf16 (refused otherwise)
   AugmentOptions augment;
   LossOptions loss;
   double soft_temperature = 1;  // soft targets p become sigmoid(logit(p)/T); 1 = as given
