@@ -12,7 +12,7 @@
 namespace kdseg::cli {
 
 CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptions& runtime,
-                              bool* dry_run) {
+                              DryRun* dry_run) {
   CLI::App* cmd = app.add_subcommand(
       "reproduce",
       "Run the paper's experiment end to end: synthetic cohort, three teachers, ensemble, "
@@ -73,10 +73,13 @@ CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptio
   cmd->add_flag("--lesion-wise", opt.lesion_wise,
                 "Also score lesion-wise Dice and HD95 (as BraTS 2023+ ranks): lw_* columns in "
                 "metrics.csv and results.json, a second table, and in the report");
-  cmd->add_flag("--dry-run", *dry_run,
-                "Print each model's steps, epochs, learning rates, patch and batch and the "
-                "projected training time (a few steps of each model timed on this device), "
-                "then stop without training");
+  cmd->add_flag("--dry-run", dry_run->plan,
+                "Print each model's steps, epochs, learning rates, patch and batch at once, then "
+                "stop without training");
+  cmd->add_flag("--time-steps", dry_run->time_steps,
+                "With --dry-run: also time a few steps of each model on this device (at a "
+                "patch of at most 64³ voxels, scaled up by the voxel ratio) and project the "
+                "training time");
   cmd->add_flag("--quiet", opt.quiet, "No progress lines");
   add_common_flags(cmd, runtime);
   return cmd;
@@ -85,13 +88,14 @@ CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptio
 void add_reproduce_command(CLI::App& app) {
   auto opt = std::make_shared<ReproduceOptions>();
   auto runtime = std::make_shared<RuntimeOptions>();
-  auto dry_run = std::make_shared<bool>(false);
+  auto dry_run = std::make_shared<DryRun>();
   CLI::App* cmd = add_reproduce_flags(app, *opt, *runtime, dry_run.get());
   cmd->callback([opt, runtime, cmd, dry_run] {
     opt->device = apply_runtime_flags(*runtime);
     opt->threads = runtime->threads;
-    if (*dry_run) {
-      std::cout << plan_reproduce(*opt, true).text;
+    if (dry_run->plan || dry_run->time_steps) {
+      std::cout << plan_reproduce(*opt, false).text << std::flush;
+      if (dry_run->time_steps) std::cout << "\n" << plan_reproduce(*opt, true).text;
       return;
     }
     std::filesystem::create_directories(opt->out);

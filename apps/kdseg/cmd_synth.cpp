@@ -26,6 +26,9 @@ CLI::App* add_synth_flags(CLI::App& app, synth::SynthOptions& opt, RuntimeOption
       ->capture_default_str()
       ->check(CLI::Range(1, 4));
   cmd->add_option("--seed", opt.seed, "Random seed")->capture_default_str();
+  cmd->add_flag("!--no-stratify", opt.stratify_labeled,
+                "Draw the labelled cases' tumour kinds by chance, like the other splits' (by "
+                "default every kind, enhancing, non-enhancing and multifocal, appears among them)");
   cmd->add_option("--templates", opt.templates,
                   "Folder with ch2bet.nii.gz and ch2better.nii.gz "
                   "(Debian package mricron-data)")

@@ -28,8 +28,13 @@ void add_predict_command(CLI::App& app);
 CLI::App* add_pseudo_label_flags(CLI::App& app, PseudoLabelOptions& opt, std::string& shard,
                                  std::string& precision, RuntimeOptions& runtime);
 void add_pseudo_label_command(CLI::App& app);
+// reproduce --dry-run [--time-steps]: print the plan (at once), and time it when asked.
+struct DryRun {
+  bool plan = false;        // --dry-run
+  bool time_steps = false;  // --time-steps
+};
 CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptions& runtime,
-                              bool* dry_run);
+                              DryRun* dry_run);
 void add_reproduce_command(CLI::App& app);
 
 }  // namespace kdseg::cli

@@ -305,8 +305,27 @@ TEST(CliReproduce, DryRunPlansEveryModelWithoutTraining) {
   EXPECT_TRUE(std::regex_search(
       r.output, std::regex(R"(\nstudent +student, control, oracle +60 +15\.0 +4 +32x32x32 )")))
       << r.output;
-  EXPECT_NE(r.output.find("Projected training time:"), std::string::npos) << r.output;
+  // Nothing is timed unless asked: the plan comes at once, with a hint.
+  EXPECT_EQ(r.output.find("Projected training time:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Add --time-steps"), std::string::npos) << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir.path() / "exp")) << "a dry run writes nothing";
+
+  auto timed = test::run_kdseg("reproduce --preset tiny --dry-run --time-steps --threads 2 --out " +
+                               dir.str("exp"));
+  ASSERT_EQ(timed.exit_code, 0) << timed.output;
+  EXPECT_NE(timed.output.find("Projected training time:"), std::string::npos) << timed.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "exp")) << "a dry run writes nothing";
+}
+
+TEST(CliReproduce, PaperDryRunPrintsItsPlanAtOnce) {
+  // The paper preset's plan: its sizes, and no step timed (each would be a paper-size step).
+  test::ScratchDir dir("cli_reproduce_paper_plan");
+  auto r = test::run_kdseg("reproduce --preset paper --dry-run --threads 1 --out " +
+                           dir.str("exp"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::regex_search(r.output, std::regex(R"(\nunet +teacher +160000 .* 128x128x128 )")))
+      << r.output;
+  EXPECT_EQ(r.output.find("Projected training time:"), std::string::npos) << r.output;
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "kdseg/io/dataset.h"
@@ -93,10 +94,11 @@ TEST(CohortPipeline, PredictChoosesItsPrecisionAndRecordsIt) {
   EXPECT_NE(a.output.find("predict: precision " + native + " (auto: "), std::string::npos)
       << a.output;
   EXPECT_EQ(resolved("auto")["precision"], native);
-  // How the student ran is said too, and recorded: through oneDNN where the build has it and
-  // the CPU has AVX2 (or AVX-512), else LibTorch.
+  // How the student ran is said too, with why, and recorded: through oneDNN where the build has
+  // it and the CPU has AVX-512 (measured faster there), LibTorch on an AVX2-only CPU (measured
+  // faster there for the student: docs/engines.md) and without oneDNN.
 #if defined(KDSEG_HAVE_ONEDNN)
-  const bool onednn = flags.find(" avx2") != std::string::npos;
+  const bool onednn = flags.find(" avx512f") != std::string::npos;
 #else
   const bool onednn = false;
 #endif
@@ -106,6 +108,8 @@ TEST(CohortPipeline, PredictChoosesItsPrecisionAndRecordsIt) {
   EXPECT_NE(a.output.find("predict: " + engine), std::string::npos) << a.output;
   EXPECT_EQ(resolved("auto")["engines"][0].get<std::string>().rfind(engine, 0), 0u)
       << resolved("auto");
+  EXPECT_NE(resolved("auto")["engines"][0].get<std::string>().find("; auto: "), std::string::npos)
+      << "the reason of the choice: " << resolved("auto");
   EXPECT_EQ(resolved("auto")["tta"], "no flips (--tta none)");
   ASSERT_EQ(run_kdseg(predict + out.str("fp32") + " --precision fp32 --quiet").exit_code, 0);
   EXPECT_EQ(resolved("fp32")["precision"], "fp32");
@@ -113,13 +117,97 @@ TEST(CohortPipeline, PredictChoosesItsPrecisionAndRecordsIt) {
                       " --precision fp32 --engine torch --quiet")
                 .exit_code,
             0);
-  EXPECT_EQ(resolved("torch")["engines"], nlohmann::json::array({"student: LibTorch fp32"}));
+  EXPECT_EQ(resolved("torch")["engines"],
+            nlohmann::json::array({"student: LibTorch fp32; asked for (--engine torch)"}));
   EXPECT_EQ(resolved("torch")["tta"], "4 flips (xy), one per pass");
-  ASSERT_EQ(run_kdseg(predict + out.str("bf16") + " --bf16 --quiet").exit_code, 0);
-  EXPECT_EQ(resolved("bf16")["precision"], "bf16");
+  // --bf16 where bf16 is native; elsewhere refused (emulated: many times slower), naming the
+  // flag that runs it anyway.
+  auto bf16 = run_kdseg(predict + out.str("bf16") + " --bf16 --quiet");
+  if (has_bf16) {
+    ASSERT_EQ(bf16.exit_code, 0) << bf16.output;
+    EXPECT_EQ(resolved("bf16")["precision"], "bf16");
+  } else {
+    EXPECT_EQ(bf16.exit_code, 1) << bf16.output;
+    EXPECT_NE(bf16.output.find("--allow-emulated-bf16"), std::string::npos) << bf16.output;
+    EXPECT_FALSE(fs::exists(out.path() / "bf16" / "config.json")) << "nothing written";
+  }
   auto bad = run_kdseg(predict + out.str("bad") + " --precision fp16 --quiet");
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.output.find("--precision fp16"), std::string::npos) << bad.output;
+}
+
+TEST(CohortPipeline, OutputsMadeFromOtherModelsAreNeitherKeptNorMixed) {
+  // Two models; a folder predicted by one is not taken as done for the other: predict and
+  // pseudo-label refuse, naming what changed, until --overwrite redoes every case.
+  ScratchDir out("e2e_provenance");
+  for (const std::string seed : {"1", "2"}) {
+    auto t = run_kdseg("train --data " + kCohort + "/labeled --out " + out.str("run" + seed) +
+                       " --steps 1 --patch 32,32,32 --val-every 0 --seed " + seed +
+                       " --model-options '{\"widths\":[8,16,32,64]}' --threads 2 --quiet");
+    ASSERT_EQ(t.exit_code, 0) << t.output;
+  }
+  const std::string a = " --model " + out.str("run1/checkpoints/last.pt");
+  const std::string b = " --model " + out.str("run2/checkpoints/last.pt");
+  const std::string predict =
+      "predict --in " + kCohort + "/test --threads 2 --out " + out.str("pred");
+  ASSERT_EQ(run_kdseg(predict + a + " --tta none").exit_code, 0);
+  auto same = run_kdseg(predict + a + " --tta none");
+  ASSERT_EQ(same.exit_code, 0) << same.output;
+  EXPECT_NE(same.output.find("2 already done"), std::string::npos) << same.output;
+  auto other = run_kdseg(predict + b + " --tta none");
+  EXPECT_EQ(other.exit_code, 1) << other.output;
+  EXPECT_NE(other.output.find("changed: models"), std::string::npos) << other.output;
+  auto tta = run_kdseg(predict + a + " --tta xy");
+  EXPECT_EQ(tta.exit_code, 1) << tta.output;
+  EXPECT_NE(tta.output.find("changed: tta"), std::string::npos) << tta.output;
+  auto redo = run_kdseg(predict + b + " --tta none --overwrite");
+  ASSERT_EQ(redo.exit_code, 0) << redo.output;
+  EXPECT_NE(redo.output.find("2 case(s) written, 0 already done"), std::string::npos)
+      << redo.output;
+  const auto record = nlohmann::json::parse(std::ifstream(out.str("pred/provenance.json")));
+  ASSERT_EQ(record["models"].size(), 1u);
+  EXPECT_EQ(record["models"][0]["digest"].get<std::string>().size(), 16u);
+
+  const std::string pseudo = "pseudo-label --in " + kCohort + "/unlabeled --tta none --threads 2 "
+                             "--out " + out.str("pseudo");
+  ASSERT_EQ(run_kdseg(pseudo + a).exit_code, 0);
+  auto teachers = run_kdseg(pseudo + a + b);
+  EXPECT_EQ(teachers.exit_code, 1) << teachers.output;
+  EXPECT_NE(teachers.output.find("changed: models"), std::string::npos) << teachers.output;
+  auto target = run_kdseg(pseudo + a + " --target soft");
+  EXPECT_EQ(target.exit_code, 1) << target.output;
+  EXPECT_NE(target.output.find("target"), std::string::npos) << target.output;
+  ASSERT_EQ(run_kdseg(pseudo + a + b + " --overwrite").exit_code, 0);
+  const auto ds = nlohmann::json::parse(std::ifstream(out.str("pseudo/dataset.json")));
+  EXPECT_EQ(ds["teachers"].size(), 2u);
+}
+
+TEST(CohortPipeline, TheLabelledSplitHoldsEveryTumourKind) {
+  // The fixture's 3 labelled cases are stratified: one enhancing, one non-enhancing, one
+  // multifocal, each generated as asked; cohort.json counts every split's kinds.
+  const auto cohort = nlohmann::json::parse(std::ifstream(kCohort + "/cohort.json"));
+  EXPECT_EQ(cohort["generator_version"], "kdseg-synth-2");
+  EXPECT_TRUE(cohort["stratified_labeled"].get<bool>());
+  int n_labeled = 0, n_other = 0;
+  std::map<std::string, int> kinds;
+  for (const auto& c : cohort["cases"]) {
+    const std::string kind = c["tumour"]["kind"];
+    if (c["split"] == "labeled") {
+      ++n_labeled;
+      ++kinds[kind];
+      EXPECT_EQ(c["stratified_kind"], kind) << c["id"];
+      EXPECT_EQ(c["tumour"]["enhancing"].get<bool>(), kind != "non-enhancing") << c["id"];
+    } else {
+      ++n_other;
+      EXPECT_FALSE(c.contains("stratified_kind")) << c["id"] << ": drawn, not chosen";
+    }
+  }
+  EXPECT_EQ(n_labeled, 3);
+  EXPECT_EQ(n_other, 4);
+  for (const char* kind : {"enhancing", "non-enhancing", "multifocal"}) {
+    EXPECT_EQ(kinds[kind], 1) << kind;
+    EXPECT_EQ(cohort["tumour_kinds"]["labeled"][kind], 1) << kind;
+  }
 }
 
 TEST(CohortPipeline, MontageDrawsACase) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "kdseg/io/dataset.h"
@@ -133,6 +134,33 @@ TEST(Reproduce, TeacherSetFromTheCommandLine) {
   EXPECT_FALSE(fs::exists(s1 / "runs" / "oracle"));
 
   EXPECT_NE(test::run_kdseg("reproduce --teachers vnet:2 --out " + dir.str("bad")).exit_code, 0);
+
+  // Other teachers in the same folder: the ensemble's predictions, the pseudo-labels and the
+  // student are made again from them (each stage records what it was made from); the control,
+  // trained on the labelled cases alone, is kept.
+  const std::string other = "reproduce --preset tiny --seeds 1 --cohort " +
+                            std::string(KDSEG_TEST_COHORT) + " --out " + dir.str("exp") +
+                            " --teachers unet --no-oracle --teacher-steps 10 "
+                            "--student-steps 4 --no-report --threads 2";
+  auto read_bytes = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const auto student_before = read_bytes(s1 / "runs/student/checkpoints/last.pt");
+  const auto control_before = read_bytes(s1 / "runs/control/checkpoints/last.pt");
+  r = test::run_kdseg(other);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto again = nlohmann::json::parse(std::ifstream((s1 / "pseudo/dataset.json").string()));
+  ASSERT_EQ(again["teachers"].size(), 1u) << "the pseudo-labels name the teachers that made them";
+  const auto record = nlohmann::json::parse(std::ifstream((s1 / "pseudo/provenance.json").string()));
+  EXPECT_EQ(record["models"].size(), 1u) << "and were made by them";
+  const auto ens = nlohmann::json::parse(std::ifstream((s1 / "pred/ensemble/provenance.json").string()));
+  EXPECT_EQ(ens["models"].size(), 1u) << "the ensemble's predictions too";
+  EXPECT_NE(r.output.find("made from other inputs"), std::string::npos) << r.output;
+  EXPECT_NE(read_bytes(s1 / "runs/student/checkpoints/last.pt"), student_before)
+      << "the student trained anew on the new pseudo-labels";
+  EXPECT_EQ(read_bytes(s1 / "runs/control/checkpoints/last.pt"), control_before)
+      << "the control's inputs did not change";
 }
 
 }  // namespace

@@ -1,9 +1,11 @@
 // Unit tests of the synthetic generator's maths: no files, no template.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kdseg/synth/anatomy.h"
+#include "kdseg/synth/case_generator.h"
 #include "kdseg/synth/field.h"
 #include "kdseg/synth/mr_signal.h"
 #include "kdseg/synth/rng.h"
@@ -232,4 +234,26 @@ TEST(SynthWarp, AffineInverseAndMassEffect) {
   EXPECT_EQ(fixed[0], 30);
   const Vec3 far = m.source_of({m.reach(0.3), 0, 0}, 1.f);
   EXPECT_NEAR(far[0], m.reach(0.3), 0.31);
+}
+
+TEST(StratifiedKinds, EveryKindAppearsAndTheRestFollowTheGenerator) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(stratified_kinds(0), V{});
+  EXPECT_EQ(stratified_kinds(1), V{"enhancing"});
+  EXPECT_EQ(stratified_kinds(2), (V{"enhancing", "non-enhancing"}));
+  EXPECT_EQ(stratified_kinds(3), (V{"enhancing", "non-enhancing", "multifocal"}));
+  EXPECT_EQ(stratified_kinds(4), (V{"enhancing", "non-enhancing", "multifocal", "enhancing"}));
+  for (int n = 3; n <= 60; ++n) {
+    const V k = stratified_kinds(n);
+    ASSERT_EQ(static_cast<int>(k.size()), n);
+    const auto count = [&](const char* kind) {
+      return static_cast<double>(std::count(k.begin(), k.end(), kind));
+    };
+    EXPECT_GE(count("non-enhancing"), 1) << n;
+    EXPECT_GE(count("multifocal"), 1) << n;
+    // The generator's shares (0.68 / 0.2 / 0.12), within about a case.
+    EXPECT_NEAR(count("enhancing"), 0.68 * n, 1.5) << n;
+    EXPECT_NEAR(count("non-enhancing"), std::max(1.0, 0.2 * n), 1.0) << n;
+    EXPECT_NEAR(count("multifocal"), std::max(1.0, 0.12 * n), 1.0) << n;
+  }
 }

@@ -144,3 +144,21 @@ TEST(ExperimentRegime, DataLimitedOnlyWhenTheOracleIntervalIsAboveZero) {
 
 }  // namespace
 }  // namespace kdseg
+
+namespace kdseg {
+namespace {
+
+TEST(ExperimentPlan, ProbePatchIsBoundedAndKeepsTheStride) {
+  // Small patches are timed as they are.
+  EXPECT_EQ(probe_patch({48, 48, 48}, 8), (std::array<int64_t, 3>{48, 48, 48}));
+  EXPECT_EQ(probe_patch({64, 64, 64}, 16), (std::array<int64_t, 3>{64, 64, 64}));
+  // The paper's patches: one factor on every side, at most 64³ voxels, multiples of the stride.
+  EXPECT_EQ(probe_patch({144, 144, 128}, 16), (std::array<int64_t, 3>{64, 64, 48}));
+  EXPECT_EQ(probe_patch({128, 128, 128}, 32), (std::array<int64_t, 3>{64, 64, 64}));
+  const auto thin = probe_patch({512, 512, 8}, 8);
+  EXPECT_LE(thin[0] * thin[1] * thin[2], 64 * 64 * 64);
+  EXPECT_EQ(thin[2], 8) << "never below one stride";
+}
+
+}  // namespace
+}  // namespace kdseg

@@ -107,6 +107,11 @@ PseudoLabelReport pseudo_label(const PseudoLabelOptions& opt) {
 
   PredictHooks hooks;
   hooks.is_done = [&](const std::string& id) { return fs::exists(out / id / "pseudo.json"); };
+  hooks.forget = [&](const std::string& id) { fs::remove(out / id / "pseudo.json"); };
+  hooks.provenance_dir = out.string();  // the teachers and what the labels were made with
+  hooks.provenance_extra = {{"target", opt.target},
+                            {"ignore_band", opt.ignore_band},
+                            {"soft_with_ignore", opt.soft_with_ignore}};
   hooks.write = [&](const CaseFiles& files, const CasePrediction& p) {
     const fs::path dir = out / files.id;
     fs::create_directories(dir);

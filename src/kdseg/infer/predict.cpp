@@ -4,9 +4,11 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <future>
 
 #include "kdseg/data/preprocess.h"
+#include "kdseg/io/gzip.h"
 #include "kdseg/io/nifti.h"
 #include "kdseg/util/error.h"
 #include "kdseg/util/progress.h"
@@ -29,6 +31,38 @@ void write_probabilities(const std::string& path, const at::Tensor& probs, const
   write_volume(path, v, w);
 }
 
+nlohmann::json prediction_provenance(const PredictOptions& opt, const Ensemble& ensemble,
+                                     const nlohmann::json& extra) {
+  nlohmann::json models = nlohmann::json::array();
+  for (const auto& m : ensemble.members())
+    models.push_back({{"digest", m.digest}, {"weight", m.weight}, {"arch", m.info.arch}});
+  const InferenceOptions& i = ensemble.options();
+  nlohmann::json j = {{"models", models},
+                      {"threshold", opt.threshold},
+                      {"postprocess",
+                       {{"et_min_mm3", opt.post.et_min_mm3},
+                        {"min_component_fraction", opt.post.min_component_fraction},
+                        {"min_component_mm3", opt.post.min_component_mm3}}},
+                      {"tta", i.tta},
+                      {"window", i.window},
+                      {"overlap", i.overlap},
+                      {"precision", i.bf16 ? "bf16" : "fp32"},
+                      {"labels", opt.labels},
+                      {"save_probs", opt.save_probs}};
+  for (auto it = extra.begin(); it != extra.end(); ++it) j[it.key()] = it.value();
+  return j;
+}
+
+std::string provenance_changes(const nlohmann::json& before, const nlohmann::json& now) {
+  std::string out;
+  auto add = [&](const std::string& k) { out += (out.empty() ? "" : ", ") + k; };
+  for (auto it = now.begin(); it != now.end(); ++it)
+    if (!before.contains(it.key()) || before[it.key()] != it.value()) add(it.key());
+  for (auto it = before.begin(); it != before.end(); ++it)
+    if (!now.contains(it.key())) add(it.key());
+  return out;
+}
+
 PredictReport predict_cases(const PredictOptions& opt, const Ensemble& ensemble,
                             const std::vector<CaseFiles>& cases, const LabelConvention& labels,
                             const PredictHooks& hooks) {
@@ -49,6 +83,47 @@ PredictReport predict_cases(const PredictOptions& opt, const Ensemble& ensemble,
                           p.data->image);
   };
 
+  auto forget = hooks.forget ? hooks.forget : [&](const std::string& id) {
+    fs::remove(fs::path(opt.out) / (id + ".nii.gz"));
+  };
+
+  // What the folder's outputs were made from: cases done from other inputs are redone, or the
+  // command refuses, naming what changed.
+  const std::string provenance_dir = hooks.provenance_dir == "default"
+                                         ? (hooks.write ? std::string() : opt.out)
+                                         : hooks.provenance_dir;
+  bool redo_all = opt.overwrite;
+  if (!provenance_dir.empty()) {
+    const nlohmann::json now = prediction_provenance(opt, ensemble, hooks.provenance_extra);
+    const fs::path record = fs::path(provenance_dir) / "provenance.json";
+    bool any_done = false;
+    for (const auto& c : cases) any_done = any_done || is_done(c.id);
+    std::string changed;
+    if (fs::exists(record)) {
+      std::ifstream in(record);
+      const nlohmann::json before = nlohmann::json::parse(in, nullptr, false);
+      changed = before.is_discarded() ? "the record is not JSON" : provenance_changes(before, now);
+    } else if (any_done) {
+      changed = "no provenance.json: made by an older kdseg or by hand";
+    }
+    if (!changed.empty() && any_done && !opt.overwrite) {
+      if (!opt.redo_if_changed)
+        throw Error(provenance_dir,
+                    "holds outputs made from other models or options (changed: " + changed + ")",
+                    "pass --overwrite to redo every case, or choose another --out");
+      if (!opt.quiet)
+        std::fprintf(stderr, "predict: %s was made from other inputs (changed: %s): redoing it\n",
+                     provenance_dir.c_str(), changed.c_str());
+      redo_all = true;
+    }
+    if (redo_all)  // before the new record: an interrupted redo leaves no stale case "done"
+      for (const auto& c : cases)
+        if (is_done(c.id)) forget(c.id);
+    fs::create_directories(provenance_dir);
+    const std::string text = now.dump(2) + "\n";
+    write_file_atomic(record.string(), reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  }
+
   PredictReport report;
   report.engines = ensemble.engines();
   report.tta = ensemble.tta();
@@ -59,7 +134,7 @@ PredictReport predict_cases(const PredictOptions& opt, const Ensemble& ensemble,
   }
   std::vector<const CaseFiles*> todo;
   for (const auto& c : cases) {
-    if (!opt.overwrite && is_done(c.id))
+    if (!redo_all && is_done(c.id))
       report.skipped.push_back(c.id);
     else
       todo.push_back(&c);

@@ -23,6 +23,8 @@ struct PredictOptions {
   PostprocessOptions post;
   bool save_probs = false;      // also <ID>_prob.nii.gz: WT,TC,ET as uint8 x 1/255
   bool overwrite = false;       // redo cases whose output exists
+  bool redo_if_changed = false;  // an --out made from other models or options (its
+                                 // provenance.json): redo every case instead of refusing
   std::string labels = "auto";  // label convention written: auto (the input's), brats2021,
                                 // brats2023, brats2024, msd or nnunet
   int read_threads = 2;         // threads reading one case's files
@@ -48,10 +50,29 @@ struct PredictHooks {
   std::function<bool(const std::string& id)> is_done;
   // Writes a case's outputs (default: <ID>.nii.gz [+ _prob]). Must write atomically.
   std::function<void(const CaseFiles& files, const CasePrediction& p)> write;
+  // Undoes is_done for a case about to be redone (default: removes <out>/<ID>.nii.gz).
+  std::function<void(const std::string& id)> forget;
+  // The folder whose provenance.json records what its outputs were made from (default: opt.out;
+  // "" = none, e.g. one case's file), and what else they depend on besides the models and the
+  // prediction options (pseudo-label: its target and ignore band).
+  std::string provenance_dir = "default";
+  nlohmann::json provenance_extra = nlohmann::json::object();
 };
+
+// What a folder's outputs are made from: each model's digest and weight, the threshold, the
+// postprocessing, the mirror TTA, the precision and the label convention written, + `extra`.
+// Not the engine (LibTorch or oneDNN give the same labels up to the order of summation) nor
+// paths (a checkpoint copied elsewhere is the same model).
+nlohmann::json prediction_provenance(const PredictOptions& opt, const Ensemble& ensemble,
+                                     const nlohmann::json& extra);
+// The top-level keys whose values differ between two provenance records, e.g. "models, tta".
+std::string provenance_changes(const nlohmann::json& before, const nlohmann::json& now);
 
 // Predicts every case of opt.in (restricted to `ids` when not empty); a bad case is reported in
 // failures and skipped. Loading of the next case overlaps the prediction of the current one.
+// Cases already done are skipped only when the folder's provenance.json says they were made from
+// the same models and options; otherwise throws kdseg::Error naming the folder and what changed
+// (opt.overwrite or opt.redo_if_changed: every case is redone).
 PredictReport predict_cases(const PredictOptions& opt, const Ensemble& ensemble,
                             const std::vector<CaseFiles>& cases, const LabelConvention& labels,
                             const PredictHooks& hooks = {});

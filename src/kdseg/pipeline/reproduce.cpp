@@ -12,12 +12,14 @@
 #include <limits>
 #include <sstream>
 
+#include "kdseg/data/cache.h"
 #include "kdseg/distill/pseudo_label.h"
 #include "kdseg/eval/evaluate.h"
 #include "kdseg/eval/summary.h"
 #include "kdseg/infer/predict.h"
 #include "kdseg/io/dataset.h"
 #include "kdseg/io/gzip.h"
+#include "kdseg/models/registry.h"
 #include "kdseg/report/report.h"
 #include "kdseg/synth/cohort.h"
 #include "kdseg/train/schedule.h"
@@ -330,7 +332,75 @@ std::vector<std::pair<TeacherSpec, ModelRecipe>> teacher_recipes(
   return out;
 }
 
+// What a data folder holds, as 16 hex digits: its dataset.json where it has one (a pseudo-labelled
+// folder's names its teachers' digests and every case's confidence), and the name and size of
+// every file below it.
+std::string folder_digest(const std::string& dir) {
+  std::vector<std::string> lines;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file())
+      lines.push_back(fs::relative(e.path(), dir).string() + " " + std::to_string(e.file_size()));
+  std::sort(lines.begin(), lines.end());
+  std::string all;
+  for (const auto& l : lines) all += l + "\n";
+  const fs::path dj = fs::path(dir) / "dataset.json";
+  if (fs::exists(dj)) {
+    const auto bytes = read_file(dj.string());
+    all.append(bytes.begin(), bytes.end());
+  }
+  return hash_hex(all);
+}
+
+// cohort.json's tumour kinds per split ({} for a cohort that does not record them).
+json split_composition(const std::string& cohort_json) {
+  std::ifstream in(cohort_json);
+  if (!in) return json::object();
+  const json c = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (c.is_discarded() || !c.contains("tumour_kinds") || !c["tumour_kinds"].is_object())
+    return json::object();
+  return c["tumour_kinds"];
+}
+
+// E.g. "labeled 4 (2 enhancing, 1 non-enhancing, 1 multifocal); unlabeled 24 (...); test 40 (...)".
+std::string composition_text(const json& kinds) {
+  std::string out;
+  for (const char* split : {"labeled", "unlabeled", "test"}) {
+    if (!kinds.contains(split)) continue;
+    int total = 0;
+    std::string parts;
+    for (const auto& [kind, n] : kinds[split].items()) {
+      total += n.get<int>();
+      parts += (parts.empty() ? "" : ", ") + std::to_string(n.get<int>()) + " " + kind;
+    }
+    out += (out.empty() ? "" : "; ") + std::string(split) + " " + std::to_string(total) + " (" +
+           parts + ")";
+  }
+  return out;
+}
+
+double voxels(const std::array<int64_t, 3>& p) {
+  return static_cast<double>(p[0]) * static_cast<double>(p[1]) * static_cast<double>(p[2]);
+}
+
 }  // namespace
+
+std::array<int64_t, 3> probe_patch(const std::array<int64_t, 3>& patch, int64_t stride) {
+  const double cap = std::pow(static_cast<double>(kProbeSide), 3);
+  if (voxels(patch) <= cap) return patch;
+  const double f = std::cbrt(cap / voxels(patch));
+  std::array<int64_t, 3> out{};
+  for (int a = 0; a < 3; ++a) {
+    const auto side = static_cast<int64_t>(std::floor(static_cast<double>(patch[a]) * f + 1e-9));
+    out[a] = std::max<int64_t>(stride, side / stride * stride);
+  }
+  // A side held at one stride may leave it above the cap: shorten the longest side.
+  while (voxels(out) > cap) {
+    auto longest = std::max_element(out.begin(), out.end());
+    if (*longest <= stride) break;
+    *longest -= stride;
+  }
+  return out;
+}
 
 ReproducePlan plan_reproduce(const ReproduceOptions& given, bool measure) {
   const ReproduceOptions opt = with_preset(given);
@@ -383,10 +453,16 @@ ReproducePlan plan_reproduce(const ReproduceOptions& given, bool measure) {
                     r.steps, spe)
               : std::numeric_limits<double>::quiet_NaN();
     double s_step = 0;
+    std::array<int64_t, 3> probe = r.patch;
     if (measure) {
       TrainOptions t = recipe_options(r);
       t.device = opt.device;
-      s_step = time_train_steps(t);
+      const int64_t stride = make_net(r.arch, r.options)->stride();
+      probe = probe_patch(r.fixed_shape[0] > 0 ? r.fixed_shape : r.patch, stride);
+      const double scale = voxels(r.fixed_shape[0] > 0 ? r.fixed_shape : r.patch) / voxels(probe);
+      t.patch = probe;
+      if (r.fixed_shape[0] > 0) t.fixed_shape = probe;
+      s_step = time_train_steps(t) * scale;
       per_seed += s_step * static_cast<double>(r.steps) * row.n_runs;
     }
     char drop[16] = "-";
@@ -413,15 +489,21 @@ ReproducePlan plan_reproduce(const ReproduceOptions& given, bool measure) {
                            {"lr_start", lr0},
                            {"lr_after_drop", drops ? json(lr_drop) : json(nullptr)},
                            {"lr_end", lr_end},
-                           {"seconds_per_step", measure ? json(s_step) : json(nullptr)}});
+                           {"seconds_per_step", measure ? json(s_step) : json(nullptr)},
+                           {"timed_patch", measure ? json(probe) : json(nullptr)}});
   }
   if (measure) {
     plan.projected_seconds = per_seed * opt.n_seeds;
     text << "Projected training time: " << format_seconds(per_seed) << " per seed, "
          << format_seconds(plan.projected_seconds) << " for " << opt.n_seeds
-         << " seed(s) on this device (each model's step timed on random data: 1 warm-up + "
-            "median of 2; the data loader runs ahead on its own threads and is not counted, nor "
+         << " seed(s) on this device (each model's step timed on random data, 1 warm-up + "
+            "median of 2, at its patch or, above "
+         << kProbeSide << "³ voxels, at a smaller one of the same proportions scaled up by the "
+            "voxel ratio; the data loader runs ahead on its own threads and is not counted, nor "
             "are prediction, pseudo-labelling and evaluation).\n";
+  } else {
+    text << "Add --time-steps to time one step of each model on this device and project the "
+            "training time.\n";
   }
   plan.text = text.str();
   return plan;
@@ -552,6 +634,24 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
     t.device = opt.device;
     t.workers = 1;
     t.quiet = opt.quiet;
+    // What the run is made from: its recipe, seed and the content of its data folders. A run
+    // folder made from anything else (e.g. pseudo-labels of other teachers) is trained anew.
+    json stage = {{"recipe", recipe_json(r)}, {"seed", seed}, {"data", json::array()}};
+    for (const auto& d : t.data)
+      stage["data"].push_back({{"weight", d.weight}, {"digest", folder_digest(d.dir)}});
+    const fs::path stage_file = run / "stage.json";
+    if (fs::exists(run)) {
+      std::ifstream in(stage_file);
+      const json before = in ? json::parse(in, nullptr, false) : json();
+      if (before != stage) {
+        say(run.string() + " was made from other inputs (" +
+            (before.is_object() ? provenance_changes(before, stage) : std::string("no stage.json")) +
+            "): training it anew");
+        fs::remove_all(run);
+      }
+    }
+    fs::create_directories(run);
+    write_text_atomic(stage_file, stage.dump(2) + "\n");
     t.resume = fs::exists(run / "checkpoints" / "last.pt");
     TrainResult result = train(t);
     // The trainer's findings (e.g. a region the model stopped predicting; for a run finished
@@ -570,6 +670,7 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
     p.inference.tta = opt.tta;
     p.inference.window = "whole";  // one window over the brain box: coarse grids fit easily
     p.inference.device = opt.device;
+    p.redo_if_changed = true;  // e.g. other teachers than the folder's: predicted again
     p.quiet = true;
     const auto r = predict_folder(p);
     if (!r.failures.empty()) throw Error(to.string(), "prediction failed: " + r.failures[0]);
@@ -619,6 +720,7 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
     po.predict.inference.tta = opt.tta;
     po.predict.inference.window = "whole";
     po.predict.inference.device = opt.device;
+    po.predict.redo_if_changed = true;
     po.predict.quiet = true;
     po.target = opt.pseudo_target;
     const auto pr = pseudo_label(po);
@@ -710,6 +812,10 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
   for (const auto& m : methods)
     for (const auto& r : reports.at(m))
       if (r.ids != ids) throw Error(opt.out, "methods were scored on different cases");
+  results["composition"] = split_composition((cohort / "cohort.json").string());
+  if (!results["composition"].empty())
+    tab << "\nCohort (tumour kinds per split): " << composition_text(results["composition"])
+        << "\n";
   tab << "\nTest split: " << ids.size() << " cases; mean ± std over " << opt.n_seeds
       << " seed(s) of the per-seed mean (paper Table 1/2 layout)\n";
   char line[512];

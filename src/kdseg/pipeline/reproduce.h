@@ -109,14 +109,22 @@ Regime judge_regime(const PairedComparison& oracle_vs_control, const RatioEstima
 
 // What a preset would train, without training (`reproduce --dry-run`): per model its steps,
 // epochs (a pass over the run's cases), learning rate at the start, after the drop (step
-// schedule) and at the end, patch, batch, and with `measure` the seconds per step measured on
-// random data on opt.device (time_train_steps) and the projected training time.
+// schedule) and at the end, patch, batch; instantly without `measure`. With `measure`
+// (`--dry-run --time-steps`) also the seconds per step measured on random data on opt.device
+// (time_train_steps) at probe_patch() and scaled by the voxel ratio, and the projected training
+// time, so that timing the paper preset stays a matter of seconds and a few hundred MB.
 struct ReproducePlan {
   nlohmann::json models;         // [{"model", "runs_per_seed", "steps", "epochs", ...}]
   double projected_seconds = 0;  // training of every model of every seed; 0 without measure
   std::string text;              // the table as printed
 };
 ReproducePlan plan_reproduce(const ReproduceOptions& opt, bool measure);
+// The largest side of a timing probe's cube: a patch of more voxels is timed at probe_patch.
+constexpr int64_t kProbeSide = 64;
+// `patch` when it has at most kProbeSide³ voxels, else the patch scaled by one factor on every
+// side to at most that many, each side a multiple of `stride` (at least one stride), e.g.
+// 144x144x128 with stride 16 -> 64x64x48.
+std::array<int64_t, 3> probe_patch(const std::array<int64_t, 3>& patch, int64_t stride);
 
 struct ReproduceResult {
   nlohmann::json results;  // what results.json holds

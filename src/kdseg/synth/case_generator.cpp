@@ -112,6 +112,42 @@ CohortAnatomy prepare_anatomy(const TissueTemplate& t1, int spacing) {
   return a;
 }
 
+std::string tumour_kind(const nlohmann::json& params) {
+  const nlohmann::json& t = params.at("tumour");
+  if (!t.at("enhancing").get<bool>()) return "non-enhancing";
+  return t.at("multifocal").get<bool>() ? "multifocal" : "enhancing";
+}
+
+std::vector<std::string> stratified_kinds(int n) {
+  if (n <= 0) return {};
+  // Shares of the generator: enhancing unifocal 0.8 x 0.85, non-enhancing 0.2, multifocal
+  // (enhancing) 0.8 x 0.15; each at least once where there is room.
+  const double share[3] = {0.68, 0.2, 0.12};
+  int count[3] = {0, 0, 0};
+  for (int k : {0, 1, 2})
+    if (count[0] + count[1] + count[2] < n) count[k] = 1;
+  for (int k : {1, 2}) {
+    const int want = static_cast<int>(std::lround(share[k] * n));
+    while (count[k] < want && count[0] + count[1] + count[2] < n) ++count[k];
+  }
+  count[0] = n - count[1] - count[2];
+  // Interleaved: at each position the kind furthest behind its share of the cases so far.
+  std::vector<std::string> out;
+  int used[3] = {0, 0, 0};
+  for (int i = 0; i < n; ++i) {
+    int best = -1;
+    double best_lag = 0;
+    for (int k = 0; k < 3; ++k) {
+      if (used[k] >= count[k]) continue;
+      const double lag = (used[k] + 0.5) / count[k];
+      if (best < 0 || lag < best_lag) best = k, best_lag = lag;
+    }
+    ++used[best];
+    out.emplace_back(kTumourKinds[best]);
+  }
+  return out;
+}
+
 SynthCase generate_case(const CohortAnatomy& anat, const CaseSpec& spec) {
   using nlohmann::json;
   SynthCase out;
@@ -121,6 +157,7 @@ SynthCase generate_case(const CohortAnatomy& anat, const CaseSpec& spec) {
   P["split"] = spec.split;
   P["index"] = spec.index;
   P["seed"] = spec.seed;
+  if (!spec.kind.empty()) P["stratified_kind"] = spec.kind;
 
   Rng rng(spec.seed);
   Rng r_warp = rng.split(), r_tum = rng.split(), r_mr = rng.split(), r_mim = rng.split(),
@@ -208,8 +245,14 @@ SynthCase generate_case(const CohortAnatomy& anat, const CaseSpec& spec) {
       }
   // Tumour parameters.
   GrowthParams gp;
-  const bool enhancing = r_tum.bernoulli(0.8);
-  const bool multifocal = r_tum.bernoulli(0.15);
+  bool enhancing = r_tum.bernoulli(0.8);
+  bool multifocal = r_tum.bernoulli(0.15);
+  if (!spec.kind.empty()) {  // a stratified split's case: its kind is given, the rest drawn
+    if (spec.kind != "enhancing" && spec.kind != "non-enhancing" && spec.kind != "multifocal")
+      throw Error(spec.id, "unknown tumour kind \"" + spec.kind + "\"");
+    enhancing = spec.kind != "non-enhancing";
+    multifocal = spec.kind == "multifocal";
+  }
   const bool necrotic = enhancing && r_tum.bernoulli(0.85);
   gp.rho_per_day = r_tum.uniform(0.03, 0.08);
   gp.infiltration_mm = r_tum.uniform(3, 7);

@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -15,7 +16,7 @@ namespace kdseg::synth {
 
 // The generator's version, recorded in cohort.json: bump it whenever the same seed would give
 // different bytes.
-constexpr const char* kGeneratorVersion = "kdseg-synth-1";
+constexpr const char* kGeneratorVersion = "kdseg-synth-2";
 
 // The anatomy a cohort shares, prepared once: the template at the output spacing (what voxels
 // are made of) and at the growth spacing (what the tumour grows on: max(spacing, 2) mm, fine
@@ -43,7 +44,23 @@ struct CaseSpec {
   std::string split;  // "labeled", "unlabeled", "test"
   int64_t index = 0;  // index within the split
   uint64_t seed = 0;  // case_seed(cohort seed, split, index)
+  std::string kind;   // "" = drawn as in BraTS (P(enhancing) 0.8, P(multifocal) 0.15), or
+                      // forced: "enhancing" (unifocal), "non-enhancing" (unifocal), "multifocal"
+                      // (enhancing); see tumour_kind
 };
+
+// The kinds a tumour can be, in this order: what stratified splits balance and cohort.json
+// counts per split.
+inline const char* const kTumourKinds[] = {"enhancing", "non-enhancing", "multifocal"};
+// A generated case's kind from its parameters (cohort.json's "tumour"): "non-enhancing" without
+// enhancement, else "multifocal" with several foci, else "enhancing".
+std::string tumour_kind(const nlohmann::json& params);
+// The kinds of the `n` cases of a stratified split: every kind at least once where n >= 3 (as
+// the labelled set of BraTS holds LGG and HGG; n = 1: enhancing, n = 2: enhancing and
+// non-enhancing), the rest in the generator's proportions (enhancing unifocal 0.68,
+// non-enhancing 0.2, multifocal 0.12), interleaved, e.g. n = 4: enhancing, non-enhancing,
+// multifocal, enhancing.
+std::vector<std::string> stratified_kinds(int n);
 
 struct SynthCase {
   std::string id;

@@ -51,8 +51,14 @@ SynthReport write_cohort(const SynthOptions& opt, const TissueTemplate& t1mm) {
   for (const auto& [split, n] : {std::pair<std::string, int>{"labeled", opt.n_labeled},
                                  {"unlabeled", opt.n_unlabeled},
                                  {"test", opt.n_test}})
+  {
+    const std::vector<std::string> kinds = split == "labeled" && opt.stratify_labeled
+                                               ? stratified_kinds(n)
+                                               : std::vector<std::string>(n);
     for (int i = 0; i < n; ++i)
-      specs.push_back({case_id(split, i), split, i, case_seed(opt.seed, split_code(split), i)});
+      specs.push_back({case_id(split, i), split, i, case_seed(opt.seed, split_code(split), i),
+                       kinds[static_cast<size_t>(i)]});
+  }
 
   fs::create_directories(opt.out);
   std::vector<nlohmann::json> params(specs.size());
@@ -93,12 +99,18 @@ SynthReport write_cohort(const SynthOptions& opt, const TissueTemplate& t1mm) {
 
   SynthReport report;
   nlohmann::json cases = nlohmann::json::array();
+  nlohmann::json kinds = nlohmann::json::object();  // split -> kind -> count
+  for (const char* split : {"labeled", "unlabeled", "test"})
+    for (const char* kind : kTumourKinds) kinds[split][kind] = 0;
   for (size_t c = 0; c < specs.size(); ++c) {
     if (!errors[c].empty()) {
       report.failures.push_back(specs[c].id + ": " + errors[c]);
       continue;
     }
     ++report.n_written;
+    params[c]["tumour"]["kind"] = tumour_kind(params[c]);
+    kinds[specs[c].split][tumour_kind(params[c])] =
+        kinds[specs[c].split][tumour_kind(params[c])].get<int>() + 1;
     cases.push_back(params[c]);
   }
   const Grid g = brats_grid(opt.spacing_mm);
@@ -119,6 +131,8 @@ SynthReport write_cohort(const SynthOptions& opt, const TissueTemplate& t1mm) {
       {"template", {{"files", t1mm.source}, {"gm_wm_means", t1mm.gm_wm_means}}},
       {"splits",
        {{"labeled", opt.n_labeled}, {"unlabeled", opt.n_unlabeled}, {"test", opt.n_test}}},
+      {"stratified_labeled", opt.stratify_labeled},
+      {"tumour_kinds", kinds},
       {"cases", cases}};
   const std::string text = cj.dump(1) + "\n";
   write_file_atomic((fs::path(opt.out) / "cohort.json").string(),

@@ -6,7 +6,13 @@
 //   OUT/hidden/<ID>/<ID>_seg.nii.gz                         true labels of the unlabeled cases
 //   OUT/test/<ID>/<ID>_{t1,t1ce,t2,flair,seg}.nii.gz        IDs SYN_T0001, ...
 //   OUT/cohort.json                                         generator version, options, every
-//                                                           case's parameters and volumes
+//                                                           case's parameters and volumes, and
+//                                                           each split's tumour kinds
+// The labelled split is stratified by tumour kind (enhancing, non-enhancing, multifocal): with
+// only a handful of labelled cases, chance would often leave a kind out (P = 0.8^4 = 41 % that 4
+// drawn cases hold no non-enhancing tumour) that the unlabelled and test cases hold, and nothing
+// learnt from the labelled cases could segment it. The unlabelled and test splits keep the
+// generator's proportions.
 // Images are int16 (white matter ~1000 x a per-case gain, background exactly 0, brain >= 1),
 // labels uint8 {0, 1, 2, 4}, stored like BraTS files: LPS voxel order, diag(-s, -s, s) affine.
 // Each case's random numbers derive from (seed, split, index): the same seed gives the same
@@ -22,6 +28,8 @@ struct SynthOptions {
   int n_labeled = 20;    // cases with labels, e.g. 20
   int n_unlabeled = 40;  // cases whose labels go to hidden/, e.g. 40
   int n_test = 20;       // held-out labelled cases, e.g. 20
+  bool stratify_labeled = true;  // the labelled cases' tumour kinds chosen so that every kind
+                                 // appears (stratified_kinds); false: drawn like the others
   int spacing_mm = 1;    // 1 (BraTS 240x240x155), 2 (120x120x78) or 3 (80x80x52)
   uint64_t seed = 2019;  // e.g. 7
   int threads = 0;       // 0 = all cores
