@@ -142,7 +142,7 @@ TEST(CohortPipeline, OutputsMadeFromOtherModelsAreNeitherKeptNorMixed) {
   ScratchDir out("e2e_provenance");
   for (const std::string seed : {"1", "2"}) {
     auto t = run_kdseg("train --data " + kCohort + "/labeled --out " + out.str("run" + seed) +
-                       " --steps 1 --patch 32,32,32 --val-every 0 --seed " + seed +
+                       " --steps 2 --patch 32,32,32 --val-every 0 --seed " + seed +
                        " --model-options '{\"widths\":[8,16,32,64]}' --threads 2 --quiet");
     ASSERT_EQ(t.exit_code, 0) << t.output;
   }

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "kdseg/io/dataset.h"
@@ -148,8 +149,25 @@ TEST(Reproduce, TeacherSetFromTheCommandLine) {
   };
   const auto student_before = read_bytes(s1 / "runs/student/checkpoints/last.pt");
   const auto control_before = read_bytes(s1 / "runs/control/checkpoints/last.pt");
+  // When each pseudo-label and each ensemble prediction was written.
+  auto written = [&]() {
+    std::map<std::string, fs::file_time_type> t;
+    for (const auto& e : fs::recursive_directory_iterator(s1))
+      if (e.path().filename() == "pseudo.json" ||
+          (e.path().parent_path().filename() == "ensemble" &&
+           e.path().parent_path().parent_path().filename() == "pred" &&
+           e.path().extension() == ".gz"))
+        t[e.path().string()] = fs::last_write_time(e.path());
+    return t;
+  };
+  const auto before = written();
+  ASSERT_FALSE(before.empty());
   r = test::run_kdseg(other);
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto after = written();
+  ASSERT_EQ(after.size(), before.size());
+  for (const auto& [path, t] : before)
+    EXPECT_NE(after.at(path), t) << path << " was kept from the other teachers";
   const auto again = nlohmann::json::parse(std::ifstream((s1 / "pseudo/dataset.json").string()));
   ASSERT_EQ(again["teachers"].size(), 1u) << "the pseudo-labels name the teachers that made them";
   const auto record = nlohmann::json::parse(std::ifstream((s1 / "pseudo/provenance.json").string()));
