@@ -233,21 +233,22 @@ std::string format_summary_table(const EvaluateReport& report) {
   std::snprintf(buf, sizeof buf, "%-4s %-26s %-26s %-26s\n", "", "Dice", "HD95 (mm)",
                 "Sensitivity");
   s << buf;
+  // "mean ± std (med median)" of column <col>_<region> of the summary, or n/a.
+  auto cell = [&](const std::string& col, const char* region, const char* fmt) {
+    const auto& c = report.summary["columns"][col + "_" + region];
+    if (c["mean"].is_null()) return std::string("n/a");
+    char b[64];
+    std::snprintf(b, sizeof b, fmt, c["mean"].get<double>(),
+                  c["std"].is_null() ? 0.0 : c["std"].get<double>(), c["median"].get<double>());
+    return std::string(b);
+  };
   for (const char* region : {"et", "wt", "tc"}) {
-    auto cell = [&](const std::string& col, const char* fmt) {
-      const auto& c = report.summary["columns"][col + "_" + region];
-      if (c["mean"].is_null()) return std::string("n/a");
-      char b[64];
-      std::snprintf(b, sizeof b, fmt, c["mean"].get<double>(),
-                    c["std"].is_null() ? 0.0 : c["std"].get<double>(), c["median"].get<double>());
-      return std::string(b);
-    };
     std::string name = region;
     for (auto& ch : name) ch = static_cast<char>(toupper(ch));
     std::snprintf(buf, sizeof buf, "%-4s %-26s %-26s %-26s\n", name.c_str(),
-                  cell("dice", "%.3f ± %.3f (med %.3f)").c_str(),
-                  cell("hd95", "%.1f ± %.1f (med %.1f)").c_str(),
-                  cell("sens", "%.3f ± %.3f (med %.3f)").c_str());
+                  cell("dice", region, "%.3f ± %.3f (med %.3f)").c_str(),
+                  cell("hd95", region, "%.1f ± %.1f (med %.1f)").c_str(),
+                  cell("sens", region, "%.3f ± %.3f (med %.3f)").c_str());
     s << buf;
   }
   if (report.lesion_wise) {
@@ -260,14 +261,6 @@ std::string format_summary_table(const EvaluateReport& report) {
                   "lesions found / missed / false");
     s << buf;
     for (const char* region : {"et", "wt", "tc"}) {
-      auto cell = [&](const std::string& col, const char* fmt) {
-        const auto& c = report.summary["columns"][col + "_" + region];
-        if (c["mean"].is_null()) return std::string("n/a");
-        char b[64];
-        std::snprintf(b, sizeof b, fmt, c["mean"].get<double>(),
-                      c["std"].is_null() ? 0.0 : c["std"].get<double>(), c["median"].get<double>());
-        return std::string(b);
-      };
       auto total = [&](const std::string& col) {
         const auto it = std::find(report.columns.begin(), report.columns.end(), col + "_" + region);
         const size_t k = static_cast<size_t>(it - report.columns.begin());
@@ -278,8 +271,8 @@ std::string format_summary_table(const EvaluateReport& report) {
       std::string name = region;
       for (auto& ch : name) ch = static_cast<char>(toupper(ch));
       std::snprintf(buf, sizeof buf, "%-4s %-26s %-26s %lld / %lld / %lld\n", name.c_str(),
-                    cell("lw_dice", "%.3f ± %.3f (med %.3f)").c_str(),
-                    cell("lw_hd95", "%.1f ± %.1f (med %.1f)").c_str(), total("lw_tp"),
+                    cell("lw_dice", region, "%.3f ± %.3f (med %.3f)").c_str(),
+                    cell("lw_hd95", region, "%.1f ± %.1f (med %.1f)").c_str(), total("lw_tp"),
                     total("lw_fn"), total("lw_fp"));
       s << buf;
     }
