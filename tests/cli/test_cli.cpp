@@ -320,8 +320,8 @@ TEST(CliReproduce, DryRunPlansEveryModelWithoutTraining) {
 TEST(CliReproduce, PaperDryRunPrintsItsPlanAtOnce) {
   // The paper preset's plan: its sizes, and no step timed (each would be a paper-size step).
   test::ScratchDir dir("cli_reproduce_paper_plan");
-  auto r = test::run_kdseg("reproduce --preset paper --dry-run --threads 1 --out " +
-                           dir.str("exp"));
+  auto r =
+      test::run_kdseg("reproduce --preset paper --dry-run --threads 1 --out " + dir.str("exp"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(std::regex_search(r.output, std::regex(R"(\nunet +teacher +160000 .* 128x128x128 )")))
       << r.output;

@@ -168,8 +168,10 @@ TEST(CohortPipeline, OutputsMadeFromOtherModelsAreNeitherKeptNorMixed) {
   ASSERT_EQ(record["models"].size(), 1u);
   EXPECT_EQ(record["models"][0]["digest"].get<std::string>().size(), 16u);
 
-  const std::string pseudo = "pseudo-label --in " + kCohort + "/unlabeled --tta none --threads 2 "
-                             "--out " + out.str("pseudo");
+  const std::string pseudo = "pseudo-label --in " + kCohort +
+                             "/unlabeled --tta none --threads 2 "
+                             "--out " +
+                             out.str("pseudo");
   ASSERT_EQ(run_kdseg(pseudo + a).exit_code, 0);
   auto teachers = run_kdseg(pseudo + a + b);
   EXPECT_EQ(teachers.exit_code, 1) << teachers.output;

@@ -170,9 +170,11 @@ TEST(Reproduce, TeacherSetFromTheCommandLine) {
     EXPECT_NE(after.at(path), t) << path << " was kept from the other teachers";
   const auto again = nlohmann::json::parse(std::ifstream((s1 / "pseudo/dataset.json").string()));
   ASSERT_EQ(again["teachers"].size(), 1u) << "the pseudo-labels name the teachers that made them";
-  const auto record = nlohmann::json::parse(std::ifstream((s1 / "pseudo/provenance.json").string()));
+  const auto record =
+      nlohmann::json::parse(std::ifstream((s1 / "pseudo/provenance.json").string()));
   EXPECT_EQ(record["models"].size(), 1u) << "and were made by them";
-  const auto ens = nlohmann::json::parse(std::ifstream((s1 / "pred/ensemble/provenance.json").string()));
+  const auto ens =
+      nlohmann::json::parse(std::ifstream((s1 / "pred/ensemble/provenance.json").string()));
   EXPECT_EQ(ens["models"].size(), 1u) << "the ensemble's predictions too";
   EXPECT_NE(r.output.find("made from other inputs"), std::string::npos) << r.output;
   EXPECT_NE(read_bytes(s1 / "runs/student/checkpoints/last.pt"), student_before)

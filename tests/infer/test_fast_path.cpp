@@ -71,8 +71,9 @@ TEST(FastPath, Bf16FusedWholeWindowAgreesWithPlainFp32) {
   // seconds.
   const bool native_bf16 = cpu_has_native_bf16();
   if (!native_bf16)
-    std::printf("this CPU has no native bf16 (AVX-512 BF16 or AMX): training in float32, and the "
-                "bf16 comparisons are skipped (emulated bf16 is many times slower)\n");
+    std::printf(
+        "this CPU has no native bf16 (AVX-512 BF16 or AMX): training in float32, and the "
+        "bf16 comparisons are skipped (emulated bf16 is many times slower)\n");
   torch::manual_seed(3);
   SegNet net = make_net("student", test::tiny_config("student"));
   PreprocessPlan plan;

@@ -89,8 +89,7 @@ EngineChoice choose_engine(const SegNetImpl& net, const InferenceOptions& opt) {
   for (const EngineRule& r : kEngineTable)
     if (r.bf16 == opt.bf16 && r.block == block && (!*r.arch || net.arch() == r.arch))
       return {r.onednn, std::string("auto: on this ") + isa + " CPU " + r.measured};
-  return {true, std::string("auto: no measurement for ") + net.arch() + " on " + isa +
-                    ": oneDNN"};
+  return {true, std::string("auto: no measurement for ") + net.arch() + " on " + isa + ": oneDNN"};
 }
 
 bool uses_onednn(const SegNetImpl& net, const InferenceOptions& opt) {

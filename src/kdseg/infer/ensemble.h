@@ -28,8 +28,8 @@ struct InferenceOptions {
   int64_t window_batch = 1;     // windows per forward pass, e.g. 2
   bool bf16 = false;            // bf16 autocast for the forward passes
   bool allow_emulated_bf16 = false;  // accept --precision bf16 on a CPU without native bf16
-  std::string device = "cpu";   // e.g. "cuda"
-  std::string engine = "auto";  // student, unet, resunet(-vae) on a CPU: "auto" (oneDNN where
+  std::string device = "cpu";        // e.g. "cuda"
+  std::string engine = "auto";       // student, unet, resunet(-vae) on a CPU: "auto" (oneDNN where
                                 // it can run here, else LibTorch), "torch" or "onednn" (an error
                                 // where it cannot); see infer/onednn_student.h
 };
@@ -59,7 +59,8 @@ at::Tensor predict_image(SegNetImpl& net, const at::Tensor& image, const Preproc
 // cannot, naming why, and for an unknown engine name.
 struct EngineChoice {
   bool onednn = false;
-  std::string why;  // e.g. "auto: on this AVX2 CPU LibTorch measured 1.13x faster for the student"
+  std::string why;  // e.g. "asked for (--engine torch)", "auto: on this AVX2 (no AVX-512) CPU
+                    // LibTorch measured 1.08-1.12x faster than oneDNN for the student (...)"
 };
 EngineChoice choose_engine(const SegNetImpl& net, const InferenceOptions& opt);
 // choose_engine(net, opt).onednn

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -89,15 +90,15 @@ PredictReport predict_cases(const PredictOptions& opt, const Ensemble& ensemble,
 
   // What the folder's outputs were made from: cases done from other inputs are redone, or the
   // command refuses, naming what changed.
-  const std::string provenance_dir = hooks.provenance_dir == "default"
-                                         ? (hooks.write ? std::string() : opt.out)
-                                         : hooks.provenance_dir;
+  const std::string provenance_dir =
+      hooks.provenance_dir.value_or(hooks.write ? std::string() : opt.out);
+  std::vector<char> done;  // per case: its output is there
+  for (const auto& c : cases) done.push_back(is_done(c.id));
+  const bool any_done = std::find(done.begin(), done.end(), 1) != done.end();
   bool redo_all = opt.overwrite;
   if (!provenance_dir.empty()) {
     const nlohmann::json now = prediction_provenance(opt, ensemble, hooks.provenance_extra);
     const fs::path record = fs::path(provenance_dir) / "provenance.json";
-    bool any_done = false;
-    for (const auto& c : cases) any_done = any_done || is_done(c.id);
     std::string changed;
     if (fs::exists(record)) {
       std::ifstream in(record);
@@ -117,8 +118,8 @@ PredictReport predict_cases(const PredictOptions& opt, const Ensemble& ensemble,
       redo_all = true;
     }
     if (redo_all)  // before the new record: an interrupted redo leaves no stale case "done"
-      for (const auto& c : cases)
-        if (is_done(c.id)) forget(c.id);
+      for (size_t k = 0; k < cases.size(); ++k)
+        if (done[k]) forget(cases[k].id);
     fs::create_directories(provenance_dir);
     const std::string text = now.dump(2) + "\n";
     write_file_atomic(record.string(), reinterpret_cast<const uint8_t*>(text.data()), text.size());
@@ -133,11 +134,11 @@ PredictReport predict_cases(const PredictOptions& opt, const Ensemble& ensemble,
     std::fprintf(stderr, "predict: %s; %s\n", line.c_str(), report.tta.c_str());
   }
   std::vector<const CaseFiles*> todo;
-  for (const auto& c : cases) {
-    if (!redo_all && is_done(c.id))
-      report.skipped.push_back(c.id);
+  for (size_t k = 0; k < cases.size(); ++k) {
+    if (!redo_all && done[k])
+      report.skipped.push_back(cases[k].id);
     else
-      todo.push_back(&c);
+      todo.push_back(&cases[k]);
   }
   if (!report.skipped.empty() && !opt.quiet)
     std::fprintf(stderr, "predict: %zu case(s) already done, skipped (--overwrite redoes them)\n",

@@ -4,6 +4,7 @@
 // input's label convention (or the one asked for) — the BraTS submission format.
 #include <array>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,14 +22,14 @@ struct PredictOptions {
   InferenceOptions inference;
   double threshold = 0.5;  // region probability threshold
   PostprocessOptions post;
-  bool save_probs = false;      // also <ID>_prob.nii.gz: WT,TC,ET as uint8 x 1/255
-  bool overwrite = false;       // redo cases whose output exists
+  bool save_probs = false;       // also <ID>_prob.nii.gz: WT,TC,ET as uint8 x 1/255
+  bool overwrite = false;        // redo cases whose output exists
   bool redo_if_changed = false;  // an --out made from other models or options (its
                                  // provenance.json): redo every case instead of refusing
-  std::string labels = "auto";  // label convention written: auto (the input's), brats2021,
-                                // brats2023, brats2024, msd or nnunet
-  int read_threads = 2;         // threads reading one case's files
-  bool quiet = false;           // no per-case progress lines
+  std::string labels = "auto";   // label convention written: auto (the input's), brats2021,
+                                 // brats2023, brats2024, msd or nnunet
+  int read_threads = 2;          // threads reading one case's files
+  bool quiet = false;            // no per-case progress lines
 };
 
 struct PredictReport {
@@ -52,10 +53,11 @@ struct PredictHooks {
   std::function<void(const CaseFiles& files, const CasePrediction& p)> write;
   // Undoes is_done for a case about to be redone (default: removes <out>/<ID>.nii.gz).
   std::function<void(const std::string& id)> forget;
-  // The folder whose provenance.json records what its outputs were made from (default: opt.out;
-  // "" = none, e.g. one case's file), and what else they depend on besides the models and the
-  // prediction options (pseudo-label: its target and ignore band).
-  std::string provenance_dir = "default";
+  // The folder whose provenance.json records what its outputs were made from (unset: opt.out
+  // with the default `write`, none with another, e.g. one case's file), and what else they
+  // depend on besides the models and the prediction options (pseudo-label: its target and
+  // ignore band).
+  std::optional<std::string> provenance_dir;
   nlohmann::json provenance_extra = nlohmann::json::object();
 };
 

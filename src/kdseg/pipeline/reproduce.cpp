@@ -457,11 +457,12 @@ ReproducePlan plan_reproduce(const ReproduceOptions& given, bool measure) {
     if (measure) {
       TrainOptions t = recipe_options(r);
       t.device = opt.device;
-      const int64_t stride = make_net(r.arch, r.options)->stride();
-      probe = probe_patch(r.fixed_shape[0] > 0 ? r.fixed_shape : r.patch, stride);
-      const double scale = voxels(r.fixed_shape[0] > 0 ? r.fixed_shape : r.patch) / voxels(probe);
+      const bool fixed = r.fixed_shape[0] > 0;  // the cascade: its input, resampled
+      const std::array<int64_t, 3>& shape = fixed ? r.fixed_shape : r.patch;
+      probe = probe_patch(shape, make_net(r.arch, r.options)->stride());
+      const double scale = voxels(shape) / voxels(probe);
       t.patch = probe;
-      if (r.fixed_shape[0] > 0) t.fixed_shape = probe;
+      if (fixed) t.fixed_shape = probe;
       s_step = time_train_steps(t) * scale;
       per_seed += s_step * static_cast<double>(r.steps) * row.n_runs;
     }
@@ -498,7 +499,8 @@ ReproducePlan plan_reproduce(const ReproduceOptions& given, bool measure) {
          << format_seconds(plan.projected_seconds) << " for " << opt.n_seeds
          << " seed(s) on this device (each model's step timed on random data, 1 warm-up + "
             "median of 2, at its patch or, above "
-         << kProbeSide << "³ voxels, at a smaller one of the same proportions scaled up by the "
+         << kProbeSide
+         << "³ voxels, at a smaller one of the same proportions scaled up by the "
             "voxel ratio; the data loader runs ahead on its own threads and is not counted, nor "
             "are prediction, pseudo-labelling and evaluation).\n";
   } else {
@@ -645,7 +647,8 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
       const json before = in ? json::parse(in, nullptr, false) : json();
       if (before != stage) {
         say(run.string() + " was made from other inputs (" +
-            (before.is_object() ? provenance_changes(before, stage) : std::string("no stage.json")) +
+            (before.is_object() ? provenance_changes(before, stage)
+                                : std::string("no stage.json")) +
             "): training it anew");
         fs::remove_all(run);
       }

@@ -50,8 +50,7 @@ SynthReport write_cohort(const SynthOptions& opt, const TissueTemplate& t1mm) {
   std::vector<CaseSpec> specs;
   for (const auto& [split, n] : {std::pair<std::string, int>{"labeled", opt.n_labeled},
                                  {"unlabeled", opt.n_unlabeled},
-                                 {"test", opt.n_test}})
-  {
+                                 {"test", opt.n_test}}) {
     const std::vector<std::string> kinds = split == "labeled" && opt.stratify_labeled
                                                ? stratified_kinds(n)
                                                : std::vector<std::string>(n);
@@ -108,9 +107,9 @@ SynthReport write_cohort(const SynthOptions& opt, const TissueTemplate& t1mm) {
       continue;
     }
     ++report.n_written;
-    params[c]["tumour"]["kind"] = tumour_kind(params[c]);
-    kinds[specs[c].split][tumour_kind(params[c])] =
-        kinds[specs[c].split][tumour_kind(params[c])].get<int>() + 1;
+    const std::string kind = tumour_kind(params[c]);
+    params[c]["tumour"]["kind"] = kind;
+    kinds[specs[c].split][kind] = kinds[specs[c].split][kind].get<int>() + 1;
     cases.push_back(params[c]);
   }
   const Grid g = brats_grid(opt.spacing_mm);

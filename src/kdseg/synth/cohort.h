@@ -24,15 +24,15 @@
 namespace kdseg::synth {
 
 struct SynthOptions {
-  std::string out;       // cohort folder, e.g. "cohort"
-  int n_labeled = 20;    // cases with labels, e.g. 20
-  int n_unlabeled = 40;  // cases whose labels go to hidden/, e.g. 40
-  int n_test = 20;       // held-out labelled cases, e.g. 20
+  std::string out;               // cohort folder, e.g. "cohort"
+  int n_labeled = 20;            // cases with labels, e.g. 20
+  int n_unlabeled = 40;          // cases whose labels go to hidden/, e.g. 40
+  int n_test = 20;               // held-out labelled cases, e.g. 20
   bool stratify_labeled = true;  // the labelled cases' tumour kinds chosen so that every kind
                                  // appears (stratified_kinds); false: drawn like the others
-  int spacing_mm = 1;    // 1 (BraTS 240x240x155), 2 (120x120x78) or 3 (80x80x52)
-  uint64_t seed = 2019;  // e.g. 7
-  int threads = 0;       // 0 = all cores
+  int spacing_mm = 1;            // 1 (BraTS 240x240x155), 2 (120x120x78) or 3 (80x80x52)
+  uint64_t seed = 2019;          // e.g. 7
+  int threads = 0;               // 0 = all cores
   std::string templates = "/usr/share/mricron/templates";  // Colin27 (Debian mricron-data)
   int compression = 4;                                     // gzip level of the .nii.gz files, 1..12
   bool quiet = false;                                      // no per-case progress

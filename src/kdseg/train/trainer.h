@@ -57,13 +57,13 @@ struct TrainOptions {
   ScheduleOptions schedule_options;                // drop_at, drop, gamma, power, warmup (kind and
                                                    // lr come from the two fields above)
   OptimizerOptions optimizer_options;              // momentum, weight decay, betas (kind: above)
-  int64_t val_every = 500;         // validate every N steps (and at the end); 0 = only at the end
-  double val_overlap = 0.25;       // sliding-window overlap during validation
-  int64_t log_every = 10;          // a log.csv row and a progress line every N steps
-  int64_t checkpoint_every = 100;  // last.pt every N steps (and at the end)
-  uint64_t seed = 2019;            // drives initialisation, split and sampling
-  bool resume = false;             // continue from <out>/checkpoints/last.pt
-  bool bf16 = false;               // bf16 autocast for forward and backward
+  int64_t val_every = 500;           // validate every N steps (and at the end); 0 = only at the end
+  double val_overlap = 0.25;         // sliding-window overlap during validation
+  int64_t log_every = 10;            // a log.csv row and a progress line every N steps
+  int64_t checkpoint_every = 100;    // last.pt every N steps (and at the end)
+  uint64_t seed = 2019;              // drives initialisation, split and sampling
+  bool resume = false;               // continue from <out>/checkpoints/last.pt
+  bool bf16 = false;                 // bf16 autocast for forward and backward
   bool allow_emulated_bf16 = false;  // bf16 on a CPU without native bf16 (refused otherwise)
   AugmentOptions augment;
   LossOptions loss;
