@@ -14,12 +14,14 @@ with the same parameter names, option defaults and forward maths (tests/python/p
 them against the C++ networks).
 """
 from .checkpoint import FORMAT_VERSION, PLAN_DEFAULTS, load, read_checkpoint
+from .checkpoint_file import CheckpointError, content_digest, load_dict
 from .models import (ARCHITECTURES, Cascade, CascadeNet, ResUNet, Student, UNet, build_model,
                      resolve_options)
 from .predict import predict_case, predict_probabilities, preprocess
 
 __version__ = "0.1.0"
 
-__all__ = ["ARCHITECTURES", "Cascade", "CascadeNet", "FORMAT_VERSION", "PLAN_DEFAULTS", "ResUNet",
-           "Student", "UNet", "build_model", "load", "predict_case", "predict_probabilities",
-           "preprocess", "read_checkpoint", "resolve_options"]
+__all__ = ["ARCHITECTURES", "Cascade", "CascadeNet", "CheckpointError", "FORMAT_VERSION",
+           "PLAN_DEFAULTS", "ResUNet", "Student", "UNet", "build_model", "content_digest", "load",
+           "load_dict", "predict_case", "predict_probabilities", "preprocess", "read_checkpoint",
+           "resolve_options"]

@@ -1,23 +1,27 @@
-"""Reading kdseg checkpoints (src/kdseg/models/checkpoint.{h,cpp}, DESIGN §2).
+"""Reading kdseg checkpoints (src/kdseg/models/checkpoint.{h,cpp}, DESIGN §2, docs/checkpoint.md).
 
-A checkpoint is one file written by C++ torch::pickle_save of a dict, which torch.load reads as a
-plain dict:
+A checkpoint is one file written by C++ torch::pickle_save of a dict:
 
   "format"      "kdseg-checkpoint"
-  "version"     1 (FORMAT_VERSION); another version is refused
+  "version"     2 (FORMAT_VERSION); 1 (no digest) is read with a warning; another is refused
   "arch"        "unet" | "resunet" | "resunet-vae" | "cascade" | "student"
   "config"      JSON text {"model": <architecture options>, "plan": <preprocessing plan>}
   "state_dict"  dict name → float32 CPU tensor, the module's parameter names
-  + optional extra entries (e.g. the optimiser state of last.pt), returned untouched.
+  + optional extra entries (e.g. the optimiser state of last.pt), returned untouched
+  "digest"      "sha256:<64 hex>" of all the other entries (checkpoint_file.content_digest)
+
+The file is read with checkpoint_file.load_dict, which never runs anything from it (torch.load
+would run whatever function its pickle names); then the digest is checked.
 """
 import json
+import sys
 
-import torch
-
+from .checkpoint_file import CheckpointError, content_digest, load_dict
 from .models import build_model
 
 FORMAT = "kdseg-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+VERSION_WITHOUT_DIGEST = 1
 
 # The preprocessing plan's fields and defaults (PreprocessPlan in src/kdseg/models/plan.h).
 PLAN_DEFAULTS = {
@@ -31,7 +35,7 @@ PLAN_DEFAULTS = {
     "stride": 1,                                 # the network's total stride
 }
 
-_RESERVED = ("format", "version", "arch", "config", "state_dict")
+_RESERVED = ("format", "version", "arch", "config", "state_dict", "digest")
 
 
 def resolve_plan(plan=None):
@@ -48,35 +52,68 @@ def resolve_plan(plan=None):
 
 def read_checkpoint(path, device="cpu"):
     """The checkpoint at `path` as a dict {"arch", "model" (options dict), "plan" (full plan dict),
-    "state_dict", "extra" (the other entries)}, after checking its format and version. Raises
-    ValueError naming the file."""
+    "state_dict", "extra" (the other entries), "version", "digest"}, after checking its format,
+    version and digest. Nothing in the file is run. Raises CheckpointError (a ValueError) naming
+    the file."""
     hint = "kdseg reads the .pt files that kdseg train writes"
-    try:
-        d = torch.load(path, map_location=device)
-    except Exception as e:
-        raise ValueError("%s: not a kdseg checkpoint (cannot be unpickled: %s); %s" % (path, e, hint))
+    d = load_dict(path)
     if not isinstance(d, dict):
-        raise ValueError("%s: not a kdseg checkpoint (not a dict); %s" % (path, hint))
-    for key in _RESERVED:
+        raise CheckpointError("%s: not a kdseg checkpoint (not a dict); %s" % (path, hint))
+    for key in ("format", "version"):
         if key not in d:
-            raise ValueError('%s: not a kdseg checkpoint (no "%s" entry); %s' % (path, key, hint))
+            raise CheckpointError('%s: not a kdseg checkpoint (no "%s" entry); %s'
+                                  % (path, key, hint))
     if d["format"] != FORMAT:
-        raise ValueError('%s: not a kdseg checkpoint (format is not "%s"); %s' % (path, FORMAT, hint))
-    if d["version"] != FORMAT_VERSION:
-        newer = isinstance(d["version"], int) and d["version"] > FORMAT_VERSION
-        raise ValueError("%s: checkpoint format version %s, this kdseg reads version %d; %s"
-                         % (path, d["version"], FORMAT_VERSION,
-                            "it was written by a newer kdseg" if newer
-                            else "it was written by an older kdseg: retrain"))
-    config = json.loads(d["config"])
+        raise CheckpointError('%s: not a kdseg checkpoint (format is not "%s"); %s'
+                              % (path, FORMAT, hint))
+    version = d["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or not (
+            VERSION_WITHOUT_DIGEST <= version <= FORMAT_VERSION):
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise CheckpointError("%s: checkpoint format version %s, this kdseg reads version %d "
+                              "(and %d); %s"
+                              % (path, version, FORMAT_VERSION, VERSION_WITHOUT_DIGEST,
+                                 "it was written by a newer kdseg" if newer
+                                 else "it was written by an older kdseg: retrain"))
+    if "digest" in d:
+        try:
+            actual = content_digest(d)
+        except CheckpointError as e:
+            raise CheckpointError("%s: not a kdseg checkpoint (%s); %s" % (path, e, hint))
+        if d["digest"] != actual:
+            raise CheckpointError("%s: damaged checkpoint: its content does not match its digest "
+                                  "(stored %s, content %s); copy it again, or use another "
+                                  "checkpoint" % (path, d["digest"], actual))
+    elif version >= FORMAT_VERSION:
+        raise CheckpointError('%s: damaged checkpoint (version %d without its "digest" entry)'
+                              % (path, version))
+    else:
+        print("warning: %s: checkpoint version %d has no digest, so damage to it cannot be "
+              "detected (a checkpoint written by this kdseg has one)" % (path, version),
+              file=sys.stderr)
+    for key in ("arch", "config", "state_dict"):
+        if key not in d:
+            raise CheckpointError('%s: not a kdseg checkpoint (no "%s" entry); %s'
+                                  % (path, key, hint))
+    if not isinstance(d["arch"], str) or not isinstance(d["config"], str) or not isinstance(
+            d["state_dict"], dict):
+        raise CheckpointError("%s: malformed checkpoint (arch and config must be strings, "
+                              "state_dict a dict); %s" % (path, hint))
+    try:
+        config = json.loads(d["config"])
+    except ValueError as e:
+        raise CheckpointError("%s: malformed checkpoint config JSON: %s; %s" % (path, e, hint))
     if not isinstance(config, dict) or "model" not in config:
-        raise ValueError('%s: malformed checkpoint config (no "model" entry); %s' % (path, hint))
+        raise CheckpointError('%s: malformed checkpoint config (no "model" entry); %s' % (path, hint))
+    move = (lambda t: t.to(device)) if str(device) != "cpu" else (lambda t: t)
     return {
         "arch": d["arch"],
         "model": config["model"],
         "plan": resolve_plan(config.get("plan")),
-        "state_dict": d["state_dict"],
+        "state_dict": {k: move(v) for k, v in d["state_dict"].items()},
         "extra": {k: v for k, v in d.items() if k not in _RESERVED},
+        "version": version,
+        "digest": d.get("digest", ""),
     }
 
 

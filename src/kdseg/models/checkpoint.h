@@ -1,15 +1,20 @@
 #pragma once
-// The checkpoint file, DESIGN §2's contract: one file written by torch::pickle_save of a dict
-// (string → any) that Python's `torch.load(path)` reads as a plain dict:
+// The checkpoint file, DESIGN §2's contract (docs/checkpoint.md): one file written by
+// torch::pickle_save of a dict (string → any) that Python reads as a plain dict
+// (kdseg.load, python/kdseg/checkpoint_file.py; torch.load too):
 //   "format"     "kdseg-checkpoint"
-//   "version"    int, kCheckpointVersion; a reader refuses any other
+//   "version"    int, kCheckpointVersion (2); version 1 (no digest) is still read, with a warning
 //   "arch"       "unet" | "resunet" | "resunet-vae" | "cascade" | "student"
 //   "config"     JSON text {"model": <architecture options>, "plan": <PreprocessPlan>}
 //   "state_dict" dict name → tensor, dotted PyTorch-style names ("encoder.1.0.conv1.weight"),
 //                CPU, contiguous
-//   + optional extra entries (e.g. the optimiser state of last.pt), any picklable IValue.
-// Written atomically (temporary file + rename). Loading is strict: missing or unexpected
-// weight names, or a shape mismatch, are an error naming the file.
+//   + optional extra entries (e.g. the optimiser state of last.pt): None, bools, ints, floats,
+//     strings, tensors, and lists, tuples and dicts of them
+//   "digest"     "sha256:<64 hex>" of all the other entries (content_digest), written last
+// Written atomically (temporary file + rename), and read back before it is written. Reading never
+// runs anything from the file (io/checkpoint_file.h: an allow-list of what the writer emits, every
+// byte of the zip checked, then the digest). Loading is strict: missing or unexpected weight
+// names, or a shape mismatch, are an error naming the file.
 #include <ATen/core/Dict.h>
 #include <ATen/core/ivalue.h>
 
@@ -18,13 +23,11 @@
 #include <string>
 #include <vector>
 
+#include "kdseg/io/checkpoint_file.h"
 #include "kdseg/models/net.h"
 #include "kdseg/models/plan.h"
 
 namespace kdseg {
-
-constexpr const char* kCheckpointFormat = "kdseg-checkpoint";
-constexpr int64_t kCheckpointVersion = 1;
 
 using StateDict = c10::Dict<std::string, at::Tensor>;
 
@@ -37,6 +40,7 @@ void load_state_dict(torch::nn::Module& module, const StateDict& state, const st
 
 struct Checkpoint {
   int64_t version = kCheckpointVersion;
+  std::string digest;    // "sha256:…" as stored ("" in a version 1 file)
   std::string arch;      // e.g. "student"
   nlohmann::json model;  // the architecture's options
   PreprocessPlan plan;
@@ -50,7 +54,13 @@ void save_checkpoint(const std::string& path, const SegNetImpl& net, PreprocessP
                      const c10::impl::GenericDict& extra =
                          c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get()));
 
-// Reads and validates the file (format, version, keys, types); throws kdseg::Error naming it.
+// The bytes of a checkpoint file holding `dict` (which has no "digest"): pickled, its digest
+// added, and read back with kdseg's reader before they are returned, so that a file kdseg writes
+// is one it reads. Throws kdseg::Error naming `where`. save_checkpoint's core; tests use it too.
+std::vector<uint8_t> checkpoint_file_bytes(c10::impl::GenericDict dict, const std::string& where);
+
+// Reads and validates the file (zip, allow-listed pickle, format, version, digest, keys, types);
+// throws kdseg::Error naming it. Warnings (a version 1 file has no digest) go to stderr.
 Checkpoint read_checkpoint(const std::string& path);
 
 // read_checkpoint + make_net(arch, model) + strict load_state_dict. The net is on the CPU in
