@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <memory>
 #include <set>
 
 #include "kdseg/data/augment.h"
@@ -419,6 +420,31 @@ TEST_F(DataSampling, LoaderBatchKIsTheSameWithAnyNumberOfWorkersAndAfterAResume)
   Loader resumed(s, aug, lo, /*first_step=*/3);
   EXPECT_TRUE(torch::equal(resumed.next().image, ref[3].image));
   EXPECT_TRUE(torch::equal(resumed.next().image, ref[4].image));
+}
+
+// Overwrites the stack below the caller, as the next calls after a constructor returns do.
+[[gnu::noinline]] void scribble_stack() {
+  volatile char junk[64 * 1024];
+  for (size_t i = 0; i < sizeof junk; ++i) junk[i] = static_cast<char>(i * 131);
+}
+
+TEST_F(DataSampling, LoaderStartsAndStopsCleanlyManyTimes) {
+  // The workers tell the constructor they have started through its local mutex, counter and
+  // condition variable; none may touch them once the constructor has returned (one worker used to
+  // notify after unlocking: under load, a crash soon after a loader started).
+  SamplerOptions o;
+  o.patch = {8, 8, 8};
+  o.batch = 1;
+  auto s = sampler(o, {{"a", 1.0, {tumour_, empty_}}});
+  AugmentOptions aug;
+  for (int i = 0; i < 300; ++i) {
+    LoaderOptions lo;
+    lo.workers = 6;
+    lo.prefetch = 1;
+    auto loader = std::make_unique<Loader>(s, aug, lo);
+    scribble_stack();
+    ASSERT_EQ(loader->next().step, 0) << "start " << i;
+  }
 }
 
 TEST_F(DataSampling, RanksSplitTheGlobalBatch) {

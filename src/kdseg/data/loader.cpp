@@ -62,10 +62,13 @@ Loader::Loader(std::shared_ptr<const Sampler> sampler, AugmentOptions aug, Loade
       at::internal::lazy_init_num_threads();
       at::set_num_threads(opt_.intra_op_threads);
       {
+        // Notified under the lock: once the constructor sees the count complete it returns and
+        // these three locals are gone, so no worker may touch them after releasing the lock
+        // (a notify after the unlock was a use-after-return: a rare crash at startup).
         std::lock_guard<std::mutex> lock(start_mutex);
         ++n_started;
+        started.notify_all();
       }
-      started.notify_all();
       work();
     });
   std::unique_lock<std::mutex> lock(start_mutex);
