@@ -3,6 +3,7 @@
 #include "kdseg/cli.h"
 #include "kdseg/cmd_models.h"
 #include "kdseg/cmd_report.h"
+#include "kdseg/util/crash.h"
 #include "kdseg/util/memory.h"
 
 #ifdef KDSEG_WITH_TORCH
@@ -11,6 +12,7 @@
 #endif
 
 int main(int argc, char** argv) {
+  kdseg::install_crash_report();
   kdseg::keep_freed_memory();
   CLI::App app{
       "kdseg: segment brain tumours in multimodal MRI and distil an ensemble of 3D "
