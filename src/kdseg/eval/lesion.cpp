@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kdseg/eval/box.h"
 #include "kdseg/eval/metrics.h"
 #include "kdseg/util/error.h"
 
@@ -13,44 +14,7 @@ namespace {
 using Dim = std::array<int64_t, 3>;
 using Spacing = std::array<double, 3>;
 
-// Half-open box [lo, hi) of voxels; empty while hi[0] <= lo[0].
-struct Box {
-  Dim lo{0, 0, 0}, hi{0, 0, 0};
-  bool empty() const { return hi[0] <= lo[0]; }
-  Dim size() const { return {hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]}; }
-  int64_t n_voxels() const {
-    return empty() ? 0 : (hi[0] - lo[0]) * (hi[1] - lo[1]) * (hi[2] - lo[2]);
-  }
-  void add(int64_t x, int64_t y, int64_t z) {
-    if (empty()) {
-      lo = {x, y, z};
-      hi = {x + 1, y + 1, z + 1};
-      return;
-    }
-    lo = {std::min(lo[0], x), std::min(lo[1], y), std::min(lo[2], z)};
-    hi = {std::max(hi[0], x + 1), std::max(hi[1], y + 1), std::max(hi[2], z + 1)};
-  }
-  void add(const Box& b) {
-    if (b.empty()) return;
-    if (empty()) {
-      *this = b;
-      return;
-    }
-    for (int a = 0; a < 3; ++a) {
-      lo[a] = std::min(lo[a], b.lo[a]);
-      hi[a] = std::max(hi[a], b.hi[a]);
-    }
-  }
-  // Grown by `r` voxels on every side, inside [0, dim).
-  Box grown(int64_t r, const Dim& dim) const {
-    Box g;
-    for (int a = 0; a < 3; ++a) {
-      g.lo[a] = std::max<int64_t>(0, lo[a] - r);
-      g.hi[a] = std::min<int64_t>(dim[a], hi[a] + r);
-    }
-    return g;
-  }
-};
+using Box = VoxelBox;
 
 // Calls f(x, y, z, i) for every voxel of `box` on a grid of `dim`, i its index on that grid.
 template <class F>
@@ -58,16 +22,6 @@ void for_each_voxel(const Box& box, const Dim& dim, F f) {
   for (int64_t z = box.lo[2]; z < box.hi[2]; ++z)
     for (int64_t y = box.lo[1]; y < box.hi[1]; ++y)
       for (int64_t x = box.lo[0]; x < box.hi[0]; ++x) f(x, y, z, (z * dim[1] + y) * dim[0] + x);
-}
-
-Box bounding_box(const uint8_t* mask, const Dim& dim) {
-  Box b;
-  Box all;
-  all.hi = dim;
-  for_each_voxel(all, dim, [&](int64_t x, int64_t y, int64_t z, int64_t i) {
-    if (mask[i]) b.add(x, y, z);
-  });
-  return b;
 }
 
 // The voxels of `box` (on a grid of `dim`) copied out, x fastest, as a grid of box.size().

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "kdseg/eval/box.h"
 #include "kdseg/eval/distance.h"
 #include "kdseg/eval/summary.h"
 #include "kdseg/util/error.h"
@@ -71,35 +72,11 @@ void check_grid(const char* where, const Dim& dim, const Spacing& spacing) {
                   "pass the voxel size in mm, e.g. {1, 1, 1}");
 }
 
-// Half-open box [lo, hi) of voxels; empty when hi[0] <= lo[0].
-struct Box {
-  Dim lo{0, 0, 0}, hi{0, 0, 0};
-  bool empty() const { return hi[0] <= lo[0]; }
-  Dim size() const { return {hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]}; }
-  int64_t n_voxels() const {
-    return empty() ? 0 : (hi[0] - lo[0]) * (hi[1] - lo[1]) * (hi[2] - lo[2]);
-  }
-  // Grows the box to hold row (y, z) from x0 to x1 - 1.
-  void add_row(int64_t x0, int64_t x1, int64_t y, int64_t z) {
-    if (empty()) {
-      lo = {x0, y, z};
-      hi = {x1, y + 1, z + 1};
-      return;
-    }
-    lo = {std::min(lo[0], x0), std::min(lo[1], y), std::min(lo[2], z)};
-    hi = {std::max(hi[0], x1), std::max(hi[1], y + 1), std::max(hi[2], z + 1)};
-  }
-};
+using Box = VoxelBox;
 
-Box box_union(const Box& a, const Box& b) {
-  if (a.empty()) return b;
-  if (b.empty()) return a;
-  Box u;
-  for (int i = 0; i < 3; ++i) {
-    u.lo[i] = std::min(a.lo[i], b.lo[i]);
-    u.hi[i] = std::max(a.hi[i], b.hi[i]);
-  }
-  return u;
+Box box_union(Box a, const Box& b) {
+  a.add(b);
+  return a;
 }
 
 // Grows `box` by the nonzero voxels of one row. The OR over the row vectorizes; only rows that
@@ -115,6 +92,8 @@ inline void add_row_extent(const uint8_t* row, int64_t nx, int64_t y, int64_t z,
   }
 }
 
+}  // namespace
+
 Box bounding_box(const uint8_t* mask, const Dim& dim) {
   Box b;
   for (int64_t z = 0; z < dim[2]; ++z)
@@ -122,6 +101,8 @@ Box bounding_box(const uint8_t* mask, const Dim& dim) {
       add_row_extent(mask + (z * dim[1] + y) * dim[0], dim[0], y, z, b);
   return b;
 }
+
+namespace {
 
 // Calls f(j) for every boundary voxel (boundary_mask) of `mask` inside `box`, j its index on the
 // box's grid, in increasing order. Neighbours are looked up in the whole grid, so these are the
