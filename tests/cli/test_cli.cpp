@@ -2,10 +2,12 @@
 // commands run as a user runs them (exit codes, outputs, messages).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <sstream>
 
 #include "kdseg/cli.h"
 #include "kdseg/io/nifti.h"
@@ -154,10 +156,30 @@ class CliCommands : public ::testing::Test {
 };
 
 TEST_F(CliCommands, EveryCommandHasHelp) {
-  for (const char* cmd : {"", "check", "evaluate", "synth", "montage", "models"}) {
-    auto r = run_kdseg(std::string(cmd) + " --help");
-    EXPECT_EQ(r.exit_code, 0) << cmd;
-    EXPECT_NE(r.output.find("Usage"), std::string::npos) << cmd;
+  // Every subcommand `kdseg --help` lists has its own --help, naming it and its options; the
+  // list holds every command (the LibTorch ones only where the build has LibTorch).
+  auto root = run_kdseg("--help");
+  ASSERT_EQ(root.exit_code, 0) << root.output;
+  const size_t listed_at = root.output.find("Subcommands:");
+  ASSERT_NE(listed_at, std::string::npos) << root.output;
+  std::vector<std::string> commands;
+  std::istringstream lines(root.output.substr(listed_at));
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind("  ", 0) == 0 && line.size() > 2 && line[2] != ' ')
+      commands.push_back(line.substr(2, line.find(' ', 2) - 2));
+  std::vector<std::string> expected{"synth",  "montage", "models", "check",
+                                    "evaluate", "report", "export"};
+  if (run_kdseg("--version").output.find("without LibTorch") == std::string::npos)
+    for (const char* c : {"train", "predict", "pseudo-label", "reproduce"}) expected.push_back(c);
+  for (const std::string& c : expected)
+    EXPECT_NE(std::find(commands.begin(), commands.end(), c), commands.end())
+        << c << " is not listed:\n" << root.output;
+  for (const std::string& cmd : commands) {
+    auto r = run_kdseg(cmd + " --help");
+    EXPECT_EQ(r.exit_code, 0) << cmd << ":\n" << r.output;
+    EXPECT_NE(r.output.find("Usage: kdseg " + cmd), std::string::npos) << cmd << ":\n" << r.output;
+    EXPECT_NE(r.output.find("--help"), std::string::npos) << cmd << ":\n" << r.output;
+    EXPECT_NE(r.output.find("Options:"), std::string::npos) << cmd << ":\n" << r.output;
   }
   auto v = run_kdseg("--version");
   EXPECT_EQ(v.exit_code, 0);

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kdseg/util/error.h"
@@ -69,7 +70,12 @@ TEST(Parallel, EveryIndexRunsExactlyOnce) {
 
 TEST(Threads, ZeroMeansEveryCore) {
   EXPECT_EQ(resolve_threads(3), 3);
-  EXPECT_GE(resolve_threads(0), 1);
+  EXPECT_EQ(resolve_threads(1), 1);
+  // 0 (and any non-positive count) is every core (std::thread::hardware_concurrency).
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  ASSERT_GT(cores, 0);
+  EXPECT_EQ(resolve_threads(0), cores);
+  EXPECT_EQ(resolve_threads(-1), cores);
 }
 
 TEST(Errors, MessageNamesWhereWhatAndHint) {
