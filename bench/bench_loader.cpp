@@ -1,8 +1,8 @@
 // Loader throughput: batches and samples per second of the threaded loader (sampling, crop,
 // augmentation, stacking) for 1 and 2 worker threads, with the ratio to 1 worker (the baseline,
 // measured in the same process), at two patch sizes. The consumer does nothing but take batches,
-// so this is the loader's ceiling; compare with the model's step time (DESIGN §7: a width-16 UNet
-// trains at ~0.6 s/step at 64³, ~2.7 s at 96³ on the 2-core development VM): the model waits
+// so this is the loader's ceiling; compare with the model's step time (bench_train_step; a width-16
+// UNet trains at ~0.6 s/step at 64³, ~2.7 s at 96³ on the 2-core development VM): the model waits
 // for data only when a batch takes longer to make than a step.
 //
 //   bench_loader [cohort] [batches] [cache]    defaults: a 2 mm synthetic cohort made in

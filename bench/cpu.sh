@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/cpu.sh — the CPU figures of kdseg's inference and training (README "Benchmarks"), each
+# bench/cpu.sh — the CPU figures of kdseg's inference and training (docs/speed.md), each
 # against the Python reference of the same pipeline (bench/reference/*.py on Debian's
 # python3-torch) run in this same command, on the same synthetic 1 mm case:
 #   0. the defaults first: whole `kdseg predict` processes against the authors'-style pipeline

@@ -45,7 +45,7 @@ void write_resolved_config(const CLI::App* cmd, const std::string& path,
                            const nlohmann::json& resolved = nlohmann::json());
 
 // Lists a batch command's failures on stderr and throws the one error that makes the exit code
-// non-zero: "<N> case(s) <summary>" (DESIGN §2 "Batches of cases").
+// non-zero: "<N> case(s) <summary>" (docs/design.md §2 "Batches of cases").
 void report_failures(const std::string& command, const std::vector<std::string>& failures,
                      const std::string& summary);
 

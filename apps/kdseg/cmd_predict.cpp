@@ -1,6 +1,6 @@
 // kdseg predict --model CKPT [--model CKPT2 ...] --in DIR --out DIR: segment cases with one
 // network or an ensemble; kdseg pseudo-label: the same over unlabelled cases, written as a
-// pseudo-labelled dataset (DESIGN §2).
+// pseudo-labelled dataset (docs/design.md §2).
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>

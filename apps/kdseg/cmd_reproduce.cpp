@@ -1,5 +1,5 @@
 // kdseg reproduce [--config F] [--out DIR]: the paper's experiment on the embedded synthetic
-// cohort, with the labelled-only control and paired statistics over seeds (DESIGN §2).
+// cohort, with the labelled-only control and paired statistics over seeds (docs/design.md §2).
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -23,9 +23,10 @@ CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptio
   cmd->add_option("--out", opt.out, "Experiment folder (layout: docs/outputs.md)")
       ->capture_default_str();
   cmd->add_option("--preset", opt.preset,
-                  "quick (a first look, ~10 min on 2 cores, 1 seed), cpu (the default, ~35 min, "
-                  "3 seeds), long (1000 steps per model: data-limited, ~2 h), paper (the paper's "
-                  "sizes and schedules: a GPU, days), tiny (tests)")
+                  "quick (a first look: 1 seed, 120 steps per model), cpu (the default: 3 "
+                  "seeds), long (1000 steps per model: data-limited), paper (the paper's sizes "
+                  "and schedules: a GPU), tiny (tests); --dry-run estimates the time on this "
+                  "machine")
       ->capture_default_str();
   cmd->add_option("--seeds", opt.n_seeds,
                   "Seeds 1..N (initialisation and sampling of all models); 0 = the preset's")

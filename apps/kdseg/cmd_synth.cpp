@@ -1,5 +1,5 @@
 // kdseg synth --out DIR --labeled N --unlabeled M --test K: a synthetic BraTS-layout cohort grown
-// on the Colin27 brain (DESIGN §6; layout in src/kdseg/synth/cohort.h).
+// on the Colin27 brain (docs/design.md §6; layout in src/kdseg/synth/cohort.h).
 #include <filesystem>
 #include <iostream>
 

@@ -1,4 +1,5 @@
-// kdseg train --model NAME --data DIR[:W] ... --out runs/NAME: one network, trained (DESIGN §4).
+// kdseg train --model NAME --data DIR[:W] ... --out runs/NAME: one network, trained
+// (docs/design.md §4).
 #include "kdseg/cmd_train.h"
 
 #include <iostream>

@@ -2,7 +2,7 @@
 """kdseg's `student` network in plain PyTorch: the in-run Python baseline of issue 9.
 
 A line-for-line re-implementation of src/kdseg/models/student.cpp and blocks.cpp (the residual
-UNet the authors released as their distilled student, DESIGN §3 item 4):
+UNet the authors released as their distilled student, docs/design.md §3 item 4):
 
   conv_in   conv3³ 4→w0, no bias            norm_in  GroupNorm(g, w0), affine, no activation
   encoder.l [down.(l-1): conv2³ stride 2 w(l-1)→w(l), no bias] + encoder_blocks[l] residual
@@ -180,8 +180,9 @@ def expected_count(config=None):
 
 
 def load_kdseg_checkpoint(path, map_location="cpu"):
-    """A Student with the weights of a kdseg checkpoint (DESIGN §2: a pickled dict with `arch`,
-    `config` (JSON text) and `state_dict`)."""
+    """A Student with the weights of a kdseg checkpoint (docs/design.md §2: a pickled dict with
+    `arch`, `config` (JSON text) and `state_dict`). torch.load: only for the files the bench itself
+    wrote; kdseg.load reads any checkpoint without running it (docs/checkpoint.md)."""
     ckpt = torch.load(path, map_location=map_location)
     if ckpt.get("arch") != "student":
         raise ValueError("%s: arch is %r, not 'student'" % (path, ckpt.get("arch")))

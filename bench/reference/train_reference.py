@@ -4,7 +4,7 @@ in-run baselines of issue 9 (CPU with Debian's python3-torch 1.13; GPU with pip 
 
 train: Adam (lr 1e-4) on a fixed (B,4,patch) input with sphere-shaped WT/TC/ET targets; loss =
   soft Dice 1 − (2Σpg+ε)/(Σp²+Σg²+ε) per sample and region, averaged, + BCE averaged over voxels
-  and summed over regions (DESIGN §4); fp32, or bf16 autocast with --bf16. Timed: forward,
+  and summed over regions (docs/design.md §4); fp32, or bf16 autocast with --bf16. Timed: forward,
   backward and optimiser step (data already on the device); s/step after --warmup steps.
   Peak memory: CPU resident set, or torch.cuda.max_memory_allocated after the warm-up.
 aug: the authors'-style single-threaded sample (their dataloader.py, plus rotation): crop a patch

@@ -1,4 +1,5 @@
-"""Reading kdseg checkpoints (src/kdseg/models/checkpoint.{h,cpp}, DESIGN §2, docs/checkpoint.md).
+"""Reading kdseg checkpoints (src/kdseg/models/checkpoint.{h,cpp}, docs/design.md §2,
+docs/checkpoint.md).
 
 A checkpoint is one file written by C++ torch::pickle_save of a dict:
 

@@ -1,4 +1,5 @@
-"""One case through a checkpoint's plan, as `kdseg predict` does (src/kdseg/infer/, DESIGN §4).
+"""One case through a checkpoint's plan, as `kdseg predict` does (src/kdseg/infer/,
+docs/design.md §4).
 
     import kdseg
     labels = kdseg.predict_case("runs/student/checkpoints/best.pt",

@@ -1,4 +1,4 @@
-// The checkpoint contract (DESIGN §2): save → load gives the same network, the version is
+// The checkpoint contract (docs/design.md §2): save → load gives the same network, the version is
 // checked (version 1, without a digest, still loads with a warning), loading is strict, extra
 // entries of every kind travel along, and Python's torch.load reads the file as a plain dict.
 #include <gtest/gtest.h>

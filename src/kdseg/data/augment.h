@@ -1,5 +1,6 @@
 #pragma once
-// Augmentation (paper §3, DESIGN §4) and the extraction of one training sample from a cached case.
+// Augmentation (paper §3, docs/design.md §4) and the extraction of one training sample
+// from a cached case.
 //
 // Spatial transforms — scaling, rotation about the three axes, mirroring across X and Y (tensor
 // dims D and H; never Z = W) — are composed into one affine map from patch voxels to case voxels,

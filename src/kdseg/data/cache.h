@@ -1,6 +1,7 @@
 #pragma once
-// The preprocessing cache (DESIGN §2 "Preprocessing cache"): every case is preprocessed once per
-// plan and stored compactly; every model and seed that uses the same plan shares the files.
+// The preprocessing cache (docs/design.md §2 "Preprocessing cache"): every case is
+// preprocessed once per plan and stored compactly; every model and seed that uses the same plan
+// shares the files.
 //
 // Location: `--cache DIR`; by default default_cache_dir() ($KDSEG_CACHE_DIR, else
 // $XDG_CACHE_HOME/kdseg, else ~/.cache/kdseg) — never inside a data folder

@@ -4,8 +4,8 @@
 // with every configuration error raised before any work (empty folder, unlabelled folder passed
 // as labelled, patch larger than the volume, cache inside the data).
 //
-// A folder is pseudo-labelled when it holds a dataset.json with "kind": "pseudo" (DESIGN §2).
-// What is read from it (everything else is ignored):
+// A folder is pseudo-labelled when it holds a dataset.json with "kind": "pseudo" (docs/design.md
+// §2). What is read from it (everything else is ignored):
 //   {"kind": "pseudo", "target": "hard" | "soft",
 //    "cases": {"<ID>": {"confidence": 0.93,                      (optional, default 1)
 //                       "soft": "<ID>/<ID>_soft.nii.gz",          (optional, relative to DIR)

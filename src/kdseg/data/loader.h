@@ -1,5 +1,6 @@
 #pragma once
-// The threaded loader (DESIGN §4): makes training batches on its own threads, ahead of the model.
+// The threaded loader (docs/design.md §4): makes training batches on its own threads,
+// ahead of the model.
 //
 // Batch k (optimiser step first_step + k) holds samples draw(step, rank*B + i), i < B, made by
 // make_batch() — a pure function of (sampler, augmentation options, step, rank) — so batch k is

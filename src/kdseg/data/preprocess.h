@@ -1,6 +1,6 @@
 #pragma once
-// Preprocessing (DESIGN §4): what turns a loaded case into network input, and how a prediction
-// made on that input goes back onto the case's own grid.
+// Preprocessing (docs/design.md §4): what turns a loaded case into network input, and how a
+// prediction made on that input goes back onto the case's own grid.
 //
 // Tensor axis convention of the whole data pipeline: a volume is (C,D,H,W) with D, H, W the
 // canonical RAS+ axes x, y, z of io/image.h (the plan's "(D,H,W)": a 144,144,128 patch is 128

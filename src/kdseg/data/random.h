@@ -1,7 +1,7 @@
 #pragma once
-// Counter-based random numbers for the data pipeline (DESIGN §4): every sample's draws derive
-// only from (seed, step, sample index), so a resumed run, a run with another number of loader
-// threads and a distributed run all draw exactly the samples of one uninterrupted process.
+// Counter-based random numbers for the data pipeline (docs/design.md §4): every sample's draws
+// derive only from (seed, step, sample index), so a resumed run, a run with another number of
+// loader threads and a distributed run all draw exactly the samples of one uninterrupted process.
 // The draws are written out here (no std:: distributions, whose output differs between standard
 // libraries). Header-only, LibTorch-free.
 #include <cmath>

@@ -1,5 +1,5 @@
 #pragma once
-// Where each training patch comes from (DESIGN §4 "Sampling").
+// Where each training patch comes from (docs/design.md §4 "Sampling").
 //
 // Sample `index` of optimiser step `step` is decided by draw(step, index) from a generator keyed
 // only by (seed, step, index) (random.h): the same whatever the number of loader threads, after

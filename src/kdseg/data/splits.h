@@ -1,6 +1,6 @@
 #pragma once
-// splits.json (DESIGN §2 "Splits"): which case IDs an experiment trains on, validates on and
-// tests on. Every method and seed of an experiment uses the same file. LibTorch-free.
+// splits.json (docs/design.md §2 "Splits"): which case IDs an experiment trains on, validates on
+// and tests on. Every method and seed of an experiment uses the same file. LibTorch-free.
 //
 //   {"format": "kdseg-splits", "version": 1, "seed": 2019, "validation_fraction": 0.2,
 //    "train": ["SYN_L0002", ...], "validation": ["SYN_L0001", ...], "test": ["SYN_T0001", ...]}

@@ -13,7 +13,8 @@
 // Any collective throws kdseg::Error when a peer died or stayed silent for longer than the
 // timeout (never hangs forever); the group is then unusable and the process should exit.
 //
-// No LibTorch/c10d headers here (STYLE 12): at::Tensor is forward-declared.
+// No LibTorch/c10d headers here (docs/design.md §7 "Light headers"): at::Tensor is
+// forward-declared.
 #include <chrono>
 #include <cstdint>
 #include <map>

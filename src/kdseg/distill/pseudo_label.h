@@ -1,6 +1,6 @@
 #pragma once
-// `kdseg pseudo-label` (DESIGN §2 "Pseudo-labelled dataset"): an ensemble labels cases nobody
-// annotated and writes them as a dataset that `kdseg train --data` reads as is.
+// `kdseg pseudo-label` (docs/design.md §2 "Pseudo-labelled dataset"): an ensemble labels cases
+// nobody annotated and writes them as a dataset that `kdseg train --data` reads as is.
 //
 // OUT/<ID>/<ID>_{t1,t1ce,t2,flair}.nii.gz   the images (hard links; copies where links fail;
 //                                           written anew for 4D MSD inputs)

@@ -1,5 +1,5 @@
 #pragma once
-// Segmentation metrics as the BraTS challenge scores them (DESIGN §5).
+// Segmentation metrics as the BraTS challenge scores them (docs/design.md §5).
 //
 // Label maps are in kdseg's internal BraTS convention {0, 1, 2, 4} (0 background, 1 necrotic /
 // non-enhancing core, 2 oedema, 4 enhancing tumour) and are scored on three nested regions:

@@ -1,5 +1,6 @@
 #pragma once
-// Summary statistics of a metric over cases: the numbers behind the paper's box plots (DESIGN §5).
+// Summary statistics of a metric over cases: the numbers behind the paper's box plots
+// (docs/design.md §5).
 //
 // Conventions follow the Python tools the BraTS community reports with, so tables can be compared
 // digit for digit: percentiles interpolate linearly (numpy.percentile's default, "linear"), the

@@ -1,7 +1,7 @@
 #pragma once
 // One network or an ensemble of several (architectures may differ) applied to whole cases
-// (DESIGN §2 "Prediction"): each member preprocesses the case with its own checkpoint's plan,
-// predicts region probabilities with the sliding window (+ mirror TTA), puts them back on the
+// (docs/design.md §2 "Prediction"): each member preprocesses the case with its own checkpoint's
+// plan, predicts region probabilities with the sliding window (+ mirror TTA), puts them back on the
 // case's own grid (undoing crop and resampling), and the members are averaged there, weighted.
 #include <ATen/core/Tensor.h>
 

@@ -1,6 +1,6 @@
 #pragma once
-// From region probabilities to a BraTS label map, and the clean-up after it (DESIGN §4): each
-// step a named option, sizes in mm³ so that they mean the same at any spacing.
+// From region probabilities to a BraTS label map, and the clean-up after it (docs/design.md §4):
+// each step a named option, sizes in mm³ so that they mean the same at any spacing.
 #include <ATen/core/Tensor.h>
 
 #include <array>

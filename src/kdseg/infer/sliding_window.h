@@ -1,6 +1,6 @@
 #pragma once
-// Sliding-window inference (DESIGN §4 "Inference"): one path for a single network, a teacher
-// ensemble and the student (STYLE 6: it takes a callable).
+// Sliding-window inference (docs/design.md §4 "Inference"): one path for a single network, a
+// teacher ensemble and the student (docs/design.md §7: it takes a callable).
 //
 // A (C,D,H,W) volume is covered by windows whose starts come from window_starts() on each axis;
 // every window's prediction is weighted by gaussian_weights() (σ = 1/8 of the window, as nnU-Net

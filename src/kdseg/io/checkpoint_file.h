@@ -13,9 +13,9 @@
 // (an empty dict: a tensor's backward hooks), strings, numbers, booleans, None, lists, tuples and
 // dicts. Any other global is refused by name; nothing in the file is ever called.
 //
-// The checkpoint dict (DESIGN §2) then carries "digest": "sha256:<64 hex>", the SHA-256 of the
-// canonical encoding of every other entry (content_digest below; python/kdseg/checkpoint_file.py
-// computes the same bytes from the dict torch.load gives).
+// The checkpoint dict (docs/design.md §2) then carries "digest": "sha256:<64 hex>", the SHA-256 of
+// the canonical encoding of every other entry (content_digest below;
+// python/kdseg/checkpoint_file.py computes the same bytes from the dict torch.load gives).
 #include <cstddef>
 #include <cstdint>
 #include <memory>

@@ -1,6 +1,7 @@
 #pragma once
-// Dataset layouts (DESIGN §1): finding the cases of a folder and loading one case into kdseg's
-// internal conventions — channels T1, T1ce, T2, FLAIR; labels {0, 1 NCR, 2 ED, 4 ET} — and back.
+// Dataset layouts (docs/design.md §1): finding the cases of a folder and loading one case
+// into kdseg's internal conventions — channels T1, T1ce, T2, FLAIR; labels {0, 1 NCR, 2 ED,
+// 4 ET} — and back.
 #include <array>
 #include <optional>
 #include <string>

@@ -1,10 +1,10 @@
 #pragma once
-// Image<T>: voxels plus the geometry they came with (STYLE 8: geometry travels with the voxels).
+// Image<T>: voxels plus the geometry they came with (docs/design.md §7 "Geometry").
 //
 // Inside kdseg every image is held in one canonical orientation, RAS+ (orientation.h). `source`
 // keeps the header of the file the voxels were read from and `to_canonical` how its axes were
 // permuted and flipped, so that a result written "like" that input lands in the input's own
-// orientation with its own qform, sform and pixdim (DESIGN §1).
+// orientation with its own qform, sform and pixdim (docs/design.md §1).
 #include <array>
 #include <cstdint>
 #include <string>

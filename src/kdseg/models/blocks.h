@@ -1,5 +1,5 @@
 #pragma once
-// The one set of blocks the five networks are built from (DESIGN §3): affine group/instance
+// The one set of blocks the five networks are built from (docs/design.md §3): affine group/instance
 // normalisation, conv → norm → activation, the residual block in its two orderings
 // (post-activation as in the released student, pre-activation as in Myronenko's and Lachinov's
 // networks), the 1×1-conv + trilinear ×2 upsampling, and the input-size check every network runs.

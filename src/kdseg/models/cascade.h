@@ -1,7 +1,7 @@
 #pragma once
 // `cascade`: the cascaded multi-encoder UNet (Lachinov, Vasiliev, Turlapov, BraTS 2018; the
 // authors' MXNet code github.com/lachinov/brats2018-graphlabunn, segmentation_model.py;
-// DESIGN §3 item 3).
+// docs/design.md §3 item 3).
 //
 // One net of the cascade (CascadeNet), with f features and encoder multiplier m, depth L:
 //   one encoder per modality, run as grouped convolutions (groups = in_channels): conv3³ →

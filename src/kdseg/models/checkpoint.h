@@ -1,5 +1,5 @@
 #pragma once
-// The checkpoint file, DESIGN §2's contract (docs/checkpoint.md): one file written by
+// The checkpoint file, docs/design.md §2's contract (docs/checkpoint.md): one file written by
 // torch::pickle_save of a dict (string → any) that Python reads as a plain dict
 // (kdseg.load, python/kdseg/checkpoint_file.py; torch.load too):
 //   "format"     "kdseg-checkpoint"

@@ -3,8 +3,8 @@
 // SegNetImpl, the common base of the five architectures, and make_net, which builds one by name
 // from its options JSON.
 //
-// Output convention: forward returns LOGITS, (B,3,D,H,W), channels WT, TC, ET (DESIGN §1 region
-// order); sigmoid(logits) are the region probabilities. The losses take logits too
+// Output convention: forward returns LOGITS, (B,3,D,H,W), channels WT, TC, ET (docs/design.md §1
+// region order); sigmoid(logits) are the region probabilities. The losses take logits too
 // (BCE-with-logits is the numerically stable form).
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>

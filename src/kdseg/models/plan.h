@@ -1,7 +1,7 @@
 #pragma once
-// The preprocessing plan a checkpoint records (DESIGN §2): how its inputs were prepared, so that
-// predict applies the same steps and undoes them. Plain data, LibTorch-free. A placeholder that
-// the training stage fills; its fields are the contract's list.
+// The preprocessing plan a checkpoint records (docs/design.md §2): how its inputs were prepared, so
+// that predict applies the same steps and undoes them. Plain data, LibTorch-free. A placeholder
+// that the training stage fills; its fields are the contract's list.
 #include <array>
 #include <cstdint>
 #include <nlohmann/json.hpp>

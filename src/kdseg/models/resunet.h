@@ -1,6 +1,6 @@
 #pragma once
 // `resunet` and `resunet-vae`: Myronenko's asymmetric residual UNet (BraTS 2018 winner, "3D MRI
-// brain tumor segmentation using autoencoder regularization"; DESIGN §3 item 2):
+// brain tumor segmentation using autoencoder regularization"; docs/design.md §3 item 2):
 //   input conv3³ 4→w0, spatial dropout (0.2);
 //   encoder level l: [l>0: conv3³ stride 2 w(l-1)→w(l)] + encoder_blocks[l] pre-activation
 //     residual blocks GN(8)→ReLU→conv3³→GN→ReLU→conv3³, + identity;

@@ -1,6 +1,7 @@
 #pragma once
 // `student`: the residual UNet the authors released as their distilled model
-// (github.com/lachinov/brats2019, model.py, class UNet with block=Residual; DESIGN §3 item 4):
+// (github.com/lachinov/brats2019, model.py, class UNet with block=Residual;
+// docs/design.md §3 item 4):
 //   input conv3³ 4→w0 (no bias) + GroupNorm, no activation;
 //   encoder level l: [l>0: conv2³ stride 2 w(l-1)→w(l), no bias] + encoder_blocks[l] residual
 //     blocks conv3³→GN→LeakyReLU(0.01) twice, then add (post-activation);

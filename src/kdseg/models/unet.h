@@ -1,5 +1,5 @@
 #pragma once
-// `unet`: the "No New Net" 3D UNet (Isensee et al., BraTS 2018; DESIGN §3 item 1):
+// `unet`: the "No New Net" 3D UNet (Isensee et al., BraTS 2018; docs/design.md §3 item 1):
 //   encoder level l: two conv3³ → InstanceNorm (affine) → LeakyReLU(0.01); the first conv of
 //     every level but the top has stride 2 (strided convolutions instead of max pooling);
 //   decoder level l (coarse → fine): 1×1 conv w(l+1)→w(l) (filter reduction), trilinear ×2,

@@ -1,12 +1,12 @@
 #pragma once
-// `kdseg reproduce` (DESIGN §2, issue "the paper's experiment"): synthesise (or reuse) a cohort,
-// train the teachers (the paper's three by default), ensemble them, pseudo-label the unlabelled
-// cases, train the student on labelled + pseudo-labelled data, and two rows the paper lacks: the
-// control (the same student on the labelled data alone) and the oracle (the same student on the
-// true labels of the labelled and the unlabelled cases: the ceiling pseudo-labels could reach);
-// evaluate every method on the test split, over several seeds, and compare them case by case
-// (paired bootstrap, eval/paired.h). The oracle against the control says which regime the run is
-// in: data-limited (more labels help, so distillation can show a gain) or budget-limited.
+// `kdseg reproduce` (docs/design.md §2, issue "the paper's experiment"): synthesise (or reuse) a
+// cohort, train the teachers (the paper's three by default), ensemble them, pseudo-label the
+// unlabelled cases, train the student on labelled + pseudo-labelled data, and two rows the paper
+// lacks: the control (the same student on the labelled data alone) and the oracle (the same student
+// on the true labels of the labelled and the unlabelled cases: the ceiling pseudo-labels could
+// reach); evaluate every method on the test split, over several seeds, and compare them case by
+// case (paired bootstrap, eval/paired.h). The oracle against the control says which regime the run
+// is in: data-limited (more labels help, so distillation can show a gain) or budget-limited.
 //
 // Layout of the output folder: docs/outputs.md ("The experiment"). Every stage is skipped when
 // its output is there (a finished run's done.json, a prediction file, a pseudo-label's
@@ -38,9 +38,9 @@ struct ModelRecipe {
 
 struct ReproduceOptions {
   std::string out = "reproduce";  // experiment folder
-  std::string preset = "cpu";     // quick (~10 min on 2 cores: a first look), cpu (the default,
-                                  // ~35 min), long (data-limited, ~2 h), paper (the paper's sizes
-                                  // and schedules: a GPU), tiny (a minute or two: tests)
+  std::string preset = "cpu";     // quick (a first look, 1 seed), cpu (the default), long
+                                  // (data-limited), paper (the paper's sizes and schedules: a
+                                  // GPU), tiny (tests); --dry-run estimates the time here
   int n_seeds = 0;                // seeds 1..N vary initialisation and sampling of all models;
                                   // 0 = the preset's
   std::string teachers =

@@ -1,5 +1,5 @@
 #pragma once
-// bf16 autocast for a scope (DESIGN §4 "Devices"): convolutions and matrix products run in
+// bf16 autocast for a scope (docs/design.md §4 "Devices"): convolutions and matrix products run in
 // bfloat16 (oneDNN on CPUs with AVX-512 BF16 / AMX, tensor cores on CUDA) while LibTorch's
 // autocast policy keeps normalisations, reductions and losses in float32. Compiles against
 // LibTorch 1.13 and 2.x, whose autocast APIs differ. LibTorch-free header.

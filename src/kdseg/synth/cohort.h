@@ -1,5 +1,5 @@
 #pragma once
-// `kdseg synth`: writes a synthetic cohort in the BraTS 2018-2021 layout (DESIGN §2, §6).
+// `kdseg synth`: writes a synthetic cohort in the BraTS 2018-2021 layout (docs/design.md §2, §6).
 //
 //   OUT/labeled/<ID>/<ID>_{t1,t1ce,t2,flair,seg}.nii.gz     IDs SYN_L0001, SYN_L0002, ...
 //   OUT/unlabeled/<ID>/<ID>_{t1,t1ce,t2,flair}.nii.gz       IDs SYN_U0001, ...

@@ -1,9 +1,10 @@
 #pragma once
 // Random numbers for the synthetic cohort. Every case draws from its own generator, derived from
 // (seed, split, index) with SplitMix64, so a case's bytes do not depend on the thread count, on
-// the order cases run in, or on how many cases the other splits hold (STYLE 9). The draws are
-// written out here (not std::uniform_real_distribution, whose output differs between standard
-// libraries) so that the same seed gives the same cohort on every platform.
+// the order cases run in, or on how many cases the other splits hold (docs/design.md §7
+// "Determinism"). The draws are written out here (not std::uniform_real_distribution, whose output
+// differs between standard libraries) so that the same seed gives the same cohort on
+// every platform.
 #include <cstdint>
 #include <random>
 

@@ -1,5 +1,5 @@
 #pragma once
-// The training losses (paper §2.1, DESIGN §4), as pure functions of tensors.
+// The training losses (paper §2.1, docs/design.md §4), as pure functions of tensors.
 //
 // Inputs are LOGITS (what every kdseg network returns) and targets in [0,1]: hard labels (0/1)
 // or soft ones (an ensemble's probabilities, for distillation). Shapes (B,C,D,H,W), C = 3

@@ -1,6 +1,6 @@
 #pragma once
-// Learning-rate schedules of the paper's three teachers (DESIGN §3-4), as one pure function of
-// the step: Adam with a step drop (unet, resunet: ×0.1 at 75 % of the steps), SGD with an
+// Learning-rate schedules of the paper's three teachers (docs/design.md §3-4), as one pure function
+// of the step: Adam with a step drop (unet, resunet: ×0.1 at 75 % of the steps), SGD with an
 // exponential decay per epoch (cascade: ×0.99), and nnU-Net's poly decay. LibTorch-free.
 #include <cstdint>
 #include <string>

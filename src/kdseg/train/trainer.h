@@ -1,8 +1,8 @@
 #pragma once
-// `kdseg train`: the training engine (DESIGN §4). One function, train(), runs a whole training
-// run from a TrainOptions: configuration checks before any work, data through the preprocessing
-// cache and the threaded loader, optimiser + schedule, validation with the BraTS Dice every
-// val_every steps, atomic checkpoints, and --resume that continues bit for bit.
+// `kdseg train`: the training engine (docs/design.md §4). One function, train(), runs a whole
+// training run from a TrainOptions: configuration checks before any work, data through the
+// preprocessing cache and the threaded loader, optimiser + schedule, validation with the BraTS Dice
+// every val_every steps, atomic checkpoints, and --resume that continues bit for bit.
 //
 // Output folder (docs/outputs.md): config.json, splits.json, log.csv, checkpoints/{last,best}.pt,
 // done.json.

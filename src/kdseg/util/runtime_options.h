@@ -1,5 +1,5 @@
 #pragma once
-// Options every command takes (DESIGN §2 "Options"). Free of LibTorch.
+// Options every command takes (docs/design.md §2 "Options"). Free of LibTorch.
 #include <string>
 
 namespace kdseg {
