@@ -1,8 +1,12 @@
 // NIfTI round trips: every datatype, .nii and .nii.gz, NIfTI-1 and -2, 3D and 4D; orientation.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <random>
+#include <thread>
+#include <vector>
 
 #include "kdseg/io/gzip.h"
 #include "kdseg/io/nifti.h"
@@ -245,6 +249,41 @@ TEST(NiftiIo, WritesAreAtomic) {
   EXPECT_EQ(n, 1);
   // A write to an impossible place fails loudly.
   EXPECT_THROW(write_volume("/proc/kdseg_cannot_write/x.nii.gz", v), Error);
+}
+
+TEST(NiftiIo, ThreadsWritingOneFileEachLandWhole) {
+  // The preprocessing cache's threads write the same plan.json when a plan's first cases are built
+  // together: every write succeeds, the file is one of them whole, no temporary file is left.
+  // (With one temporary name per process, a thread's rename found its file already renamed.)
+  ScratchDir dir("atomic_threads");
+  const std::string path = dir.str("plan.json");
+  constexpr int kThreads = 8, kRounds = 40;
+  std::vector<std::vector<uint8_t>> payloads;
+  for (int t = 0; t < kThreads; ++t)
+    payloads.emplace_back(static_cast<size_t>(4096 + 97 * t), static_cast<uint8_t>('a' + t));
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int r = 0; r < kRounds; ++r) {
+        try {
+          write_file_atomic(path, payloads[t].data(), payloads[t].size());
+        } catch (const Error&) {
+          ++failures;
+        }
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  const std::vector<uint8_t> got = read_file(path);
+  EXPECT_NE(std::find(payloads.begin(), payloads.end(), got), payloads.end())
+      << "a mix of writes: " << got.size() << " bytes";
+  int n = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir.path())) {
+    EXPECT_EQ(e.path().filename(), "plan.json");
+    ++n;
+  }
+  EXPECT_EQ(n, 1);
 }
 
 TEST(NiftiIo, WritesAreSyncedBeforeAndAfterTheRename) {

@@ -210,6 +210,14 @@ std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes) {
 namespace {
 
 std::atomic<uint64_t> g_syncs{0};
+std::atomic<uint64_t> g_temporaries{0};
+
+// `path`.tmp.<pid>.<n>: unique to this call, so that two threads (e.g. the preprocessing cache's,
+// which write the same plan.json when a plan's first cases are built together) or two processes
+// writing one file never share a temporary file; the last rename wins, whole.
+std::string temporary_name(const std::string& path) {
+  return path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(++g_temporaries);
+}
 
 // fsync of an open file; a failure means the data may not be on disk.
 void sync_file(int fd, const std::string& path) {
@@ -243,7 +251,7 @@ void write_file_atomic(const std::string& path, const uint8_t* bytes, size_t siz
   fs::path target(path);
   std::error_code ec;
   if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const std::string tmp = temporary_name(path);
   {
     std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(tmp.c_str(), "wb"), &std::fclose);
     if (!f)
@@ -280,7 +288,7 @@ void write_file_atomic(const std::string& path, const uint8_t* bytes, size_t siz
 void link_or_copy(const std::string& from, const std::string& to) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  const fs::path tmp = to + ".tmp." + std::to_string(::getpid());
+  const fs::path tmp = temporary_name(to);
   fs::remove(tmp, ec);
   fs::create_hard_link(from, tmp, ec);
   if (ec) {  // a copy: its bytes are new, sync them before they get the name

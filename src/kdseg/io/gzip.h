@@ -26,9 +26,10 @@ std::vector<uint8_t> gzip(const uint8_t* bytes, size_t size, int level = 4);
 // The whole file, or its first `max_bytes`; throws kdseg::Error naming the path when it cannot
 // be read.
 std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes = SIZE_MAX);
-// Writes to `path`.tmp.<pid>, fsyncs it, renames it over `path` and fsyncs the folder (as SQLite,
-// git and LevelDB do): readers never see a half-written file, and after a power loss the file is
-// either the old one or the whole new one, never an empty rename.
+// Writes to `path`.tmp.<pid>.<n> (unique per call), fsyncs it, renames it over `path` and fsyncs
+// the folder (as SQLite, git and LevelDB do): readers never see a half-written file, and after a
+// power loss the file is either the old one or the whole new one, never an empty rename. Threads
+// and processes may write the same path at once: each write lands whole, the last one stays.
 void write_file_atomic(const std::string& path, const uint8_t* bytes, size_t size);
 // Puts `from` at `to` as a hard link, or a copy where links are impossible (another file
 // system), through a temporary name; a previous `to` is replaced.
