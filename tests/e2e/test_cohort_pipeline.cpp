@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "kdseg/io/dataset.h"
@@ -213,13 +214,35 @@ TEST(CohortPipeline, TheLabelledSplitHoldsEveryTumourKind) {
 }
 
 TEST(CohortPipeline, MontageDrawsACase) {
+  // Montages of an enhancing and a non-enhancing case (cohort.json's kinds), decoded by
+  // tests/python/png_stats.py: five panels (T1, T1CE, T2, FLAIR, labels over FLAIR) of 240 px and
+  // 4 px gaps; the four images are not blank and uncoloured; the label panel shows oedema green
+  // in both, ET yellow only where the tumour enhances.
   ScratchDir out("e2e_montage");
-  auto r = run_kdseg("montage --case " + kCohort + "/labeled/SYN_L0001 --out " + out.str("m.png"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  std::ifstream f(out.str("m.png"), std::ios::binary);
-  char sig[8];
-  f.read(sig, 8);
-  EXPECT_EQ(std::string(sig + 1, 3), "PNG");
+  for (const auto& [id, enhancing] : {std::pair<std::string, bool>{"SYN_L0001", true},
+                                      std::pair<std::string, bool>{"SYN_L0002", false}}) {
+    const std::string png = out.str(id + ".png");
+    auto r = run_kdseg("montage --case " + kCohort + "/labeled/" + id + " --out " + png);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find(id + " -> " + png + " (1224x"), std::string::npos) << r.output;
+    auto stats = test::run_command(std::string(KDSEG_SYSTEM_PYTHON) + " " + KDSEG_SOURCE_DIR +
+                                   "/tests/python/png_stats.py " + png + " 5");
+    ASSERT_EQ(stats.exit_code, 0) << stats.output;
+    const auto s = nlohmann::json::parse(stats.output);
+    EXPECT_EQ(s["width"], 5 * 240 + 6 * 4) << stats.output;
+    EXPECT_GT(s["height"].get<int>(), 200) << stats.output;
+    for (int k = 0; k < 4; ++k) {
+      EXPECT_GT(s["panels"][k]["grey_std"].get<double>(), 10) << id << " panel " << k;
+      for (const char* colour : {"red", "green", "yellow"})
+        EXPECT_EQ(s["panels"][k][colour], 0) << id << " panel " << k << " " << colour;
+    }
+    const auto& labels = s["panels"][4];
+    EXPECT_GT(labels["green"].get<int>(), 100) << id << ": " << labels;
+    if (enhancing)
+      EXPECT_GT(labels["yellow"].get<int>(), 100) << id << ": " << labels;
+    else
+      EXPECT_EQ(labels["yellow"], 0) << id << ": " << labels;
+  }
 }
 
 }  // namespace
