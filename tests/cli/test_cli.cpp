@@ -167,13 +167,14 @@ TEST_F(CliCommands, EveryCommandHasHelp) {
   for (std::string line; std::getline(lines, line);)
     if (line.rfind("  ", 0) == 0 && line.size() > 2 && line[2] != ' ')
       commands.push_back(line.substr(2, line.find(' ', 2) - 2));
-  std::vector<std::string> expected{"synth",  "montage", "models", "check",
-                                    "evaluate", "report", "export"};
+  std::vector<std::string> expected{"synth",    "montage", "models", "check",
+                                    "evaluate", "report",  "export"};
   if (run_kdseg("--version").output.find("without LibTorch") == std::string::npos)
     for (const char* c : {"train", "predict", "pseudo-label", "reproduce"}) expected.push_back(c);
   for (const std::string& c : expected)
     EXPECT_NE(std::find(commands.begin(), commands.end(), c), commands.end())
-        << c << " is not listed:\n" << root.output;
+        << c << " is not listed:\n"
+        << root.output;
   for (const std::string& cmd : commands) {
     auto r = run_kdseg(cmd + " --help");
     EXPECT_EQ(r.exit_code, 0) << cmd << ":\n" << r.output;

@@ -7,8 +7,8 @@
 #include <fstream>
 #include <iterator>
 #include <map>
-#include <utility>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "kdseg/io/dataset.h"
 #include "kdseg/io/nifti.h"

@@ -142,8 +142,8 @@ TEST(Checkpoint, ContentThatDoesNotMatchItsDigestIsRefused) {
   ASSERT_EQ(ok.digest.size(), 7u + 64u);
   EXPECT_EQ(ok.digest.substr(0, 7), "sha256:");
   // The same digest over weights changed by one ulp in one element.
-  StateDict state = c10::impl::toTypedDict<std::string, at::Tensor>(
-      dict.at("state_dict").toGenericDict()).copy();
+  StateDict state =
+      c10::impl::toTypedDict<std::string, at::Tensor>(dict.at("state_dict").toGenericDict()).copy();
   at::Tensor w = state.at("head.weight").clone();
   w.view(-1)[0] = std::nextafter(w.view(-1)[0].item<float>(), 1e9f);
   state.insert_or_assign("head.weight", w);
@@ -271,8 +271,8 @@ TEST(Checkpoint, ExtrasOfEveryKindComeBackWithTheirTypes) {
       EXPECT_EQ(back, e.value()) << key;
     }
   }
-  auto typed = c10::impl::toTypedDict<std::string, at::Tensor>(
-      ckpt.extra.at("optimizer").toGenericDict());
+  auto typed =
+      c10::impl::toTypedDict<std::string, at::Tensor>(ckpt.extra.at("optimizer").toGenericDict());
   EXPECT_TRUE(torch::equal(typed.at("head.weight.exp_avg"),
                            optimizer.at("head.weight.exp_avg").toTensor()));
   EXPECT_EQ(ckpt.extra.at("ints").toIntVector(), (std::vector<int64_t>{1, 2, 3}));

@@ -63,14 +63,15 @@ void load_state_dict(torch::nn::Module& module, const StateDict& state, const st
 
 namespace {
 
-const std::set<std::string> kReserved{"format", "version", "arch", "config", "state_dict",
-                                      "digest"};
+const std::set<std::string> kReserved{"format", "version",    "arch",
+                                      "config", "state_dict", "digest"};
 
 at::ScalarType scalar_type(const std::string& dtype) {
   static const std::map<std::string, at::ScalarType> kTypes{
-      {"float32", at::kFloat}, {"float64", at::kDouble}, {"float16", at::kHalf},
-      {"bfloat16", at::kBFloat16}, {"int64", at::kLong}, {"int32", at::kInt},
-      {"int16", at::kShort}, {"int8", at::kChar}, {"uint8", at::kByte}, {"bool", at::kBool}};
+      {"float32", at::kFloat},     {"float64", at::kDouble}, {"float16", at::kHalf},
+      {"bfloat16", at::kBFloat16}, {"int64", at::kLong},     {"int32", at::kInt},
+      {"int16", at::kShort},       {"int8", at::kChar},      {"uint8", at::kByte},
+      {"bool", at::kBool}};
   return kTypes.at(dtype);
 }
 
@@ -108,12 +109,18 @@ class ToIValue {
       expected = &own;
     }
     switch (v.kind) {
-      case K::none: return c10::IValue();
-      case K::boolean: return v.boolean;
-      case K::integer: return v.integer;
-      case K::real: return v.real;
-      case K::string: return v.string;
-      case K::tensor: return tensor(*v.tensor);
+      case K::none:
+        return c10::IValue();
+      case K::boolean:
+        return v.boolean;
+      case K::integer:
+        return v.integer;
+      case K::real:
+        return v.real;
+      case K::string:
+        return v.string;
+      case K::tensor:
+        return tensor(*v.tensor);
       case K::list: {
         const TypeTag& item = expected && expected->name == "List" ? expected->args[0] : kAny;
         c10::impl::GenericList list(type_of(item));
@@ -176,8 +183,9 @@ std::shared_ptr<const std::vector<uint8_t>> pickle_bytes(const c10::impl::Generi
 std::vector<uint8_t> checkpoint_file_bytes(c10::impl::GenericDict dict, const std::string& where) {
   if (dict.contains("digest"))
     throw Error(where, "the checkpoint dict already has a \"digest\" entry");
-  const std::string hint = "a checkpoint's extra entries may be None, bools, ints, floats, "
-                           "strings, tensors, and lists, tuples and dicts of them";
+  const std::string hint =
+      "a checkpoint's extra entries may be None, bools, ints, floats, "
+      "strings, tensors, and lists, tuples and dicts of them";
   std::string digest;
   try {
     dict = dict.copy();  // GenericDict is a handle: leave the caller's dict as it was
