@@ -89,12 +89,48 @@ TEST(NarrowConv, WeightGradientIsTheSameBitsEveryRun) {
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(at::equal(narrow_conv3d_weight_grad(g, x), first));
 }
 
+// The wide weight gradient (both sides above kNarrowChannels, out a multiple of 8) against
+// LibTorch's, on shapes with every input-block remainder and odd sizes.
+TEST(NarrowConv, WideWeightGradientIsLibTorchs) {
+  torch::manual_seed(11);
+  for (const auto& [n_in, n_out, d, h, w] : std::vector<std::array<int64_t, 5>>{{8, 8, 6, 7, 9},
+                                                                                {16, 16, 5, 4, 3},
+                                                                                {5, 8, 4, 6, 5},
+                                                                                {6, 16, 3, 5, 7},
+                                                                                {7, 8, 2, 3, 4}}) {
+    const at::Tensor x = torch::randn({2, n_in, d, h, w}), g = torch::randn({2, n_out, d, h, w});
+    const at::Tensor wt = torch::randn({n_out, n_in, 3, 3, 3});
+    const at::Tensor ref =
+        std::get<1>(at::convolution_backward(g, x, wt, c10::nullopt, {1, 1, 1}, {1, 1, 1},
+                                             {1, 1, 1}, false, {0, 0, 0}, 1, {false, true, false}));
+    const at::Tensor got = wide_conv3d_weight_grad(g, x);
+    EXPECT_LT((got - ref).abs().max().item<float>(), 1e-4 * ref.abs().max().item<float>())
+        << n_in << " -> " << n_out;
+    EXPECT_TRUE(at::equal(got, wide_conv3d_weight_grad(g, x)));  // the same bits again
+  }
+  // Through autograd: narrow_conv3d's three gradients are LibTorch's.
+  const at::Tensor x = torch::randn({2, 8, 6, 5, 7}).requires_grad_();
+  const at::Tensor wt = (0.1 * torch::randn({16, 8, 3, 3, 3})).requires_grad_();
+  const at::Tensor b = torch::randn({16}).requires_grad_();
+  ASSERT_TRUE(narrow_conv3d_applies(x, wt));
+  const at::Tensor up = torch::randn({2, 16, 6, 5, 7});
+  auto grads = torch::autograd::grad({(narrow_conv3d(x, wt, b) * up).sum()}, {x, wt, b});
+  auto ref = torch::autograd::grad({(at::conv3d(x, wt, b, 1, 1) * up).sum()}, {x, wt, b});
+  for (size_t k = 0; k < 3; ++k)
+    EXPECT_LT((grads[k] - ref[k]).abs().max().item<float>(),
+              1e-4 * ref[k].abs().max().item<float>())
+        << k;
+  EXPECT_THROW(
+      wide_conv3d_weight_grad(torch::randn({1, 6, 3, 3, 3}), torch::randn({1, 8, 3, 3, 3})), Error);
+}
+
 TEST(NarrowConv, HandsOtherConvolutionsToLibTorch) {
   torch::manual_seed(5);
   const at::Tensor x = torch::randn({1, 16, 4, 4, 8}), w = torch::randn({3, 16, 3, 3, 3});
   const at::Tensor b = torch::randn({3});
-  // Wide on both sides, bf16, the wrong kernel size: LibTorch's result, bit for bit.
-  const at::Tensor w_wide = torch::randn({8, 16, 3, 3, 3});
+  // Wider than kWideChannels on both sides, bf16, the wrong kernel size: LibTorch's result, bit
+  // for bit.
+  const at::Tensor w_wide = torch::randn({32, 16, 3, 3, 3});
   EXPECT_FALSE(narrow_conv3d_applies(x, w_wide));
   EXPECT_TRUE(
       at::equal(narrow_conv3d(x, w_wide, at::Tensor()), at::conv3d(x, w_wide, at::Tensor(), 1, 1)));

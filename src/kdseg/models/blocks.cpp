@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kdseg/models/narrow_conv.h"
 #include "kdseg/util/bf16.h"
 #include "kdseg/util/error.h"
 
@@ -24,6 +25,16 @@ torch::nn::Conv3d conv3d(int64_t in, int64_t out, int64_t kernel, int64_t stride
                                .padding(padding)
                                .bias(bias)
                                .groups(groups));
+}
+
+at::Tensor conv_forward(torch::nn::Conv3d conv, const at::Tensor& x) {
+  const auto& o = conv->options;
+  const std::array<int64_t, 3> ones{1, 1, 1}, threes{3, 3, 3};
+  const auto* padding = c10::get_if<torch::ExpandingArray<3>>(&o.padding());
+  const bool same3 = *o.kernel_size() == threes && *o.stride() == ones && o.groups() == 1 &&
+                     padding && **padding == ones && *o.dilation() == ones &&
+                     c10::holds_alternative<torch::enumtype::kZeros>(o.padding_mode());
+  return same3 ? narrow_conv3d(x, conv->weight, conv->bias) : conv->forward(x);
 }
 
 namespace {
@@ -272,7 +283,7 @@ ConvNormActImpl::ConvNormActImpl(const ConvNormActOptions& opt) : options(opt) {
 }
 
 at::Tensor ConvNormActImpl::forward(const at::Tensor& x) {
-  return activate_(norm(conv(x)), options.act);
+  return activate_(norm(conv_forward(conv, x)), options.act);
 }
 
 // ---------------------------------------------------------------- ResBlock
@@ -288,12 +299,12 @@ ResBlockImpl::ResBlockImpl(const ResBlockOptions& opt) : options(opt) {
 at::Tensor ResBlockImpl::forward(const at::Tensor& x) {
   const Act act = options.act;
   if (options.pre_activation) {
-    at::Tensor y = conv1(activate_(norm1(x), act));
-    y = conv2(activate_(norm2(y), act));
+    at::Tensor y = conv_forward(conv1, activate_(norm1(x), act));
+    y = conv_forward(conv2, activate_(norm2(y), act));
     return x + y;
   }
-  at::Tensor y = activate_(norm1(conv1(x)), act);
-  y = activate_(norm2(conv2(y)), act);
+  at::Tensor y = activate_(norm1(conv_forward(conv1, x)), act);
+  y = activate_(norm2(conv_forward(conv2, y)), act);
   return x + y;
 }
 

@@ -28,6 +28,10 @@ at::Tensor activate_(at::Tensor x, Act act);
 torch::nn::Conv3d conv3d(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1,
                          bool bias = false, int64_t groups = 1);
 
+// conv(x); a 3×3×3 "same" convolution (stride 1, padding 1, no groups) through narrow_conv3d,
+// whose kernels take the narrow sides and the wide weight gradients in float32 training on a CPU.
+at::Tensor conv_forward(torch::nn::Conv3d conv, const at::Tensor& x);
+
 // Trilinear ×2 upsampling, align_corners = false (as everywhere in kdseg).
 at::Tensor upsample2x(const at::Tensor& x);
 
