@@ -1,6 +1,7 @@
 #pragma once
 // 3×3×3 "same" convolutions (stride 1, padding 1, no groups) with a narrow side, in float32 on a
-// CPU: a network's first convolution (4 modalities in) and the student's head (3 regions out).
+// CPU: a network's first convolution (4 modalities in) and the student's head (3 regions out),
+// and the weight gradient of those with 8-16 channels on both sides (kWideChannels below).
 //
 // LibTorch 1.13 hands these to oneDNN, which pads a narrow side to 16 channels and, for 4 input
 // channels, computes the weight gradient at ~20 GFLOP/s. Measured at 144×144×128, 2 threads:
@@ -23,7 +24,8 @@ constexpr int64_t kNarrowChannels = 4;
 // weight gradient (channels-last kernel; forward and input gradient stay oneDNN's). LibTorch
 // 1.13's is oneDNN's im2col + GEMM for every padded 3×3×3 case. Measured on a 2-core AVX2 EPYC,
 // batch 2: 8→8 at 48³ 15.6 ms against 37.9 ms, 16→16 at 24³ 8.7 against 12.6; 32→32 at 12³
-// 6.1 against 4.5, so wider ones stay LibTorch's (bench_conv_grad).
+// 6.1 against 4.5, so wider ones stay LibTorch's (each against at::convolution_backward in one
+// process).
 constexpr int64_t kWideChannels = 16;
 bool wide_conv3d_applies(int64_t in, int64_t out);
 
