@@ -361,44 +361,57 @@ at::Tensor forward_padded(const Padded& p, const float* w, const float* bias, in
   return y;
 }
 
-// dL/dw (out,C,3,3,3) from grad_out and the padded input. Each chunk of planes sums into its own
-// 16-lane partials, added up in double per chunk; the chunks are added in plane order, so the
+// A weight gradient (out,C,3,3,3) summed over planes [0, n_planes): chunk(begin, end, sums) adds
+// the planes of one chunk into its own n_w doubles; the chunks are added in plane order, so the
 // result does not depend on which thread finished first.
-at::Tensor weight_grad_padded(const at::Tensor& grad_out, const Padded& p) {
-  at::Tensor g = grad_out.contiguous();
-  const int64_t n_out = g.size(1), n_w = n_out * p.channels * 27, n_pad = p.n_vec * kLanes;
-  if (n_pad != p.width)  // rows of whole vectors with zeros past W
-    g = at::constant_pad_nd(g, {0, n_pad - p.width});
-  const int64_t g_chan = p.depth * p.height * n_pad, n_planes = p.batch * p.depth;
-  const float* gp = g.data_ptr<float>();
-  const auto weight_grad_plane = kernels().weight_grad_plane;
+template <typename Chunk>
+at::Tensor sum_planes_in_order(int64_t n_planes, int64_t n_out, int64_t n_in,
+                               const at::TensorOptions& options, const Chunk& chunk) {
+  const int64_t n_w = n_out * n_in * 27;
   std::mutex mutex;
   std::map<int64_t, std::vector<double>> partials;  // first plane of the chunk → its sums
   at::parallel_for(0, n_planes, 1, [&](int64_t begin, int64_t end) {
-    // A 64-byte aligned buffer (LibTorch's CPU allocator): std::vector<v16> is not, since this
-    // file is compiled for the baseline ISA, where GCC gives v16 16-byte alignment, while the
-    // AVX2 and AVX-512 kernels store to it with aligned moves (a crash whenever malloc returned
-    // an address that is not a multiple of 32).
-    const at::Tensor part_buffer = at::zeros({n_w * kLanes}, g.options());
-    v16* part = reinterpret_cast<v16*>(part_buffer.data_ptr<float>());
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t d = r % p.depth, b = r / p.depth;
-      const float* x = p.data() + b * p.channels * p.chan() + d * p.plane();
-      const float* gr = gp + b * n_out * g_chan + d * p.height * n_pad;
-      weight_grad_plane(p, x, gr, g_chan, n_out, part);
-    }
     std::vector<double> sums(n_w, 0.0);
-    for (int64_t j = 0; j < n_w; ++j)
-      for (int l = 0; l < kLanes; ++l) sums[j] += part[j][l];
+    chunk(begin, end, sums.data());
     std::lock_guard<std::mutex> lock(mutex);
     partials[begin] = std::move(sums);
   });
   std::vector<double> total(n_w, 0.0);
   for (const auto& [first, sums] : partials)
     for (int64_t j = 0; j < n_w; ++j) total[j] += sums[j];
-  at::Tensor gw = at::empty({n_out, p.channels, 3, 3, 3}, g.options());
+  at::Tensor gw = at::empty({n_out, n_in, 3, 3, 3}, options);
   std::copy(total.begin(), total.end(), gw.data_ptr<float>());
   return gw;
+}
+
+// dL/dw (out,C,3,3,3) from grad_out and the padded input. Each chunk of planes sums into its own
+// 16-lane partials, added up in double per chunk (sum_planes_in_order).
+at::Tensor weight_grad_padded(const at::Tensor& grad_out, const Padded& p) {
+  at::Tensor g = grad_out.contiguous();
+  const int64_t n_out = g.size(1), n_w = n_out * p.channels * 27, n_pad = p.n_vec * kLanes;
+  if (n_pad != p.width)  // rows of whole vectors with zeros past W
+    g = at::constant_pad_nd(g, {0, n_pad - p.width});
+  const int64_t g_chan = p.depth * p.height * n_pad;
+  const float* gp = g.data_ptr<float>();
+  const auto weight_grad_plane = kernels().weight_grad_plane;
+  return sum_planes_in_order(
+      p.batch * p.depth, n_out, p.channels, g.options(),
+      [&](int64_t begin, int64_t end, double* sums) {
+        // A 64-byte aligned buffer (LibTorch's CPU allocator): std::vector<v16> is not, since
+        // this file is compiled for the baseline ISA, where GCC gives v16 16-byte alignment, while
+        // the AVX2 and AVX-512 kernels store to it with aligned moves (a crash whenever malloc
+        // returned an address that is not a multiple of 32).
+        const at::Tensor part_buffer = at::zeros({n_w * kLanes}, g.options());
+        v16* part = reinterpret_cast<v16*>(part_buffer.data_ptr<float>());
+        for (int64_t r = begin; r < end; ++r) {
+          const int64_t d = r % p.depth, b = r / p.depth;
+          const float* x = p.data() + b * p.channels * p.chan() + d * p.plane();
+          const float* gr = gp + b * n_out * g_chan + d * p.height * n_pad;
+          weight_grad_plane(p, x, gr, g_chan, n_out, part);
+        }
+        for (int64_t j = 0; j < n_w; ++j)
+          for (int l = 0; l < kLanes; ++l) sums[j] += part[j][l];
+      });
 }
 
 // (B,C,D,H,W) contiguous → (B,D+2m,H+2m,W+2m,C) with m voxels of zeros around it, one row per
@@ -428,40 +441,29 @@ at::Tensor channels_last(const at::Tensor& x, int64_t m) {
 }
 
 // dL/dw (out,C,3,3,3) of a convolution with out a multiple of 8, from grad_out and x, through
-// channels-last copies; partial sums per chunk of planes in double, chunks added in plane order
-// (the same bits every run at a given thread count).
+// channels-last copies; partial sums per chunk of planes in double (sum_planes_in_order).
 at::Tensor wide_weight_grad(const at::Tensor& grad_out, const at::Tensor& x) {
-  const int64_t n_batch = x.size(0), n_in = x.size(1), depth = x.size(2), height = x.size(3),
-                width = x.size(4), n_out = grad_out.size(1), n_w = n_out * n_in * 27;
+  const int64_t depth = x.size(2), height = x.size(3), width = x.size(4), n_in = x.size(1),
+                n_out = grad_out.size(1);
   const at::Tensor gc = channels_last(grad_out.contiguous(), 0);
   const at::Tensor xc = channels_last(x.contiguous(), 1);
   const float* gp = gc.data_ptr<float>();
   const float* xp = xc.data_ptr<float>();
   const int64_t g_plane = height * width * n_out, x_plane = (height + 2) * (width + 2) * n_in;
   const auto plane_kernel = kernels().wide_weight_grad_plane;
-  std::mutex mutex;
-  std::map<int64_t, std::vector<double>> partials;  // first plane of the chunk → its sums
-  at::parallel_for(0, n_batch * depth, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> part(n_w, 0.0);
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t d = r % depth, b = r / depth;
-      const WidePlane p{gp + (b * depth + d) * g_plane,
-                        xp + (b * (depth + 2) + d) * x_plane,
-                        height,
-                        width,
-                        n_in,
-                        n_out};
-      plane_kernel(p, part.data());
-    }
-    std::lock_guard<std::mutex> lock(mutex);
-    partials[begin] = std::move(part);
-  });
-  std::vector<double> total(n_w, 0.0);
-  for (const auto& [first, sums] : partials)
-    for (int64_t j = 0; j < n_w; ++j) total[j] += sums[j];
-  at::Tensor gw = at::empty({n_out, n_in, 3, 3, 3}, x.options());
-  std::copy(total.begin(), total.end(), gw.data_ptr<float>());
-  return gw;
+  return sum_planes_in_order(x.size(0) * depth, n_out, n_in, x.options(),
+                             [&](int64_t begin, int64_t end, double* sums) {
+                               for (int64_t r = begin; r < end; ++r) {
+                                 const int64_t d = r % depth, b = r / depth;
+                                 const WidePlane p{gp + (b * depth + d) * g_plane,
+                                                   xp + (b * (depth + 2) + d) * x_plane,
+                                                   height,
+                                                   width,
+                                                   n_in,
+                                                   n_out};
+                                 plane_kernel(p, sums);
+                               }
+                             });
 }
 
 // dL/dx: the forward kernel over the padded grad_out with the weights transposed (in ↔ out) and
