@@ -300,5 +300,19 @@ TEST(NiftiIo, WritesAreSyncedBeforeAndAfterTheRename) {
   EXPECT_EQ(read_volume(dir.str("b.nii.gz")).data, read_volume(dir.str("a.nii.gz")).data);
 }
 
+TEST(NiftiIo, LinkingAgainLeavesNoTemporaryFile) {
+  // A rerun links the same file again (reproduce's oracle data): rename(2) of a hard link onto
+  // another link of the same file does nothing, so the temporary name must go another way.
+  ScratchDir dir("relink");
+  write_volume(dir.str("a.nii.gz"), random_volume({4, 4, 4}, 1, 2, true));
+  link_or_copy(dir.str("a.nii.gz"), dir.str("b.nii.gz"));
+  link_or_copy(dir.str("a.nii.gz"), dir.str("b.nii.gz"));
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path()))
+    names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"a.nii.gz", "b.nii.gz"}));
+}
+
 }  // namespace
 }  // namespace kdseg

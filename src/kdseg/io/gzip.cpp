@@ -304,7 +304,10 @@ void link_or_copy(const std::string& from, const std::string& to) {
       ::close(fd);
     }
   }
+  // rename(2) of one hard link onto another of the same file succeeds and does nothing: the
+  // temporary name would stay (and a rerun's folder would differ from the first run's).
   fs::rename(tmp, to);
+  fs::remove(tmp, ec);
   sync_folder_of(to);
 }
 
