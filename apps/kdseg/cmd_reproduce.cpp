@@ -39,6 +39,13 @@ CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptio
                   "Run only this seed's models (one seed per process or machine, same --out) and "
                   "stop before the tables; 0 = every seed")
       ->capture_default_str();
+  cmd->add_option("--jobs", opt.jobs,
+                  "Models trained at once, each in its own process; 0 = auto (on a CPU one "
+                  "single-thread process per core, as memory allows), 1 = one after another")
+      ->capture_default_str();
+  cmd->add_option("--only-run", opt.only_run,
+                  "With --only-seed: only this model of the seed (a teacher's name, student, "
+                  "control or oracle) and its predictions; what each --jobs process runs");
   cmd->add_flag("!--no-oracle", opt.oracle,
                 "Skip the oracle row (the student on the true labels of every case)");
   cmd->add_option("--cohort", opt.cohort, "Use this cohort folder (kdseg synth) instead");
@@ -94,13 +101,20 @@ void add_reproduce_command(CLI::App& app) {
   cmd->callback([opt, runtime, cmd, dry_run] {
     opt->device = apply_runtime_flags(*runtime);
     opt->threads = runtime->threads;
+    // A parallel job is this command again, reading the options this run writes (--jobs).
+    std::error_code ec;
+    const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec)
+      opt->job_command = {exe.string(), "reproduce", "--config",
+                          (std::filesystem::path(opt->out) / "options.json").string()};
     if (dry_run->plan || dry_run->time_steps) {
       std::cout << plan_reproduce(*opt, false).text << std::flush;
       if (dry_run->time_steps) std::cout << "\n" << plan_reproduce(*opt, true).text;
       return;
     }
     std::filesystem::create_directories(opt->out);
-    write_resolved_config(cmd, (std::filesystem::path(opt->out) / "options.json").string());
+    if (opt->only_run.empty())  // a parallel job reads its experiment's, and leaves it be
+      write_resolved_config(cmd, (std::filesystem::path(opt->out) / "options.json").string());
     const ReproduceResult r = reproduce(*opt);
     std::cout << r.table << "\nreproduce: " << opt->out << " in " << format_seconds(r.seconds)
               << " (results.json, results.md, report/index.html)\n";

@@ -105,6 +105,43 @@ TEST(Reproduce, MiniatureExperimentRunsEveryStageAndResumes) {
   EXPECT_NE(r.output.find("already finished"), std::string::npos) << r.output;
 }
 
+TEST(Reproduce, ParallelJobsTrainTheSameModelsAsOneProcess) {
+  // Two one-thread processes at once (--jobs 2) against one one-thread process doing every model
+  // in turn: the same seeds and data, so the same scores to the last bit.
+  test::ScratchDir dir("e2e_reproduce_jobs");
+  auto run = [&](const std::string& name, int jobs) {
+    const std::string cmd = "reproduce --preset tiny --seeds 1 --cohort " +
+                            std::string(KDSEG_TEST_COHORT) + " --out " + dir.str(name) +
+                            " --teacher-steps 10 --student-steps 4 --no-report --threads " +
+                            std::to_string(jobs) + " --jobs " + std::to_string(jobs);
+    auto r = test::run_kdseg(cmd);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return r.output;
+  };
+  const std::string serial = run("serial", 1), parallel = run("parallel", 2);
+  EXPECT_EQ(serial.find("parallel jobs"), std::string::npos) << serial;
+  EXPECT_NE(parallel.find("training 6 models as parallel jobs"), std::string::npos) << parallel;
+  auto json_of = [&](const std::string& name, const std::string& file) {
+    return nlohmann::json::parse(std::ifstream((dir.path() / name / file).string()));
+  };
+  const auto a = json_of("serial", "results.json"), b = json_of("parallel", "results.json");
+  ASSERT_EQ(a["methods"].size(), 7u);
+  EXPECT_EQ(a["table"], b["table"]);
+  EXPECT_EQ(a["pseudo"], b["pseudo"]);
+  EXPECT_EQ(json_of("parallel", "config.json")["jobs"]["jobs"], 2);
+  EXPECT_EQ(json_of("parallel", "config.json")["jobs"]["threads_per_job"], 1);
+  for (const char* m : {"unet", "resunet-vae", "cascade", "student", "control", "oracle"}) {
+    const fs::path log = dir.path() / "parallel" / "logs" / ("seed1-" + std::string(m) + ".log");
+    EXPECT_TRUE(fs::exists(log)) << log;
+    EXPECT_GT(fs::file_size(log), 0u) << log;
+  }
+  // The experiment's options.json stays the experiment's: no job overwrote it with its own.
+  const auto options = json_of("parallel", "options.json")["options"];
+  EXPECT_EQ(options["only-seed"], 0);
+  EXPECT_EQ(options["jobs"], 2);
+  EXPECT_EQ(options["threads"], 2);
+}
+
 TEST(Reproduce, TeacherSetFromTheCommandLine) {
   // Two seeds of the student architecture as the ensemble: two runs, both in the ensemble.
   test::ScratchDir dir("e2e_reproduce_teachers");

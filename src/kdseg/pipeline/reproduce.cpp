@@ -9,10 +9,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <sstream>
 
 #include "kdseg/data/cache.h"
+#include "kdseg/data/splits.h"
 #include "kdseg/distill/pseudo_label.h"
 #include "kdseg/eval/evaluate.h"
 #include "kdseg/eval/summary.h"
@@ -24,8 +26,10 @@
 #include "kdseg/synth/cohort.h"
 #include "kdseg/train/schedule.h"
 #include "kdseg/train/trainer.h"
+#include "kdseg/util/child_jobs.h"
 #include "kdseg/util/error.h"
 #include "kdseg/util/progress.h"
+#include "kdseg/util/runtime_options.h"
 
 namespace kdseg {
 namespace fs = std::filesystem;
@@ -382,6 +386,63 @@ double voxels(const std::array<int64_t, 3>& p) {
   return static_cast<double>(p[0]) * static_cast<double>(p[1]) * static_cast<double>(p[2]);
 }
 
+// Trains every model of every seed (of opt.only_seed alone where set) as `jobs` processes at once,
+// each `kdseg reproduce` itself (opt.job_command) with --only-seed and --only-run: the teachers of
+// a seed, then its student (after its teachers: it pseudo-labels with them), and the control and
+// oracle runs last, which depend on nothing and so fill the gaps at the end. Logs: <out>/logs/.
+void run_models_in_parallel(const ReproduceOptions& opt, const JobPlan& plan,
+                            const std::vector<std::pair<TeacherSpec, ModelRecipe>>& teachers,
+                            const std::map<std::string, ModelRecipe>& recipes, bool oracle,
+                            const std::string& labeled, const fs::path& out,
+                            const std::function<void(const std::string&)>& say) {
+  // The split file every run checks against, made once here: made by whichever job came first,
+  // the oracle's (with the unlabelled cases in it) would refuse the teachers' data.
+  std::vector<std::string> labelled_ids;
+  for (const auto& c : discover_dataset(labeled).cases) labelled_ids.push_back(c.id);
+  SplitOptions so;
+  so.seed = teacher_seed(opt.only_seed ? opt.only_seed : 1, teachers.front().first);
+  so.validation_fraction = 0;  // as train_model's runs: no validation split
+  load_or_make_splits((out / "splits.json").string(), labelled_ids, {}, {}, so);
+
+  const fs::path logs = out / "logs";
+  fs::create_directories(logs);
+  std::vector<ChildJob> jobs;
+  auto add = [&](int s, const std::string& run, const ModelRecipe& r, std::vector<size_t> after) {
+    ChildJob j;
+    j.name = "seed " + std::to_string(s) + "/" + std::to_string(opt.n_seeds) + " " + run;
+    j.argv = opt.job_command;
+    for (const std::string& a :
+         std::vector<std::string>{"--only-seed", std::to_string(s), "--only-run", run, "--threads",
+                                  std::to_string(plan.threads_per_job), "--jobs", "1"})
+      j.argv.push_back(a);
+    j.log = (logs / ("seed" + std::to_string(s) + "-" + run + ".log")).string();
+    j.after = std::move(after);
+    const bool fixed = r.fixed_shape[0] > 0;
+    j.cost = static_cast<double>(r.steps * r.batch) * voxels(fixed ? r.fixed_shape : r.patch);
+    jobs.push_back(std::move(j));
+    return jobs.size() - 1;
+  };
+  std::vector<int> seeds;
+  for (int s = 1; s <= opt.n_seeds; ++s)
+    if (!opt.only_seed || s == opt.only_seed) seeds.push_back(s);
+  const ModelRecipe& student = recipes.at("student");
+  for (int s : seeds) {
+    std::vector<size_t> mine;
+    for (const auto& [t, r] : teachers) mine.push_back(add(s, t.name, r, {}));
+    add(s, "student", student, mine);
+  }
+  for (int s : seeds) {
+    add(s, "control", student, {});
+    if (oracle) add(s, "oracle", student, {});
+  }
+  say("training " + std::to_string(jobs.size()) + " models as parallel jobs (" + plan.why +
+      "; logs in " + logs.string() + ")");
+  ChildJobOptions co;
+  co.parallel = plan.jobs;
+  co.say = say;
+  run_child_jobs(jobs, co);
+}
+
 }  // namespace
 
 std::array<int64_t, 3> probe_patch(const std::array<int64_t, 3>& patch, int64_t stride) {
@@ -400,6 +461,44 @@ std::array<int64_t, 3> probe_patch(const std::array<int64_t, 3>& patch, int64_t 
     *longest -= stride;
   }
   return out;
+}
+
+JobPlan resolve_jobs(const ReproduceOptions& opt, int n_tasks) {
+  JobPlan p;
+  p.threads_per_job = opt.threads;
+  if (opt.job_command.empty()) {
+    p.why = "one process";
+    return p;
+  }
+  if (opt.device != "cpu") {
+    p.why = "one process on " + opt.device;
+    return p;
+  }
+  const int cores = resolve_threads(opt.threads);
+  if (opt.jobs > 0) {
+    p.jobs = opt.jobs;
+    p.why = "--jobs " + std::to_string(opt.jobs);
+  } else {
+    // One single-thread process per core, as many as memory holds (the default preset's whole
+    // run peaked at 1.53 GiB; 2 GiB leaves room) and no more than there are tasks.
+    constexpr double kBytesPerJob = 2.0 * 1024 * 1024 * 1024;
+    const double avail = available_memory_bytes();
+    const int by_memory = avail > 0 ? std::max(1, static_cast<int>(avail / kBytesPerJob)) : cores;
+    p.jobs = std::max(1, std::min({cores, by_memory, std::max(n_tasks, 1)}));
+    p.why = "auto: " + std::to_string(cores) + " core(s)" +
+            (by_memory < cores ? ", memory for " + std::to_string(by_memory) : std::string()) +
+            (n_tasks < cores ? ", " + std::to_string(n_tasks) + " task(s)" : std::string());
+  }
+  if (p.jobs <= 1) {
+    p.jobs = 1;
+    p.threads_per_job = opt.threads;
+    p.why += ": one process";
+  } else {
+    p.threads_per_job = std::max(1, cores / p.jobs);
+    p.why += ": " + std::to_string(p.jobs) + " processes of " + std::to_string(p.threads_per_job) +
+             " thread(s)";
+  }
+  return p;
 }
 
 ReproducePlan plan_reproduce(const ReproduceOptions& given, bool measure) {
@@ -493,6 +592,11 @@ ReproducePlan plan_reproduce(const ReproduceOptions& given, bool measure) {
                            {"seconds_per_step", measure ? json(s_step) : json(nullptr)},
                            {"timed_patch", measure ? json(probe) : json(nullptr)}});
   }
+  int n_models = 0;
+  for (const auto& row : rows) n_models += row.n_runs;
+  const JobPlan jobs = resolve_jobs(opt, n_models * (opt.only_seed ? 1 : opt.n_seeds));
+  plan.jobs = jobs.jobs;
+  text << "Jobs: " << jobs.why << " (--jobs)\n";
   if (measure) {
     plan.projected_seconds = per_seed * opt.n_seeds;
     text << "Projected training time: " << format_seconds(per_seed) << " per seed, "
@@ -503,6 +607,9 @@ ReproducePlan plan_reproduce(const ReproduceOptions& given, bool measure) {
          << "³ voxels, at a smaller one of the same proportions scaled up by the "
             "voxel ratio; the data loader runs ahead on its own threads and is not counted, nor "
             "are prediction, pseudo-labelling and evaluation).\n";
+    if (jobs.jobs > 1)
+      text << "The steps were timed in this one process; the " << jobs.jobs
+           << " parallel jobs share the cores, so the wall time is less than this sum.\n";
   } else {
     text << "Add --time-steps to time one step of each model on this device and project the "
             "training time.\n";
@@ -515,6 +622,15 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
   const ReproduceOptions opt = with_preset(given);
   const auto recipes = reproduce_recipes(opt);
   const auto teachers = teacher_recipes(opt, recipes);
+  if (!opt.only_run.empty()) {
+    bool known = opt.only_run == "student" || opt.only_run == "control" ||
+                 (opt.only_run == "oracle" && opt.oracle);
+    for (const auto& [t, r] : teachers) known = known || t.name == opt.only_run;
+    if (!known)
+      throw Error("--only-run", "\"" + opt.only_run + "\" is not a model of this experiment",
+                  "name a teacher (--teachers), student, control or oracle");
+    if (!opt.only_seed) throw Error("--only-run", "needs --only-seed: the seed the model is of");
+  }
   const auto t_all = Clock::now();
   const fs::path out(opt.out);
   fs::create_directories(out);
@@ -555,7 +671,10 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
   // ---- the oracle's data: the unlabelled images with their hidden true labels, linked once
   bool oracle = opt.oracle;
   const fs::path oracle_data = out / "oracle-data";
-  if (oracle) {
+  if (oracle && !opt.only_run.empty()) {
+    // A parallel job: the experiment's own process linked the oracle's data before it started.
+    oracle = fs::exists(oracle_data / "dataset.json");
+  } else if (oracle) {
     for (const auto& c : unlabeled_set.cases)
       if (!fs::exists(hidden / c.id / (c.id + "_seg.nii.gz"))) oracle = false;
     if (!oracle) {
@@ -590,6 +709,9 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
   for (const auto& [t, r] : teachers) methods.push_back(t.name);
   for (const std::string m : {"ensemble", "student", "control"}) methods.push_back(m);
   if (oracle) methods.push_back("oracle");
+  // Every method but the ensemble is a model to train, in every seed this process runs.
+  const int n_models = static_cast<int>((opt.only_seed ? 1 : opt.n_seeds) * (methods.size() - 1));
+  const JobPlan job_plan = opt.only_run.empty() ? resolve_jobs(opt, n_models) : JobPlan{};
 
   json config = {{"out", opt.out},
                  {"preset", opt.preset},
@@ -609,7 +731,12 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
                  {"threads", opt.threads},
                  {"device", opt.device}};
   for (const auto& [name, r] : recipes) config["recipes"][name] = recipe_json(r);
-  write_text_atomic(out / "config.json", config.dump(2) + "\n");
+  if (opt.only_run.empty()) {  // a parallel job's is its experiment's, with other threads
+    config["jobs"] = {{"jobs", job_plan.jobs},
+                      {"threads_per_job", job_plan.threads_per_job},
+                      {"why", job_plan.why}};
+    write_text_atomic(out / "config.json", config.dump(2) + "\n");
+  }
 
   std::vector<std::string> warnings;  // "seed2/resunet-vae: ..." from the runs' done.json
   auto train_model = [&](const fs::path& run, const ModelRecipe& r, uint64_t seed,
@@ -691,48 +818,68 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
     return r;
   };
 
+  // ---- the models side by side, one process each (resolve_jobs), when more than one may run:
+  // this process then finds every stage below done and only evaluates and tabulates.
+  if (job_plan.jobs > 1) {
+    const auto t = Clock::now();
+    run_models_in_parallel(opt, job_plan, teachers, recipes, oracle, labeled, out, say);
+    timing["parallel jobs"] = since(t);
+  }
+
   // ---- per seed: teachers, ensemble, pseudo-labels, student, control, oracle
   std::map<std::string, std::vector<EvaluateReport>> reports;  // method -> per seed
   std::vector<EvaluateReport> pseudo_reports;
+  const auto wanted = [&](const std::string& run) {
+    return opt.only_run.empty() || opt.only_run == run;
+  };
   for (int s = 1; s <= opt.n_seeds; ++s) {
     if (opt.only_seed && s != opt.only_seed) continue;
     const fs::path sd = out / ("seed" + std::to_string(s));
     const std::string tag = "seed " + std::to_string(s) + "/" + std::to_string(opt.n_seeds);
     std::vector<std::string> teacher_ckpts;
     for (const auto& [tm, r] : teachers) {
-      const auto t = Clock::now();
+      teacher_ckpts.push_back((sd / "runs" / tm.name / "checkpoints" / "last.pt").string());
+      if (!wanted(tm.name)) continue;
+      auto t = Clock::now();
       say(tag + ": training " + tm.name + " (" + std::to_string(r.steps) + " steps)");
       train_model(sd / "runs" / tm.name, r, teacher_seed(s, tm), {{labeled, 1.0}});
       timing["train " + tm.name] += since(t);
-      teacher_ckpts.push_back((sd / "runs" / tm.name / "checkpoints" / "last.pt").string());
+      t = Clock::now();
+      predict_into({teacher_ckpts.back()}, test, sd / "pred" / tm.name);
+      timing["predict teachers + ensemble"] += since(t);
     }
-    auto t = Clock::now();
-    say(tag + ": predicting the test split with each teacher and the ensemble");
-    for (size_t i = 0; i < teachers.size(); ++i)
-      predict_into({teacher_ckpts[i]}, test, sd / "pred" / teachers[i].first.name);
-    predict_into(teacher_ckpts, test, sd / "pred" / "ensemble");
-    timing["predict teachers + ensemble"] += since(t);
+    if (!wanted("student") && !wanted("control") && !wanted("oracle")) continue;  // a teacher's job
 
-    t = Clock::now();
-    say(tag + ": pseudo-labelling " + std::to_string(n_unlabeled_cases) +
-        " unlabelled case(s) with the ensemble (" + opt.pseudo_target + " targets)");
-    PseudoLabelOptions po;
-    po.predict.models = teacher_ckpts;
-    po.predict.in = unlabeled;
-    po.predict.out = (sd / "pseudo").string();
-    po.predict.inference.tta = opt.tta;
-    po.predict.inference.window = "whole";
-    po.predict.inference.device = opt.device;
-    po.predict.redo_if_changed = true;
-    po.predict.quiet = true;
-    po.target = opt.pseudo_target;
-    const auto pr = pseudo_label(po);
-    if (!pr.predict.failures.empty())
-      throw Error(po.predict.out, "pseudo-labelling failed: " + pr.predict.failures[0]);
-    if (fs::exists(hidden))
-      pseudo_reports.push_back(
-          evaluate_into(po.predict.out, hidden.string(), sd / "eval" / "pseudo"));
-    timing["pseudo-label"] += since(t);
+    auto t = Clock::now();
+    if (wanted("student")) {
+      say(tag + ": predicting the test split with the ensemble");
+      predict_into(teacher_ckpts, test, sd / "pred" / "ensemble");
+      timing["predict teachers + ensemble"] += since(t);
+    }
+
+    const std::string pseudo_dir = (sd / "pseudo").string();
+    if (wanted("student")) {
+      t = Clock::now();
+      say(tag + ": pseudo-labelling " + std::to_string(n_unlabeled_cases) +
+          " unlabelled case(s) with the ensemble (" + opt.pseudo_target + " targets)");
+      PseudoLabelOptions po;
+      po.predict.models = teacher_ckpts;
+      po.predict.in = unlabeled;
+      po.predict.out = pseudo_dir;
+      po.predict.inference.tta = opt.tta;
+      po.predict.inference.window = "whole";
+      po.predict.inference.device = opt.device;
+      po.predict.redo_if_changed = true;
+      po.predict.quiet = true;
+      po.target = opt.pseudo_target;
+      const auto pr = pseudo_label(po);
+      if (!pr.predict.failures.empty())
+        throw Error(pseudo_dir, "pseudo-labelling failed: " + pr.predict.failures[0]);
+      if (fs::exists(hidden) && opt.only_run.empty())
+        pseudo_reports.push_back(
+            evaluate_into(pseudo_dir, hidden.string(), sd / "eval" / "pseudo"));
+      timing["pseudo-label"] += since(t);
+    }
 
     // Labelled and second folder pooled (each weighs its case count: train's default), unless
     // --pseudo-weight sets the second folder's share against the labelled folder's 1.
@@ -741,12 +888,13 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
       std::string name, what, extra;  // extra: the second data folder, "" = none
     };
     std::vector<StudentRun> runs{
-        {"student", "the student on labelled + pseudo-labelled data", po.predict.out},
+        {"student", "the student on labelled + pseudo-labelled data", pseudo_dir},
         {"control", "the control: the student on labelled data alone", ""}};
     if (oracle)
       runs.push_back({"oracle", "the oracle: the student on the true labels of every case",
                       oracle_data.string()});
     for (const auto& run : runs) {
+      if (!wanted(run.name)) continue;
       t = Clock::now();
       say(tag + ": training " + run.what);
       std::vector<DataFolderSpec> data{{labeled, w > 0 ? 1.0 : 0.0}};
@@ -756,6 +904,7 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
       predict_into({(sd / "runs" / run.name / "checkpoints" / "last.pt").string()}, test,
                    sd / "pred" / run.name);
     }
+    if (!opt.only_run.empty()) continue;  // a parallel job: this process evaluates at the end
     t = Clock::now();
     for (const auto& m : methods)
       reports[m].push_back(evaluate_into((sd / "pred" / m).string(), test, sd / "eval" / m));

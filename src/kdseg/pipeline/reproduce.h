@@ -69,7 +69,30 @@ struct ReproduceOptions {
   int threads = 0;               // 0 = all cores
   std::string device = "cpu";
   bool quiet = false;
+  // Models trained side by side, each in its own process (docs/experiment.md "Parallel jobs"):
+  // 0 = auto (resolve_jobs), 1 = one after another in this process. Needs job_command.
+  int jobs = 0;
+  // With only_seed: only this model of the seed (a teacher's name, "student", "control" or
+  // "oracle") and its predictions of the test split; "student" also pseudo-labels first. What
+  // each parallel job runs; the others' outputs are left as they are.
+  std::string only_run;
+  // How a parallel job starts this experiment again, e.g. {"/usr/bin/kdseg", "reproduce",
+  // "--config", "<out>/options.json"}; each job adds --only-seed, --only-run, --threads and
+  // --jobs 1. Empty: no parallel jobs (a library caller's default).
+  std::vector<std::string> job_command;
 };
+
+// How many processes train at once and with how many threads each: `opt.jobs` when given (> 0),
+// else on a CPU one single-thread process per core (the small 3-D convolutions of the presets
+// scale poorly with threads: on 2 cores two one-thread processes did 1.33x the work of one
+// two-thread process), at most one per 2 GiB of available memory and at most `n_tasks`; 1 on a
+// GPU or without opt.job_command. The cores are opt.threads (0 = every core).
+struct JobPlan {
+  int jobs = 1;
+  int threads_per_job = 1;  // 0 = every core (one job)
+  std::string why;          // e.g. "auto: 2 cores, one single-thread process each"
+};
+JobPlan resolve_jobs(const ReproduceOptions& opt, int n_tasks);
 
 // The preset's recipes by name: "unet", "resunet", "resunet-vae", "cascade" (teachers),
 // "student" (the distilled student, the control and the oracle; a teacher too when --teachers
@@ -116,6 +139,7 @@ Regime judge_regime(const PairedComparison& oracle_vs_control, const RatioEstima
 struct ReproducePlan {
   nlohmann::json models;         // [{"model", "runs_per_seed", "steps", "epochs", ...}]
   double projected_seconds = 0;  // training of every model of every seed; 0 without measure
+  int jobs = 1;                  // processes training at once (resolve_jobs)
   std::string text;              // the table as printed
 };
 ReproducePlan plan_reproduce(const ReproduceOptions& opt, bool measure);
