@@ -90,6 +90,9 @@ CLI::App* add_train_flags(CLI::App& app, TrainOptions& opt, RuntimeOptions& runt
   cmd->add_option("--seed", opt.seed, "Seed of initialisation, split and sampling")
       ->capture_default_str();
   cmd->add_flag("--resume", opt.resume, "Continue the run in --out from checkpoints/last.pt");
+  cmd->add_option("--init", opt.init,
+                  "Start from the weights of this checkpoint (same --model and options, e.g. a "
+                  "student to fine-tune on labelled cases); the optimiser starts afresh");
   cmd->add_flag("--bf16", opt.bf16,
                 "bf16 autocast (off by default; refused on a CPU without native bf16 unless "
                 "--allow-emulated-bf16)");

@@ -207,6 +207,38 @@ TEST_F(Training, ResumeWithAnotherConfigurationIsRefused) {
   EXPECT_EQ(train(o).steps, 3);
 }
 
+TEST_F(Training, InitStartsFromACheckpointsWeights) {
+  // A run from a checkpoint's weights at a learning rate too small to move them ends where it
+  // started; from random weights (its seed) it does not; another architecture is refused.
+  train(tiny("init_from"));
+  const std::string from = dir_->str("init_from/checkpoints/last.pt");
+  const Checkpoint start = read_checkpoint(from);
+  auto distance = [&](const std::string& run) {
+    const Checkpoint end = read_checkpoint(dir_->str(run + "/checkpoints/last.pt"));
+    double d = 0;
+    for (const auto& kv : start.state)
+      d = std::max(d, (end.state.at(kv.key()) - kv.value()).abs().max().item<double>());
+    return d;
+  };
+  TrainOptions o = tiny("init_to");
+  o.init = from;
+  o.lr = 1e-12;
+  o.steps = 2;
+  o.seed = 99;
+  train(o);
+  EXPECT_LT(distance("init_to"), 1e-6);
+  TrainOptions r = o;
+  r.out = dir_->str("init_none");
+  r.init.clear();
+  train(r);
+  EXPECT_GT(distance("init_none"), 1e-3);
+  TrainOptions u = o;
+  u.out = dir_->str("init_other");
+  u.model = "unet";
+  u.model_options = test::tiny_config("unet");
+  expect_error(u, from);
+}
+
 // The acceptance test of crash safety: a run killed with SIGKILL and resumed ends with the same
 // weights, optimiser state and losses as a run that was never interrupted.
 TEST_F(Training, AResumeAfterSigkillEqualsTheUninterruptedRun) {

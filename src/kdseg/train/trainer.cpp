@@ -37,11 +37,12 @@ constexpr const char* kLogHeader =
 // Keys of config.json's "train" that may differ when a run is resumed. "distributed" may, the
 // world size (config.json's "world_size") may not: another world is not bit-exact. The run's
 // folder, the cache's and the splits file's paths may: a run moved or copied elsewhere resumes
-// there.
+// there. So may --init's: a resumed run takes its weights from last.pt.
 const std::vector<std::string> kResumableKeys{
     "resume",      "steps",          "quiet",     "threads",   "workers",
     "prefetch",    "device",         "val_every", "log_every", "checkpoint_every",
-    "distributed", "dist_timeout_s", "out",       "cache",     "splits"};
+    "distributed", "dist_timeout_s", "out",       "cache",     "splits",
+    "init"};
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -140,72 +141,76 @@ json to_json(const TrainOptions& o) {
   const auto& l = o.loss;
   const auto& s = o.schedule_options;
   const auto& p = o.optimizer_options;
-  return {{"model", o.model},
-          {"model_options", o.model_options},
-          {"data", data},
-          {"out", o.out},
-          {"cache", o.cache},
-          {"splits", o.splits},
-          {"val_fraction", o.val_fraction},
-          {"steps", o.steps},
-          {"steps_per_epoch", o.steps_per_epoch},
-          {"batch", o.batch},
-          {"patch", o.patch},
-          {"spacing", o.spacing},
-          {"fixed_shape", o.fixed_shape},
-          {"foreground_share", o.foreground_share},
-          {"optimizer", o.optimizer},
-          {"lr", o.lr},
-          {"schedule", o.schedule},
-          {"schedule_options",
-           {{"drop_at", s.drop_at},
-            {"drop", s.drop},
-            {"gamma", s.gamma},
-            {"power", s.power},
-            {"warmup", s.warmup}}},
-          {"optimizer_options",
-           {{"beta1", p.beta1},
-            {"beta2", p.beta2},
-            {"eps", p.eps},
-            {"momentum", p.momentum},
-            {"nesterov", p.nesterov},
-            {"weight_decay", p.weight_decay}}},
-          {"val_every", o.val_every},
-          {"val_overlap", o.val_overlap},
-          {"log_every", o.log_every},
-          {"checkpoint_every", o.checkpoint_every},
-          {"seed", o.seed},
-          {"resume", o.resume},
-          {"bf16", o.bf16},
-          {"augment",
-           {{"enabled", a.enabled},
-            {"p_scale", a.p_scale},
-            {"scale", a.scale},
-            {"p_rotate", a.p_rotate},
-            {"rotate_deg", a.rotate_deg},
-            {"p_mirror", a.p_mirror},
-            {"p_shift", a.p_shift},
-            {"shift", a.shift},
-            {"p_contrast", a.p_contrast},
-            {"contrast", a.contrast}}},
-          {"loss",
-           {{"batch_dice", l.batch_dice},
-            {"dice_eps", l.dice_eps},
-            {"dice_weight", l.dice_weight},
-            {"bce_weight", l.bce_weight},
-            {"vae_l2_weight", l.vae_l2_weight},
-            {"vae_kl_weight", l.vae_kl_weight},
-            {"deep_supervision", l.deep_supervision}}},
-          {"soft_temperature", o.soft_temperature},
-          {"workers", o.workers},
-          {"prefetch", o.prefetch},
-          {"min_confidence", o.min_confidence},
-          {"drop_fraction", o.drop_fraction},
-          {"threads", o.threads},
-          {"device", o.device},
-          {"quiet", o.quiet},
-          {"distributed", o.distributed},
-          {"dist_timeout_s", o.dist_timeout_s}};
+  json j = {{"model", o.model},
+            {"model_options", o.model_options},
+            {"data", data},
+            {"out", o.out},
+            {"cache", o.cache},
+            {"splits", o.splits},
+            {"val_fraction", o.val_fraction},
+            {"steps", o.steps},
+            {"steps_per_epoch", o.steps_per_epoch},
+            {"batch", o.batch},
+            {"patch", o.patch},
+            {"spacing", o.spacing},
+            {"fixed_shape", o.fixed_shape},
+            {"foreground_share", o.foreground_share},
+            {"optimizer", o.optimizer},
+            {"lr", o.lr},
+            {"schedule", o.schedule},
+            {"schedule_options",
+             {{"drop_at", s.drop_at},
+              {"drop", s.drop},
+              {"gamma", s.gamma},
+              {"power", s.power},
+              {"warmup", s.warmup}}},
+            {"optimizer_options",
+             {{"beta1", p.beta1},
+              {"beta2", p.beta2},
+              {"eps", p.eps},
+              {"momentum", p.momentum},
+              {"nesterov", p.nesterov},
+              {"weight_decay", p.weight_decay}}},
+            {"val_every", o.val_every},
+            {"val_overlap", o.val_overlap},
+            {"log_every", o.log_every},
+            {"checkpoint_every", o.checkpoint_every},
+            {"seed", o.seed},
+            {"resume", o.resume},
+            {"bf16", o.bf16},
+            {"augment",
+             {{"enabled", a.enabled},
+              {"p_scale", a.p_scale},
+              {"scale", a.scale},
+              {"p_rotate", a.p_rotate},
+              {"rotate_deg", a.rotate_deg},
+              {"p_mirror", a.p_mirror},
+              {"p_shift", a.p_shift},
+              {"shift", a.shift},
+              {"p_contrast", a.p_contrast},
+              {"contrast", a.contrast}}},
+            {"loss",
+             {{"batch_dice", l.batch_dice},
+              {"dice_eps", l.dice_eps},
+              {"dice_weight", l.dice_weight},
+              {"bce_weight", l.bce_weight},
+              {"vae_l2_weight", l.vae_l2_weight},
+              {"vae_kl_weight", l.vae_kl_weight},
+              {"deep_supervision", l.deep_supervision}}},
+            {"soft_temperature", o.soft_temperature},
+            {"workers", o.workers},
+            {"prefetch", o.prefetch},
+            {"min_confidence", o.min_confidence},
+            {"drop_fraction", o.drop_fraction},
+            {"threads", o.threads},
+            {"device", o.device},
+            {"quiet", o.quiet},
+            {"distributed", o.distributed},
+            {"dist_timeout_s", o.dist_timeout_s}};
+  // Only where given: the configuration of a run made before --init existed stays equal to its
+  // resume's (which compares them key by key).
+  if (!o.init.empty()) j["init"] = o.init;
+  return j;
 }
 
 std::array<double, 3> region_dice(const at::Tensor& probs, const at::Tensor& labels) {
@@ -402,6 +407,16 @@ TrainResult train(const TrainOptions& given) {
     throw Error(opt.out, "the folder already holds a training run",
                 "pass --resume to continue it, or choose another --out");
   }
+  // --init: checked before any work, loaded once the model is on its device.
+  Checkpoint from_init;
+  if (!resuming && !opt.init.empty()) {
+    from_init = read_checkpoint(opt.init);
+    if (from_init.arch != opt.model || from_init.model != net->options_json())
+      throw Error(opt.init,
+                  "--init: a " + from_init.arch + " with options " + from_init.model.dump() +
+                      ", not this run's " + opt.model + " with " + net->options_json().dump(),
+                  "start from a checkpoint of the same --model and --model-options");
+  }
   if (pg && world > 1)
     expect_same_on_all_ranks(
         *pg, resuming ? static_cast<double>(resumed.extra.at("step").toInt()) : -1.0,
@@ -512,6 +527,10 @@ TrainResult train(const TrainOptions& given) {
                    static_cast<long long>(step));
   } else if (rank0) {
     std::ofstream(log_path) << kLogHeader << "\n";
+  }
+  if (!resuming && !opt.init.empty()) {
+    load_state_dict(*net, from_init.state, opt.init);
+    if (talk) std::fprintf(stderr, "train: starting from the weights of %s\n", opt.init.c_str());
   }
   if (pg && world > 1) {  // rank 0's weights everywhere (the same seed made them; this makes sure)
     std::vector<at::Tensor> state = net->parameters();
