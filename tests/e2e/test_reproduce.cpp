@@ -107,12 +107,14 @@ TEST(Reproduce, MiniatureExperimentRunsEveryStageAndResumes) {
 
 TEST(Reproduce, ParallelJobsTrainTheSameModelsAsOneProcess) {
   // Two one-thread processes at once (--jobs 2) against one one-thread process doing every model
-  // in turn: the same seeds and data, so the same scores to the last bit.
+  // in turn: the same seeds and data, so the same scores to the last bit. With the fine-tune
+  // recipe, whose job must wait for its seed's student.
   test::ScratchDir dir("e2e_reproduce_jobs");
   auto run = [&](const std::string& name, int jobs) {
     const std::string cmd = "reproduce --preset tiny --seeds 1 --cohort " +
                             std::string(KDSEG_TEST_COHORT) + " --out " + dir.str(name) +
-                            " --teacher-steps 10 --student-steps 4 --no-report --threads " +
+                            " --teacher-steps 10 --student-steps 4 --no-report --recipes "
+                            "finetune --threads " +
                             std::to_string(jobs) + " --jobs " + std::to_string(jobs);
     auto r = test::run_kdseg(cmd);
     EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -120,17 +122,30 @@ TEST(Reproduce, ParallelJobsTrainTheSameModelsAsOneProcess) {
   };
   const std::string serial = run("serial", 1), parallel = run("parallel", 2);
   EXPECT_EQ(serial.find("parallel jobs"), std::string::npos) << serial;
-  EXPECT_NE(parallel.find("training 6 models as parallel jobs"), std::string::npos) << parallel;
+  EXPECT_NE(parallel.find("training 7 models as parallel jobs"), std::string::npos) << parallel;
   auto json_of = [&](const std::string& name, const std::string& file) {
     return nlohmann::json::parse(std::ifstream((dir.path() / name / file).string()));
   };
   const auto a = json_of("serial", "results.json"), b = json_of("parallel", "results.json");
-  ASSERT_EQ(a["methods"].size(), 7u);
+  EXPECT_EQ(a["methods"], nlohmann::json({"unet", "resunet-vae", "cascade", "ensemble", "student",
+                                          "student-ft", "control", "oracle"}));
   EXPECT_EQ(a["table"], b["table"]);
   EXPECT_EQ(a["pseudo"], b["pseudo"]);
   EXPECT_EQ(json_of("parallel", "config.json")["jobs"]["jobs"], 2);
   EXPECT_EQ(json_of("parallel", "config.json")["jobs"]["threads_per_job"], 1);
-  for (const char* m : {"unet", "resunet-vae", "cascade", "student", "control", "oracle"}) {
+  // The fine-tune's row is judged as the student's is, and against it; it started from the
+  // student's weights and trained on the labelled cases alone.
+  int ft_pairs = 0;
+  for (const auto& p : a["paired"])
+    ft_pairs += p["a"] == "student-ft" && (p["b"] == "control" || p["b"] == "student");
+  EXPECT_EQ(ft_pairs, 8);
+  EXPECT_TRUE(a["regime"]["recipes"].contains("student-ft")) << a["regime"].dump();
+  const auto ft = json_of("parallel", "seed1/runs/student-ft/config.json");
+  EXPECT_EQ(ft["train"]["init"],
+            (dir.path() / "parallel/seed1/runs/student/checkpoints/last.pt").string());
+  EXPECT_EQ(ft["train"]["data"].size(), 1u);
+  for (const char* m :
+       {"unet", "resunet-vae", "cascade", "student", "student-ft", "control", "oracle"}) {
     const fs::path log = dir.path() / "parallel" / "logs" / ("seed1-" + std::string(m) + ".log");
     EXPECT_TRUE(fs::exists(log)) << log;
     EXPECT_GT(fs::file_size(log), 0u) << log;
@@ -148,14 +163,14 @@ TEST(Reproduce, TeacherSetFromTheCommandLine) {
   const std::string cmd = "reproduce --preset tiny --seeds 1 --cohort " +
                           std::string(KDSEG_TEST_COHORT) + " --out " + dir.str("exp") +
                           " --teachers student:2 --no-oracle --teacher-steps 10 "
-                          "--student-steps 4 --no-report --threads 2";
+                          "--student-steps 4 --no-report --recipes finetune --threads 2";
   auto r = test::run_kdseg(cmd);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const fs::path s1 = dir.path() / "exp" / "seed1";
   const nlohmann::json res =
       nlohmann::json::parse(std::ifstream((dir.path() / "exp" / "results.json").string()));
-  EXPECT_EQ(res["methods"],
-            nlohmann::json({"student-1", "student-2", "ensemble", "student", "control"}));
+  EXPECT_EQ(res["methods"], nlohmann::json({"student-1", "student-2", "ensemble", "student",
+                                            "student-ft", "control"}));
   EXPECT_FALSE(res.contains("regime"));
   // Different seeds: the two teachers' weights differ, and neither is the control (seed 1).
   const auto c1 =
@@ -179,12 +194,13 @@ TEST(Reproduce, TeacherSetFromTheCommandLine) {
   const std::string other = "reproduce --preset tiny --seeds 1 --cohort " +
                             std::string(KDSEG_TEST_COHORT) + " --out " + dir.str("exp") +
                             " --teachers unet --no-oracle --teacher-steps 10 "
-                            "--student-steps 4 --no-report --threads 2";
+                            "--student-steps 4 --no-report --recipes finetune --threads 2";
   auto read_bytes = [](const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   };
   const auto student_before = read_bytes(s1 / "runs/student/checkpoints/last.pt");
+  const auto ft_before = read_bytes(s1 / "runs/student-ft/checkpoints/last.pt");
   const auto control_before = read_bytes(s1 / "runs/control/checkpoints/last.pt");
   // When each pseudo-label and each ensemble prediction was written.
   auto written = [&]() {
@@ -213,9 +229,13 @@ TEST(Reproduce, TeacherSetFromTheCommandLine) {
   const auto ens =
       nlohmann::json::parse(std::ifstream((s1 / "pred/ensemble/provenance.json").string()));
   EXPECT_EQ(ens["models"].size(), 1u) << "the ensemble's predictions too";
-  EXPECT_NE(r.output.find("made from other inputs"), std::string::npos) << r.output;
+  // Said by the job that trained the student (its log) or, with --jobs 1, by reproduce itself.
+  const std::string said = r.output + read_bytes(dir.path() / "exp/logs/seed1-student.log");
+  EXPECT_NE(said.find("made from other inputs"), std::string::npos) << said;
   EXPECT_NE(read_bytes(s1 / "runs/student/checkpoints/last.pt"), student_before)
       << "the student trained anew on the new pseudo-labels";
+  EXPECT_NE(read_bytes(s1 / "runs/student-ft/checkpoints/last.pt"), ft_before)
+      << "and its fine-tune from it (the data did not change, the starting weights did)";
   EXPECT_EQ(read_bytes(s1 / "runs/control/checkpoints/last.pt"), control_before)
       << "the control's inputs did not change";
 }

@@ -13,7 +13,7 @@ namespace {
 TEST(ExperimentRecipes, CpuPresetSizesAndOverrides) {
   ReproduceOptions o;  // preset cpu
   auto r = reproduce_recipes(o);
-  ASSERT_EQ(r.size(), 5u);  // unet, resunet, resunet-vae, cascade, student
+  ASSERT_EQ(r.size(), 6u);  // unet, resunet, resunet-vae, cascade, student, student-ft
   const ReproduceOptions resolved = with_preset(o);
   EXPECT_EQ(resolved.n_labeled, 4);
   EXPECT_EQ(resolved.n_test, 40);
@@ -29,6 +29,23 @@ TEST(ExperimentRecipes, CpuPresetSizesAndOverrides) {
   EXPECT_DOUBLE_EQ(r["resunet-vae"].lr, 3e-3);
   // One GroupNorm group per channel at width 8 (4 groups killed a seed's head channels).
   EXPECT_EQ(r["resunet-vae"].options.at("norm_groups").get<int>(), 8);
+  // The fine-tune: the student's network, a quarter of its steps, a tenth of its rate; shown
+  // by default (finetune) except in the paper and tiny presets.
+  EXPECT_EQ(r["student-ft"].options, r["student"].options);
+  EXPECT_EQ(r["student-ft"].steps, r["student"].steps / 4);
+  EXPECT_DOUBLE_EQ(r["student-ft"].lr, r["student"].lr / 10);
+  EXPECT_EQ(resolved.student_recipes, "finetune");
+  ReproduceOptions tiny;
+  tiny.preset = "tiny";
+  EXPECT_EQ(with_preset(tiny).student_recipes, "none");
+  EXPECT_EQ(recipe_methods("finetune"), std::vector<std::string>{"student-ft"});
+  EXPECT_TRUE(recipe_methods("none").empty());
+  EXPECT_THROW(recipe_methods("mixup"), Error);
+  EXPECT_THROW(recipe_methods("finetune,finetune"), Error);
+  // A student-ft override may not change the network it starts from.
+  ReproduceOptions bad;
+  bad.models = nlohmann::json::parse(R"({"student-ft": {"options": {"widths": [4,8,16,32]}}})");
+  EXPECT_THROW(reproduce_recipes(bad), Error);
 
   // Flags and --models overrides: steps from the flags, any recipe key from the JSON.
   o.teacher_steps = 40;

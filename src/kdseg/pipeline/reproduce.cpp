@@ -21,6 +21,7 @@
 #include "kdseg/infer/predict.h"
 #include "kdseg/io/dataset.h"
 #include "kdseg/io/gzip.h"
+#include "kdseg/models/checkpoint.h"
 #include "kdseg/models/registry.h"
 #include "kdseg/report/report.h"
 #include "kdseg/synth/cohort.h"
@@ -129,7 +130,28 @@ ReproduceOptions with_preset(ReproduceOptions o) {
                                    std::to_string(o.n_seeds));
   if (o.pseudo_target != "hard" && o.pseudo_target != "soft")
     throw Error("--pseudo-target", "hard or soft");
+  // quick, cpu and long show the fine-tune beside the paper's student (a few minutes); the paper
+  // preset stays the paper's, tiny (tests) stays small.
+  if (o.student_recipes.empty())
+    o.student_recipes = o.preset == "paper" || o.preset == "tiny" ? "none" : "finetune";
+  recipe_methods(o.student_recipes);  // checked here, before any work
   return o;
+}
+
+std::vector<std::string> recipe_methods(const std::string& recipes) {
+  static const std::map<std::string, std::string> kMethod{{"finetune", "student-ft"}};
+  std::vector<std::string> methods;
+  std::stringstream in(recipes);
+  for (std::string name; std::getline(in, name, ',');) {
+    if (name.empty() || name == "none") continue;
+    const auto it = kMethod.find(name);
+    if (it == kMethod.end())
+      throw Error("--recipes", "unknown recipe \"" + name + "\"", "finetune or none");
+    if (std::find(methods.begin(), methods.end(), it->second) != methods.end())
+      throw Error("--recipes", "\"" + name + "\" named twice");
+    methods.push_back(it->second);
+  }
+  return methods;
 }
 
 std::map<std::string, ModelRecipe> reproduce_recipes(const ReproduceOptions& given) {
@@ -185,8 +207,6 @@ std::map<std::string, ModelRecipe> reproduce_recipes(const ReproduceOptions& giv
                             T);
     // resunet: the same net without the VAE branch (a teacher only when --teachers names it).
     r["resunet"] = make("resunet", {{"widths", w}, {"norm_groups", 8}, {"dropout", 0.0}}, T);
-    // resunet: the same net without the VAE branch (a teacher only when --teachers names it).
-    r["resunet"] = make("resunet", {{"widths", w}, {"norm_groups", 8}, {"dropout", 0.0}}, T);
     r["cascade"] = make("cascade",
                         {{"base_features", 2},
                          {"encoder_multiplier", 2},
@@ -214,11 +234,23 @@ std::map<std::string, ModelRecipe> reproduce_recipes(const ReproduceOptions& giv
   }
   if (!o.models.is_object()) throw Error("--models", "must be a JSON object of recipes by name");
   for (auto it = o.models.begin(); it != o.models.end(); ++it) {
-    if (!r.count(it.key()))
+    if (!r.count(it.key()) && it.key() != "student-ft")
       throw Error("--models", "unknown model \"" + it.key() + "\"",
-                  "unet, resunet, resunet-vae, cascade or student");
-    from_json(it.value(), r[it.key()]);
+                  "unet, resunet, resunet-vae, cascade, student or student-ft");
+    if (it.key() != "student-ft") from_json(it.value(), r[it.key()]);
   }
+  // The fine-tune continues the distilled student's network on the labelled cases alone: a
+  // quarter of its steps at a tenth of its learning rate (the labelled cases correct what the
+  // pseudo-labels taught; the lower rate keeps what they taught well), as nnU-Net-style
+  // pseudo-label pipelines finish.
+  ModelRecipe ft = r.at("student");
+  ft.steps = std::max<int64_t>(ft.steps / 4, 1);
+  ft.lr = ft.lr / 10;
+  if (o.models.contains("student-ft")) from_json(o.models["student-ft"], ft);
+  if (ft.arch != r.at("student").arch || ft.options != r.at("student").options)
+    throw Error("--models",
+                "student-ft must keep the student's network: it starts from its weights");
+  r["student-ft"] = ft;
   return r;
 }
 
@@ -326,7 +358,8 @@ TrainOptions recipe_options(const ModelRecipe& r) {
 std::vector<std::pair<TeacherSpec, ModelRecipe>> teacher_recipes(
     const ReproduceOptions& opt, const std::map<std::string, ModelRecipe>& recipes) {
   std::vector<std::string> names;
-  for (const auto& [name, r] : recipes) names.push_back(name);
+  for (const auto& [name, r] : recipes)
+    if (name != "student-ft") names.push_back(name);  // a fine-tune needs a student first
   std::vector<std::pair<TeacherSpec, ModelRecipe>> out;
   for (const auto& t : parse_teachers(opt.teachers, names)) {
     ModelRecipe r = recipes.at(t.arch);
@@ -429,7 +462,8 @@ void run_models_in_parallel(const ReproduceOptions& opt, const JobPlan& plan,
   for (int s : seeds) {
     std::vector<size_t> mine;
     for (const auto& [t, r] : teachers) mine.push_back(add(s, t.name, r, {}));
-    add(s, "student", student, mine);
+    const size_t distilled = add(s, "student", student, mine);
+    for (const auto& m : recipe_methods(opt.student_recipes)) add(s, m, recipes.at(m), {distilled});
   }
   for (int s : seeds) {
     add(s, "control", student, {});
@@ -521,6 +555,8 @@ ReproducePlan plan_reproduce(const ReproduceOptions& given, bool measure) {
   const int n_students = opt.oracle ? 3 : 2;
   rows.push_back({"student", opt.oracle ? "student, control, oracle" : "student, control",
                   n_students, recipes.at("student"), n_labeled + n_unlabeled});
+  for (const auto& m : recipe_methods(opt.student_recipes))
+    rows.push_back({m, "fine-tune of the student", 1, recipes.at(m), n_labeled});
 
   ReproducePlan plan;
   plan.models = json::array();
@@ -625,10 +661,11 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
   if (!opt.only_run.empty()) {
     bool known = opt.only_run == "student" || opt.only_run == "control" ||
                  (opt.only_run == "oracle" && opt.oracle);
+    for (const auto& m : recipe_methods(opt.student_recipes)) known = known || m == opt.only_run;
     for (const auto& [t, r] : teachers) known = known || t.name == opt.only_run;
     if (!known)
       throw Error("--only-run", "\"" + opt.only_run + "\" is not a model of this experiment",
-                  "name a teacher (--teachers), student, control or oracle");
+                  "name a teacher (--teachers), student, control, oracle or a --recipes row");
     if (!opt.only_seed) throw Error("--only-run", "needs --only-seed: the seed the model is of");
   }
   const auto t_all = Clock::now();
@@ -707,7 +744,10 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
 
   std::vector<std::string> methods;
   for (const auto& [t, r] : teachers) methods.push_back(t.name);
-  for (const std::string m : {"ensemble", "student", "control"}) methods.push_back(m);
+  const std::vector<std::string> beyond = recipe_methods(opt.student_recipes);  // e.g. student-ft
+  for (const std::string m : {"ensemble", "student"}) methods.push_back(m);
+  methods.insert(methods.end(), beyond.begin(), beyond.end());
+  methods.push_back("control");
   if (oracle) methods.push_back("oracle");
   // Every method but the ensemble is a model to train, in every seed this process runs.
   const int n_models = static_cast<int>((opt.only_seed ? 1 : opt.n_seeds) * (methods.size() - 1));
@@ -723,6 +763,7 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
                  {"spacing_mm", opt.spacing_mm},
                  {"cohort_seed", opt.cohort_seed},
                  {"teachers", opt.teachers},
+                 {"student_recipes", opt.student_recipes},
                  {"oracle", oracle},
                  {"pseudo_target", opt.pseudo_target},
                  {"pseudo_weight", opt.pseudo_weight},
@@ -740,8 +781,9 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
 
   std::vector<std::string> warnings;  // "seed2/resunet-vae: ..." from the runs' done.json
   auto train_model = [&](const fs::path& run, const ModelRecipe& r, uint64_t seed,
-                         std::vector<DataFolderSpec> data) {
+                         std::vector<DataFolderSpec> data, const std::string& init = "") {
     TrainOptions t = recipe_options(r);
+    t.init = init;
     // An epoch is one pass over the run's cases (what the cascade's x0.99 per epoch counts).
     int64_t n_cases = 0;
     for (const auto& d : data)
@@ -768,6 +810,7 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
     json stage = {{"recipe", recipe_json(r)}, {"seed", seed}, {"data", json::array()}};
     for (const auto& d : t.data)
       stage["data"].push_back({{"weight", d.weight}, {"digest", folder_digest(d.dir)}});
+    if (!init.empty()) stage["init"] = read_checkpoint(init).digest;  // e.g. a retrained student
     const fs::path stage_file = run / "stage.json";
     if (fs::exists(run)) {
       std::ifstream in(stage_file);
@@ -848,7 +891,12 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
       predict_into({teacher_ckpts.back()}, test, sd / "pred" / tm.name);
       timing["predict teachers + ensemble"] += since(t);
     }
-    if (!wanted("student") && !wanted("control") && !wanted("oracle")) continue;  // a teacher's job
+    bool teachers_only = !opt.only_run.empty();  // a teacher's job ends here
+    for (const auto& m : methods)
+      if (m != "ensemble" && std::none_of(teachers.begin(), teachers.end(),
+                                          [&](const auto& t) { return t.first.name == m; }))
+        teachers_only = teachers_only && !wanted(m);
+    if (teachers_only) continue;
 
     auto t = Clock::now();
     if (wanted("student")) {
@@ -903,6 +951,18 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
       timing["train " + run.name] += since(t);
       predict_into({(sd / "runs" / run.name / "checkpoints" / "last.pt").string()}, test,
                    sd / "pred" / run.name);
+    }
+    // The recipes beyond the paper's: student-ft, the distilled student fine-tuned on the
+    // labelled cases alone (its seed's: the same sampling stream as the control's).
+    for (const auto& m : beyond) {
+      if (!wanted(m)) continue;
+      t = Clock::now();
+      say(tag + ": fine-tuning the student on the labelled cases (" + m + ", " +
+          std::to_string(recipes.at(m).steps) + " steps)");
+      train_model(sd / "runs" / m, recipes.at(m), static_cast<uint64_t>(s), {{labeled, 1.0}},
+                  (sd / "runs" / "student" / "checkpoints" / "last.pt").string());
+      timing["train " + m] += since(t);
+      predict_into({(sd / "runs" / m / "checkpoints" / "last.pt").string()}, test, sd / "pred" / m);
     }
     if (!opt.only_run.empty()) continue;  // a parallel job: this process evaluates at the end
     t = Clock::now();
@@ -1035,6 +1095,10 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
                                                          {"ensemble", "control"},
                                                          {"student", "ensemble"},
                                                          {"student", "control"}};
+  for (const auto& m : beyond) {  // each recipe as the paper's student is judged, and against it
+    pairs.emplace_back(m, "control");
+    pairs.emplace_back(m, "student");
+  }
   if (oracle) pairs.emplace_back("oracle", "control");
   std::vector<PairedComparison> comps;
   for (const auto& [a, b] : pairs)
@@ -1094,6 +1158,18 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
                          {"headroom_share", regime.share.value},
                          {"headroom_share_ci95", regime.share.ci95},
                          {"sentence", regime.sentence}};
+    for (const auto& m : beyond) {  // the same share for each recipe's row
+      const RatioEstimate share =
+          paired_ratio_bootstrap(dm(m), dm("control"), dm("oracle"), dm("control"));
+      results["regime"]["recipes"][m] = {{"headroom_share", share.value},
+                                         {"headroom_share_ci95", share.ci95}};
+      if (regime.data_limited) {
+        char buf[200];
+        std::snprintf(buf, sizeof buf, "%s captured %.0f %% [%.0f %%, %.0f %%] of that headroom.",
+                      m.c_str(), 100 * share.value, 100 * share.ci95[0], 100 * share.ci95[1]);
+        tab << buf << "\n";
+      }
+    }
   }
   if (!warnings.empty()) {
     tab << "\nWarnings from training (each run's done.json):\n";

@@ -47,6 +47,11 @@ struct ReproduceOptions {
       "unet,resunet-vae,cascade";  // the ensemble's members: names of
                                    // recipes, each with an optional :count, e.g. "student:3"
   bool oracle = true;              // train the oracle row (needs the cohort's hidden/ labels)
+  // Recipes beyond the paper's for making the unlabelled cases pay, each its own row
+  // (docs/experiment.md "Recipes"): "finetune" (the distilled student fine-tuned on the
+  // labelled cases alone: row student-ft); "none"; "" = the preset's (quick, cpu, long:
+  // finetune; paper, tiny: none).
+  std::string student_recipes = "";
   int only_seed = 0;               // run only this seed's models (e.g. one seed per machine or
                                    // process) and stop before the tables; 0 = every seed
   std::string cohort;              // an existing cohort folder; "" = synthesise into <out>/cohort
@@ -96,10 +101,16 @@ JobPlan resolve_jobs(const ReproduceOptions& opt, int n_tasks);
 
 // The preset's recipes by name: "unet", "resunet", "resunet-vae", "cascade" (teachers),
 // "student" (the distilled student, the control and the oracle; a teacher too when --teachers
-// names it), after `opt` overrides. Throws for an unknown preset.
+// names it), "student-ft" (the fine-tune of the distilled student: its network, a quarter of
+// its steps at a tenth of its learning rate), after `opt` overrides (those of "student" reach
+// "student-ft" too). Throws for an unknown preset.
 std::map<std::string, ModelRecipe> reproduce_recipes(const ReproduceOptions& opt);
 // `opt` with the preset's values where it says 0 / "".
 ReproduceOptions with_preset(ReproduceOptions opt);
+
+// The rows --recipes adds, in table order: "finetune" gives "student-ft". "none" or "" gives
+// none. Throws kdseg::Error (naming --recipes) for an unknown recipe or one named twice.
+std::vector<std::string> recipe_methods(const std::string& recipes);
 
 // One member of the teacher ensemble.
 struct TeacherSpec {
