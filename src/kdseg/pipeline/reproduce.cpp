@@ -525,7 +525,6 @@ JobPlan resolve_jobs(const ReproduceOptions& opt, int n_tasks) {
   }
   if (p.jobs <= 1) {
     p.jobs = 1;
-    p.threads_per_job = opt.threads;
     p.why += ": one process";
   } else {
     p.threads_per_job = std::max(1, cores / p.jobs);
@@ -631,7 +630,6 @@ ReproducePlan plan_reproduce(const ReproduceOptions& given, bool measure) {
   int n_models = 0;
   for (const auto& row : rows) n_models += row.n_runs;
   const JobPlan jobs = resolve_jobs(opt, n_models * (opt.only_seed ? 1 : opt.n_seeds));
-  plan.jobs = jobs.jobs;
   text << "Jobs: " << jobs.why << " (--jobs)\n";
   if (measure) {
     plan.projected_seconds = per_seed * opt.n_seeds;
@@ -891,12 +889,10 @@ ReproduceResult reproduce(const ReproduceOptions& given) {
       predict_into({teacher_ckpts.back()}, test, sd / "pred" / tm.name);
       timing["predict teachers + ensemble"] += since(t);
     }
-    bool teachers_only = !opt.only_run.empty();  // a teacher's job ends here
-    for (const auto& m : methods)
-      if (m != "ensemble" && std::none_of(teachers.begin(), teachers.end(),
-                                          [&](const auto& t) { return t.first.name == m; }))
-        teachers_only = teachers_only && !wanted(m);
-    if (teachers_only) continue;
+    const bool teacher_job = std::any_of(teachers.begin(), teachers.end(), [&](const auto& t) {
+      return t.first.name == opt.only_run;
+    });
+    if (teacher_job) continue;  // its model and predictions are done
 
     auto t = Clock::now();
     if (wanted("student")) {

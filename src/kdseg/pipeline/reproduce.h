@@ -47,11 +47,6 @@ struct ReproduceOptions {
       "unet,resunet-vae,cascade";  // the ensemble's members: names of
                                    // recipes, each with an optional :count, e.g. "student:3"
   bool oracle = true;              // train the oracle row (needs the cohort's hidden/ labels)
-  // Recipes beyond the paper's for making the unlabelled cases pay, each its own row
-  // (docs/experiment.md "Recipes"): "finetune" (the distilled student fine-tuned on the
-  // labelled cases alone: row student-ft); "none"; "" = the preset's (quick, cpu, long:
-  // finetune; paper, tiny: none).
-  std::string student_recipes = "";
   int only_seed = 0;               // run only this seed's models (e.g. one seed per machine or
                                    // process) and stop before the tables; 0 = every seed
   std::string cohort;              // an existing cohort folder; "" = synthesise into <out>/cohort
@@ -74,6 +69,11 @@ struct ReproduceOptions {
   int threads = 0;               // 0 = all cores
   std::string device = "cpu";
   bool quiet = false;
+  // Recipes beyond the paper's for making the unlabelled cases pay, each its own row
+  // (docs/experiment.md "Recipes beyond the paper's"): "finetune" (the distilled student
+  // fine-tuned on the labelled cases alone: row student-ft); "none"; "" = the preset's (quick,
+  // cpu, long: finetune; paper, tiny: none).
+  std::string student_recipes = "";
   // Models trained side by side, each in its own process (docs/experiment.md "Parallel jobs"):
   // 0 = auto (resolve_jobs), 1 = one after another in this process. Needs job_command.
   int jobs = 0;
@@ -94,7 +94,7 @@ struct ReproduceOptions {
 // GPU or without opt.job_command. The cores are opt.threads (0 = every core).
 struct JobPlan {
   int jobs = 1;
-  int threads_per_job = 1;  // 0 = every core (one job)
+  int threads_per_job = 0;  // --threads of each job; 0 = every core (one job)
   std::string why;          // e.g. "auto: 2 cores, one single-thread process each"
 };
 JobPlan resolve_jobs(const ReproduceOptions& opt, int n_tasks);
@@ -150,7 +150,6 @@ Regime judge_regime(const PairedComparison& oracle_vs_control, const RatioEstima
 struct ReproducePlan {
   nlohmann::json models;         // [{"model", "runs_per_seed", "steps", "epochs", ...}]
   double projected_seconds = 0;  // training of every model of every seed; 0 without measure
-  int jobs = 1;                  // processes training at once (resolve_jobs)
   std::string text;              // the table as printed
 };
 ReproducePlan plan_reproduce(const ReproduceOptions& opt, bool measure);

@@ -63,9 +63,9 @@ struct TrainOptions {
   int64_t checkpoint_every = 100;    // last.pt every N steps (and at the end)
   uint64_t seed = 2019;              // drives initialisation, split and sampling
   bool resume = false;               // continue from <out>/checkpoints/last.pt
-  std::string init;  // start from these weights (a checkpoint of the same model and options,
-                     // e.g. a student to fine-tune) instead of random ones; the optimiser and
-                     // schedule start afresh; "" = initialised by `seed`
+  std::string init;                  // start from this checkpoint's weights (same model and
+                                     // options, e.g. a student to fine-tune), the optimiser
+                                     // and schedule afresh; "" = initialised by `seed`
   bool bf16 = false;                 // bf16 autocast for forward and backward
   bool allow_emulated_bf16 = false;  // bf16 on a CPU without native bf16 (refused otherwise)
   AugmentOptions augment;
