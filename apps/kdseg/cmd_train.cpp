@@ -145,6 +145,38 @@ CLI::App* add_train_flags(CLI::App& app, TrainOptions& opt, RuntimeOptions& runt
                   "C*D*H*W elements, Myronenko by its D*H*W voxels: with 4 channels 0.4 here is "
                   "his 0.1")
       ->capture_default_str();
+  auto& mt = opt.mean_teacher;
+  cmd->add_option("--unlabelled", mt.unlabelled,
+                  "Folder of unlabelled cases for an online mean teacher (repeat for several): an "
+                  "exponential moving average of the student labels weak views of their patches, "
+                  "the student learns its confident voxels from strong views (docs/training.md)")
+      ->take_all();
+  cmd->add_option("--mt-weight", mt.weight, "Mean teacher: weight of the unlabelled loss")
+      ->capture_default_str();
+  cmd->add_option("--mt-ema", mt.ema, "Mean teacher: the teacher's decay per step")
+      ->capture_default_str();
+  cmd->add_option("--mt-threshold", mt.threshold,
+                  "Mean teacher: confidence max(p, 1-p) a voxel needs to be a target")
+      ->capture_default_str();
+  cmd->add_option("--mt-rampup", mt.rampup,
+                  "Mean teacher: share of the steps over which the weight rises to --mt-weight")
+      ->capture_default_str();
+  cmd->add_option("--mt-batch", mt.batch, "Mean teacher: unlabelled patches per step; 0 = --batch")
+      ->capture_default_str();
+  cmd->add_option("--mt-noise", mt.strong.noise_sd, "Strong view: Gaussian noise (z units)")
+      ->capture_default_str();
+  cmd->add_option("--mt-contrast", mt.strong.contrast, "Strong view: contrast factor range lo,hi")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--mt-shift", mt.strong.shift, "Strong view: intensity shift range (z units)")
+      ->capture_default_str();
+  cmd->add_option("--mt-p-cutmix", mt.strong.p_cutmix,
+                  "Strong view: probability of a box from the batch's next patch (CutMix)")
+      ->capture_default_str();
+  cmd->add_option("--mt-cutmix-side", mt.strong.cutmix_side,
+                  "Strong view: the box's side as a share of the patch's, lo,hi")
+      ->delimiter(',')
+      ->capture_default_str();
   cmd->add_flag("--quiet", opt.quiet, "No progress lines");
   cmd->add_flag("--distributed", opt.distributed,
                 "Data-parallel training over the processes of a torchrun-style launch (each "

@@ -239,6 +239,46 @@ TEST_F(Training, InitStartsFromACheckpointsWeights) {
   expect_error(u, from);
 }
 
+// The mean teacher: the unlabelled term changes what the student learns, the teacher is saved
+// beside it, and a resumed run continues the teacher as well as the student, bit for bit.
+TEST_F(Training, MeanTeacherLearnsFromUnlabelledCasesAndResumesItsTeacher) {
+  auto mt = [&](const std::string& out) {
+    TrainOptions o = tiny(out);
+    o.val_fraction = 0;
+    o.val_every = 0;
+    o.mean_teacher.unlabelled = {dir_->str("unlabeled")};
+    o.mean_teacher.rampup = 0;
+    o.mean_teacher.threshold = 0.5;  // every voxel a target: the term cannot vanish
+    return o;
+  };
+  TrainOptions plain = tiny("mt_plain");
+  plain.val_fraction = 0;
+  plain.val_every = 0;
+  train(plain);
+  train(mt("mt_whole"));
+  TrainOptions first = mt("mt_resumed");
+  first.steps = 2;
+  train(first);
+  TrainOptions rest = mt("mt_resumed");
+  rest.resume = true;
+  train(rest);
+  auto state = [&](const std::string& file) { return read_checkpoint(dir_->str(file)).state; };
+  auto same = [](const StateDict& a, const StateDict& b) {
+    for (const auto& kv : a)
+      if (!at::equal(kv.value(), b.at(kv.key()))) return false;
+    return true;
+  };
+  EXPECT_FALSE(same(state("mt_plain/checkpoints/last.pt"), state("mt_whole/checkpoints/last.pt")));
+  EXPECT_FALSE(
+      same(state("mt_whole/checkpoints/last.pt"), state("mt_whole/checkpoints/teacher.pt")));
+  EXPECT_TRUE(same(state("mt_whole/checkpoints/last.pt"), state("mt_resumed/checkpoints/last.pt")));
+  EXPECT_TRUE(
+      same(state("mt_whole/checkpoints/teacher.pt"), state("mt_resumed/checkpoints/teacher.pt")));
+  const auto done = nlohmann::json::parse(std::ifstream(dir_->str("mt_whole/done.json")));
+  EXPECT_EQ(done.at("mean_teacher").at("unlabelled_cases"), 1);
+  EXPECT_EQ(done.at("mean_teacher").at("confident_share"), 1.0);
+}
+
 // The acceptance test of crash safety: a run killed with SIGKILL and resumed ends with the same
 // weights, optimiser state and losses as a run that was never interrupted.
 TEST_F(Training, AResumeAfterSigkillEqualsTheUninterruptedRun) {

@@ -188,4 +188,40 @@ TrainingData prepare_training_data(const TrainingDataOptions& opt, const Preproc
   return td;
 }
 
+SamplePool prepare_unlabelled_pool(const std::vector<std::string>& dirs,
+                                   const std::string& cache_dir, const PreprocessPlan& plan,
+                                   const std::array<int64_t, 3>& patch, int threads, int* n_built) {
+  SamplePool pool;
+  pool.weight = 1.0;
+  std::vector<CaseInput> inputs;
+  std::map<std::string, std::string> folder_of;
+  for (const auto& dir : dirs) {
+    pool.name += (pool.name.empty() ? "" : ",") + dir;
+    const Dataset ds = discover_dataset(dir);  // throws when missing
+    size_t n = 0;
+    for (const auto& c : ds.cases) {
+      auto [it, fresh] = folder_of.emplace(c.id, dir);
+      if (!fresh)
+        throw Error(dir, "case " + c.id + " is also in " + it->second,
+                    "case IDs must be unique across --unlabelled folders");
+      CaseInput in;
+      in.files = c;
+      in.files.seg.clear();  // unlabelled: whatever label map it has is not used
+      in.convention = ds.labels;
+      inputs.push_back(in);
+      ++n;
+    }
+    if (n == 0)
+      throw Error(dir, "the unlabelled folder holds no case",
+                  "check the path given to --unlabelled");
+  }
+  PreprocessCache cache(cache_dir, plan);
+  check_cache_location(cache.dir(), dirs);
+  int built = 0;
+  pool.cases = cache.get_all(inputs, threads, &built);
+  for (const auto& c : pool.cases) check_patch(patch, c->geometry(), c->id());
+  if (n_built) *n_built = built;
+  return pool;
+}
+
 }  // namespace kdseg

@@ -72,4 +72,13 @@ struct TrainingData {
 TrainingData prepare_training_data(const TrainingDataOptions& opt, const PreprocessPlan& plan,
                                    const std::array<int64_t, 3>& patch);
 
+// The cases of `dirs` as one pool of unlabelled patches (a mean teacher's, train/mean_teacher.h):
+// every case of each folder (imagesTs/ too: nothing of them is read but the images), label maps
+// ignored, preprocessed through the cache at `plan`, `patch` checked against each. Throws
+// kdseg::Error naming the folder (missing, empty, a case ID in two folders, the cache inside it).
+SamplePool prepare_unlabelled_pool(const std::vector<std::string>& dirs,
+                                   const std::string& cache_dir, const PreprocessPlan& plan,
+                                   const std::array<int64_t, 3>& patch, int threads,
+                                   int* n_built = nullptr);
+
 }  // namespace kdseg

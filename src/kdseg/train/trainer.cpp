@@ -38,6 +38,10 @@ constexpr const char* kLogHeader =
 // world size (config.json's "world_size") may not: another world is not bit-exact. The run's
 // folder, the cache's and the splits file's paths may: a run moved or copied elsewhere resumes
 // there. So may --init's: a resumed run takes its weights from last.pt.
+// Salts of the mean teacher's streams (train/mean_teacher.h): its unlabelled patches and the strong
+// views' draws, apart from the labelled patches' (keyed by the seed alone).
+constexpr uint64_t kUnlabelledSalt = 0x756e6c6162656c6cull, kStrongSalt = 0x7374726f6e677676ull;
+
 const std::vector<std::string> kResumableKeys{
     "resume",      "steps",          "quiet",     "threads",   "workers",
     "prefetch",    "device",         "val_every", "log_every", "checkpoint_every",
@@ -216,6 +220,22 @@ json to_json(const TrainOptions& o) {
   // Only where given: the configuration of a run made before --init existed stays equal to its
   // resume's (which compares them key by key).
   if (!o.init.empty()) j["init"] = o.init;
+  if (o.mean_teacher.enabled()) {
+    const auto& m = o.mean_teacher;
+    const auto& st = m.strong;
+    j["mean_teacher"] = {{"unlabelled", m.unlabelled},
+                         {"weight", m.weight},
+                         {"ema", m.ema},
+                         {"threshold", m.threshold},
+                         {"rampup", m.rampup},
+                         {"batch", m.batch},
+                         {"strong",
+                          {{"noise_sd", st.noise_sd},
+                           {"contrast", st.contrast},
+                           {"shift", st.shift},
+                           {"p_cutmix", st.p_cutmix},
+                           {"cutmix_side", st.cutmix_side}}}};
+  }
   return j;
 }
 
@@ -330,6 +350,9 @@ TrainResult train(const TrainOptions& given) {
   sched.lr = opt.lr;
   validate_schedule(sched);
   validate_augment(opt.augment);
+  const MeanTeacherOptions& mto = opt.mean_teacher;
+  const bool mean_teacher = mto.enabled();
+  if (mean_teacher) validate_mean_teacher(mto);
   OptimizerOptions optim = opt.optimizer_options;
   optim.kind = opt.optimizer;
 
@@ -469,6 +492,15 @@ TrainResult train(const TrainOptions& given) {
     if (talk) std::fprintf(stderr, "train: preparing data (cache, split)\n");
     td = prepare_training_data(dopt, plan, opt.patch);
   }
+  SamplePool unlabelled_pool;
+  auto prepare_unlabelled = [&] {
+    if (!mean_teacher) return;
+    int built = 0;
+    unlabelled_pool = prepare_unlabelled_pool(mto.unlabelled, dopt.cache_dir, plan, opt.patch,
+                                              opt.threads, &built);
+    td.n_built += built;
+  };
+  if (rank0) prepare_unlabelled();
   if (pg && world > 1) {
     collective(
         "waiting for rank 0 to prepare the data; raise --dist-timeout above its "
@@ -479,6 +511,7 @@ TrainResult train(const TrainOptions& given) {
       // filesystem this host does not see, the same split is made in memory (not written).
       if (opt.splits.empty() && !fs::exists(dopt.splits_path)) dopt.splits_path.clear();
       td = prepare_training_data(dopt, plan, opt.patch);
+      prepare_unlabelled();
     }
     expect_same_on_all_ranks(
         *pg, data_digest(td),
@@ -487,8 +520,13 @@ TrainResult train(const TrainOptions& given) {
         "every rank needs the same --data folders, split and cache plan");
   }
   if (talk)
-    std::fprintf(stderr, "train: %zu train + %zu validation case(s), %d preprocessed now\n",
-                 td.splits.train.size(), td.validation.size(), td.n_built);
+    std::fprintf(
+        stderr, "train: %zu train + %zu validation case(s)%s, %d preprocessed now\n",
+        td.splits.train.size(), td.validation.size(),
+        mean_teacher
+            ? (" + " + std::to_string(unlabelled_pool.cases.size()) + " unlabelled").c_str()
+            : "",
+        td.n_built);
   // The saved plan records the spacing trained at (nnU-Net: the median of the training cases),
   // so that predict resamples inputs of another spacing.
   PreprocessPlan saved_plan = plan;
@@ -549,6 +587,37 @@ TrainResult train(const TrainOptions& given) {
                    static_cast<long long>(world), distributed_backends().c_str(),
                    static_cast<long long>(opt.batch), static_cast<long long>(opt.batch * world));
   }
+  // The mean teacher: the student's architecture, its weights (after --init and the broadcast)
+  // or, on --resume, the teacher saved in last.pt. Made without touching the global generator,
+  // which the student's run draws from.
+  SegNet teacher{nullptr};
+  if (mean_teacher) {
+    {
+      at::Generator gen = at::detail::getDefaultCPUGenerator();
+      at::Tensor saved_state;
+      {
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        saved_state = gen.get_state();
+      }
+      teacher = make_net(opt.model, model_options);  // draws from (and locks) the generator
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(saved_state);
+    }
+    teacher->to(device);
+    if (resuming) {
+      if (!resumed.extra.contains("mean_teacher"))
+        throw Error(last_path,
+                    "--resume of a mean-teacher run from a checkpoint without a teacher");
+      load_state_dict(*teacher,
+                      c10::impl::toTypedDict<std::string, at::Tensor>(
+                          resumed.extra.at("mean_teacher").toGenericDict()),
+                      last_path + " (mean teacher)");
+    } else {
+      load_state_dict(*teacher, state_dict(*net), "the student's initial weights");
+    }
+    teacher->eval();
+    for (auto& p : teacher->parameters()) p.set_requires_grad(false);
+  }
 
   auto save_last = [&](int64_t done_steps, double elapsed) {
     c10::impl::GenericDict extra(c10::StringType::get(), c10::AnyType::get());
@@ -561,6 +630,11 @@ TrainResult train(const TrainOptions& given) {
     extra.insert("best_step", best_step);
     extra.insert("elapsed_s", elapsed);
     extra.insert("world_size", world);
+    if (mean_teacher) {
+      c10::impl::GenericDict tstate(c10::StringType::get(), c10::TensorType::get());
+      for (const auto& kv : state_dict(*teacher)) tstate.insert(kv.key(), kv.value());
+      extra.insert("mean_teacher", tstate);
+    }
     at::Generator gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     extra.insert("rng", gen.get_state());
@@ -598,6 +672,21 @@ TrainResult train(const TrainOptions& given) {
   lopt.rank = rank;
   lopt.world = world;
   Loader loader(sampler, opt.augment, lopt, step);
+  // The unlabelled patches: random (no label to centre on), the run's augmentation as the weak
+  // view, a sampling stream of their own.
+  std::unique_ptr<Loader> unlabelled_loader;
+  if (mean_teacher) {
+    SamplerOptions u = sopt;
+    u.batch = mto.batch > 0 ? mto.batch : opt.batch;
+    u.foreground_share = 0;
+    u.seed = data::mix64(opt.seed ^ kUnlabelledSalt);
+    unlabelled_loader = std::make_unique<Loader>(
+        std::make_shared<const Sampler>(std::vector<SamplePool>{unlabelled_pool}, u), opt.augment,
+        lopt, step);
+  }
+  double sum_unlabelled = 0, sum_confident = 0;  // this process's, over its steps
+  int64_t n_unlabelled = 0;
+  double row_unlabelled = 0, row_confident = 0;  // since the last progress line
 
   int64_t kill_at = -1;  // test hook: the process kills itself (SIGKILL) after this step
   if (const char* k = std::getenv("KDSEG_DEBUG_KILL_AFTER_STEP")) kill_at = std::atoll(k);
@@ -645,6 +734,32 @@ TrainResult train(const TrainOptions& given) {
       }
     }
     loss.total.backward();
+    if (mean_teacher) {  // the unlabelled term: its own backward, so one graph is alive at a time
+      const Batch ub = unlabelled_loader->next();
+      const double lambda = consistency_weight(mto, step, opt.steps);
+      ConsistencyTargets ct;
+      {
+        torch::NoGradGuard no_grad;
+        ct = consistency_targets(
+            forward_fp32(teacher, ub.image.to(device), opt.bf16, device_name).logits,
+            mto.threshold);
+      }
+      const StrongView sv = strong_view(
+          ub.image, data::sample_key(data::mix64(opt.seed ^ kStrongSalt), step, rank), mto.strong);
+      const at::Tensor xs = sv.image.to(device), ys = mix_like(ct.target, sv.mixed),
+                       ws = mix_like(ct.weight, sv.mixed);
+      const LossTerms ul =
+          segmentation_loss(forward_fp32(net, xs, opt.bf16, device_name), ys, xs, ws, opt.loss);
+      if (lambda > 0) (ul.total * lambda).backward();
+      const double u = ul.total.item<double>();
+      const double confident = ws.mean().item<double>();
+      sum_unlabelled += u;
+      sum_confident += confident;
+      row_unlabelled += u;
+      row_confident += confident;
+      ++n_unlabelled;
+      loss.total = loss.total.detach() + lambda * u;  // what the step minimised, for the log
+    }
     double l = 0, l_dice = 0, l_bce = 0;
     if (pg) {
       // One collective: every gradient (undefined ones as zeros) + the loss terms + which
@@ -677,6 +792,7 @@ TrainResult train(const TrainOptions& given) {
       l_bce = loss.bce.item<double>();
     }
     optimizer.step(lr);
+    if (mean_teacher) update_teacher(*teacher, *net, teacher_decay(mto, step));
     if (!std::isfinite(l))  // the mean over the ranks: every rank stops here together
       throw Error(opt.out, "the loss is not finite at step " + std::to_string(step),
                   "lower --lr, or check the data (kdseg check)");
@@ -735,14 +851,20 @@ TrainResult train(const TrainOptions& given) {
             << val_cells << "\n";
         log.flush();
       }
-      if (talk)
+      if (talk) {
+        char unlabelled_text[96] = "";
+        if (mean_teacher && n_row > 0)
+          std::snprintf(unlabelled_text, sizeof unlabelled_text,
+                        "  unlabelled loss %.4f (confident %.0f%%)", row_unlabelled / n_row,
+                        100 * row_confident / n_row);
         std::fprintf(
             stderr,
-            "train: step %lld/%lld  loss %.4f  lr %.2e  %.2f samples/s  wait %.1f%%  ETA %s\n",
-            static_cast<long long>(step), static_cast<long long>(opt.steps), sum_loss / n_row, lr,
-            samples / row_s, 100 * wait / row_s,
+            "train: step %lld/%lld  loss %.4f%s  lr %.2e  %.2f samples/s  wait %.1f%%  ETA %s\n",
+            static_cast<long long>(step), static_cast<long long>(opt.steps), sum_loss / n_row,
+            unlabelled_text, lr, samples / row_s, 100 * wait / row_s,
             format_seconds(per_step * static_cast<double>(opt.steps - step)).c_str());
-      sum_loss = sum_dice = sum_bce = 0;
+      }
+      sum_loss = sum_dice = sum_bce = row_unlabelled = row_confident = 0;
       n_row = 0;
       t_row = Clock::now();
     }
@@ -780,19 +902,27 @@ TrainResult train(const TrainOptions& given) {
       per_folder[td.pools[k].name] = {{"samples", drawn[k]},
                                       {"weight", td.pools[k].weight},
                                       {"cases", td.pools[k].cases.size()}};
-    write_json_atomic((out / "done.json").string(),
-                      {{"steps", step},
-                       {"best_step", best_step},
-                       {"best_mean_dice", best},
-                       {"seconds", elapsed_before + result.seconds},
-                       {"wait_fraction", result.wait_fraction},
-                       {"world_size", world},
-                       {"collective_fraction",
-                        result.seconds > 0 ? result.collective_seconds / result.seconds : 0},
-                       {"train_hard_dice", tail},
-                       {"train_hard_dice_steps", tail_steps},
-                       {"data_folders", per_folder},
-                       {"warnings", result.warnings}});
+    if (mean_teacher) save_checkpoint((ckpt_dir / "teacher.pt").string(), *teacher, saved_plan);
+    json done = {{"steps", step},
+                 {"best_step", best_step},
+                 {"best_mean_dice", best},
+                 {"seconds", elapsed_before + result.seconds},
+                 {"wait_fraction", result.wait_fraction},
+                 {"world_size", world},
+                 {"collective_fraction",
+                  result.seconds > 0 ? result.collective_seconds / result.seconds : 0},
+                 {"train_hard_dice", tail},
+                 {"train_hard_dice_steps", tail_steps},
+                 {"data_folders", per_folder},
+                 {"warnings", result.warnings}};
+    if (mean_teacher)
+      done["mean_teacher"] = {
+          {"unlabelled_cases", unlabelled_pool.cases.size()},
+          {"unlabelled_loss", n_unlabelled ? sum_unlabelled / n_unlabelled : 0.0},
+          {"confident_share", n_unlabelled ? sum_confident / n_unlabelled : 0.0},
+          {"steps_counted", n_unlabelled},
+          {"teacher", (ckpt_dir / "teacher.pt").string()}};
+    write_json_atomic((out / "done.json").string(), done);
     for (const auto& w : result.warnings) std::fprintf(stderr, "train: warning: %s\n", w.c_str());
   }
   // Every rank ends together: a failure of rank 0's last writes fails the others too.

@@ -5,7 +5,9 @@
 // every val_every steps, atomic checkpoints, and --resume that continues bit for bit.
 //
 // Output folder (docs/outputs.md): config.json, splits.json, log.csv, checkpoints/{last,best}.pt,
-// done.json.
+// done.json; with a mean teacher (--unlabelled, train/mean_teacher.h) also checkpoints/teacher.pt,
+// the teacher's final weights (last.pt and best.pt hold the student's, and last.pt the teacher's
+// for --resume).
 //
 // Distributed (data-parallel) training, `distributed = true`: every process of a torchrun-style
 // launch (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) calls train() with the same
@@ -28,6 +30,7 @@
 #include "kdseg/data/augment.h"
 #include "kdseg/data/folders.h"
 #include "kdseg/train/loss.h"
+#include "kdseg/train/mean_teacher.h"
 #include "kdseg/train/optimizer.h"
 #include "kdseg/train/schedule.h"
 
@@ -70,6 +73,7 @@ struct TrainOptions {
   bool allow_emulated_bf16 = false;  // bf16 on a CPU without native bf16 (refused otherwise)
   AugmentOptions augment;
   LossOptions loss;
+  MeanTeacherOptions mean_teacher;  // --unlabelled DIR: the online mean teacher (mean_teacher.h)
   double soft_temperature = 1;  // soft targets p become sigmoid(logit(p)/T); 1 = as given
   int workers = 2;              // loader threads, e.g. 1
   int prefetch = 4;             // batches made ahead
