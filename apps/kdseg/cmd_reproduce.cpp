@@ -40,9 +40,11 @@ CLI::App* add_reproduce_flags(CLI::App& app, ReproduceOptions& opt, RuntimeOptio
                   "stop before the tables; 0 = every seed")
       ->capture_default_str();
   cmd->add_option("--recipes", opt.student_recipes,
-                  "Recipes beyond the paper's, each its own row: finetune (the distilled student "
-                  "fine-tuned on the labelled cases: student-ft) or none; \"\" = the preset's "
-                  "(finetune; none for paper and tiny)");
+                  "Recipes beyond the paper's, each its own row, comma-separated: finetune (the "
+                  "distilled student fine-tuned on the labelled cases: student-ft), mean-teacher "
+                  "(the student's network with an online mean teacher on the unlabelled cases: "
+                  "student-mt), or none; \"\" = the preset's (finetune; none for paper and "
+                  "tiny)");
   cmd->add_option("--jobs", opt.jobs,
                   "Models trained at once, each in its own process; 0 = auto (on a CPU one "
                   "single-thread process per core, as memory allows), 1 = one after another")

@@ -13,7 +13,7 @@ namespace {
 TEST(ExperimentRecipes, CpuPresetSizesAndOverrides) {
   ReproduceOptions o;  // preset cpu
   auto r = reproduce_recipes(o);
-  ASSERT_EQ(r.size(), 6u);  // unet, resunet, resunet-vae, cascade, student, student-ft
+  ASSERT_EQ(r.size(), 7u);  // unet, resunet, resunet-vae, cascade, student, student-ft, -mt
   const ReproduceOptions resolved = with_preset(o);
   EXPECT_EQ(resolved.n_labeled, 4);
   EXPECT_EQ(resolved.n_test, 40);
@@ -34,11 +34,17 @@ TEST(ExperimentRecipes, CpuPresetSizesAndOverrides) {
   EXPECT_EQ(r["student-ft"].options, r["student"].options);
   EXPECT_EQ(r["student-ft"].steps, r["student"].steps / 4);
   EXPECT_DOUBLE_EQ(r["student-ft"].lr, r["student"].lr / 10);
+  // The mean teacher: the student's own recipe (the control's budget in steps)
+  EXPECT_EQ(r["student-mt"].options, r["student"].options);
+  EXPECT_EQ(r["student-mt"].steps, r["student"].steps);
+  EXPECT_DOUBLE_EQ(r["student-mt"].lr, r["student"].lr);
   EXPECT_EQ(resolved.student_recipes, "finetune");
   ReproduceOptions tiny;
   tiny.preset = "tiny";
   EXPECT_EQ(with_preset(tiny).student_recipes, "none");
   EXPECT_EQ(recipe_methods("finetune"), std::vector<std::string>{"student-ft"});
+  EXPECT_EQ(recipe_methods("mean-teacher,finetune"),
+            (std::vector<std::string>{"student-mt", "student-ft"}));
   EXPECT_TRUE(recipe_methods("none").empty());
   EXPECT_THROW(recipe_methods("mixup"), Error);
   EXPECT_THROW(recipe_methods("finetune,finetune"), Error);

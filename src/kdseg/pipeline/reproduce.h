@@ -70,9 +70,10 @@ struct ReproduceOptions {
   std::string device = "cpu";
   bool quiet = false;
   // Recipes beyond the paper's for making the unlabelled cases pay, each its own row
-  // (docs/experiment.md "Recipes beyond the paper's"): "finetune" (the distilled student
-  // fine-tuned on the labelled cases alone: row student-ft); "none"; "" = the preset's (quick,
-  // cpu, long: finetune; paper, tiny: none).
+  // (docs/experiment.md "Recipes beyond the paper's"), comma-separated: "finetune" (the
+  // distilled student fine-tuned on the labelled cases alone: row student-ft), "mean-teacher"
+  // (the student's network trained with an online mean teacher on the unlabelled cases: row
+  // student-mt); "none"; "" = the preset's (quick, cpu, long: finetune; paper, tiny: none).
   std::string student_recipes = "";
   // Models trained side by side, each in its own process (docs/experiment.md "Parallel jobs"):
   // 0 = auto (resolve_jobs), 1 = one after another in this process. Needs job_command.
@@ -102,13 +103,15 @@ JobPlan resolve_jobs(const ReproduceOptions& opt, int n_tasks);
 // The preset's recipes by name: "unet", "resunet", "resunet-vae", "cascade" (teachers),
 // "student" (the distilled student, the control and the oracle; a teacher too when --teachers
 // names it), "student-ft" (the fine-tune of the distilled student: its network, a quarter of
-// its steps at a tenth of its learning rate), after `opt` overrides (those of "student" reach
-// "student-ft" too). Throws for an unknown preset.
+// its steps at a tenth of its learning rate), "student-mt" (the mean teacher's: the student's
+// recipe), after `opt` overrides (those of "student" reach both rows too). Throws for an unknown
+// preset.
 std::map<std::string, ModelRecipe> reproduce_recipes(const ReproduceOptions& opt);
 // `opt` with the preset's values where it says 0 / "".
 ReproduceOptions with_preset(ReproduceOptions opt);
 
-// The rows --recipes adds, in table order: "finetune" gives "student-ft". "none" or "" gives
+// The rows --recipes adds, in table order: "finetune" gives "student-ft", "mean-teacher"
+// "student-mt". "none" or "" gives
 // none. Throws kdseg::Error (naming --recipes) for an unknown recipe or one named twice.
 std::vector<std::string> recipe_methods(const std::string& recipes);
 
